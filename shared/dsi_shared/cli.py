@@ -1,0 +1,202 @@
+"""`dsi`: run the services, drive a demo, audit the stores. Services are found through entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dsi_shared.config import Settings, var_dir
+from dsi_shared.natsserver import NatsServer
+from dsi_shared.service import AuditFacts, AuditReport, ServiceRuntime, discover
+
+app = typer.Typer(help="Data Sharing Incentive and QIP data sharing: services, demo and audit.", no_args_is_help=True)
+audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+console = Console()
+RUN_FILE = "run.json"
+
+
+@app.command()
+def serve(name: str) -> None:
+    """Run one service (HTTP, relay, consumers) in the foreground."""
+    import uvicorn
+
+    specs = discover()
+    if name not in specs:
+        raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(specs)}")
+    runtime = ServiceRuntime(specs[name])
+    host = os.environ.get("DSI_HTTP_HOST", "127.0.0.1")
+    # No access log: request paths carry member ids (`/members/{cin}`), which must never reach logs.
+    uvicorn.run(runtime.http, host=host, port=runtime.settings.port, log_level="warning", access_log=False)
+
+
+def _tokens() -> str:
+    if raw := os.environ.get("DSI_TOKENS"):
+        return raw
+    roles = ("program-staff", "auditor", "ops", "hie")
+    return ",".join(f"dev-{role}-{secrets.token_urlsafe(12)}:{role}" for role in roles)
+
+
+def _payload_key(var: Path) -> str:
+    """`DSI_PAYLOAD_KEY`, else the development key kept in var/ (created once: stored payloads must stay readable)."""
+    if key := os.environ.get("DSI_PAYLOAD_KEY"):
+        return key
+    path = var / "payload.key"
+    if not path.exists():
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded NATS (unless NATS_URL is set) and every service; Ctrl-C stops all of them."""
+    var = var_dir().resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    nats: NatsServer | None = None
+    nats_url = os.environ.get("NATS_URL")
+    if not nats_url:
+        nats = NatsServer(var / "nats", log_file=var / "nats-server.log").start()
+        nats_url = nats.url
+    env = {**os.environ, "NATS_URL": nats_url, "DSI_TOKENS": _tokens(), "DSI_VAR_DIR": str(var),
+           "DSI_PAYLOAD_KEY": _payload_key(var)}
+    specs = discover()
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+    for name, spec in specs.items():
+        port = Settings(name, spec.default_port).port
+        urls[name] = f"http://127.0.0.1:{port}"
+        log = open(var / f"{name}.log", "ab")
+        children[name] = subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name],
+                                          env=env, stdout=log, stderr=log)
+    (var / RUN_FILE).write_text(json.dumps({"nats_url": nats_url, "tokens": env["DSI_TOKENS"], "urls": urls,
+                                            "bus_prefix": env.get("DSI_BUS_PREFIX", "")}, indent=2))
+    _wait_ready(urls, children)
+    console.print("[bold]DSI is running[/bold] (Ctrl-C stops everything)")
+    for name, url in urls.items():
+        store = Settings(name, specs[name].default_port).store
+        console.print(f"  {name:12} {url}  (OpenAPI {url}/docs, store {store}, log {var / (name + '.log')})", soft_wrap=True)
+    console.print(f"NATS: {nats_url}" + (" (embedded, JetStream in var/nats)" if nats else ""))
+    console.print("Tokens (Authorization: Bearer <token>):")
+    for item in env["DSI_TOKENS"].split(","):
+        token, _, role = item.rpartition(":")
+        console.print(f"  {role:14} {token}", soft_wrap=True)
+    console.print("Try: make demo")
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    console.print(f"[red]{name} exited with {child.returncode}; see {var / (name + '.log')}[/red]")
+                    stopping = True
+            time.sleep(0.3)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if nats:
+            nats.stop()
+        console.print("stopped")
+
+
+def _wait_ready(urls: dict[str, str], children: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    pending = dict(urls)
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            if children[name].poll() is not None:
+                raise typer.Exit(1)
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    if pending:
+        console.print(f"[red]not ready after {timeout:.0f}s: {', '.join(pending)}[/red]")
+
+
+@app.command()
+def demo() -> None:
+    """Drive the thin flow against a running `dsi up`: register, sign LOA/DSA by HTTP and HIE by NATS
+    (and DSA twice), then show the single $10,000 Milestone 1 payment."""
+    from dsi_shared.demo import run_demo
+
+    run_file = var_dir() / RUN_FILE
+    if not run_file.exists():
+        console.print("[red]nothing is running: start it with `make run` first[/red]")
+        raise typer.Exit(1)
+    raise typer.Exit(asyncio.run(run_demo(json.loads(run_file.read_text()), console)))
+
+
+@audit_app.command("replay")
+def audit_replay(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
+    """Rebuild every aggregate of every service from its store, re-derive payouts, and compare."""
+    facts: AuditFacts = {}
+    reports: dict[str, AuditReport] = {}
+    for name, spec in discover().items():
+        if spec.audit is None:
+            continue
+        application = spec.application(Settings(name, spec.default_port).store)
+        try:
+            reports[name] = spec.audit(application, facts)
+        finally:
+            application.close()
+    participants: dict[str, dict[str, str]] = {}
+    for report in reports.values():
+        for pid, columns in report.rows.items():
+            participants.setdefault(pid, {}).update(columns)
+    problems = [problem for report in reports.values() for problem in report.problems]
+    if as_json:
+        print(json.dumps({"services": {n: {"aggregates": r.aggregates, "events": r.events} for n, r in reports.items()},
+                          "participants": participants, "problems": problems}, indent=2))
+    else:
+        table = Table(title="Replayed participants")
+        for column in ("participant", "name", "agreements", "Milestone 1", "total paid", "remaining"):
+            table.add_column(column)
+        for pid, c in sorted(participants.items(), key=lambda item: item[1].get("name", "")):
+            table.add_row(pid, c.get("name", "?"), c.get("agreements", "-"), c.get("milestone1", "not yet"),
+                          c.get("total_paid", "0.00"), c.get("remaining", "40000.00"))
+        console.print(table)
+        for name, report in reports.items():
+            console.print(f"{name}: {report.aggregates} aggregates rebuilt from {report.events} events")
+        for problem in problems:
+            console.print(f"[red]DIFFERENCE[/red] {problem}")
+        verdict = f"[red]{len(problems)} difference(s)[/red]" if problems else "[green]every rebuilt ledger agrees[/green]"
+        console.print(verdict)
+    raise typer.Exit(1 if problems else 0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

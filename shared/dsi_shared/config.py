@@ -1,0 +1,85 @@
+"""Settings read from the environment: one documented table in README.md.
+
+Every service reads the same names; the per-service ones are `<SERVICE>_STORE`, `<SERVICE>_PORT`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+ROLES = frozenset({"program-staff", "auditor", "ops", "hie"})
+
+
+def env_name(service: str, suffix: str) -> str:
+    return f"{service.upper().replace('-', '_')}_{suffix}"
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("DSI_VAR_DIR", "var"))
+
+
+def store_url(service: str) -> str:
+    """`<SERVICE>_STORE`: `sqlite:///path` (default `var/<service>.db`) or `postgresql://…`."""
+    default = f"sqlite:///{var_dir() / (service + '.db')}"
+    return os.environ.get(env_name(service, "STORE"), default)
+
+
+def eventsourcing_env(url: str) -> dict[str, str]:
+    """Translate a store URL into the environment the eventsourcing library reads."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else parts.path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+    if parts.scheme in {"postgresql", "postgres"}:
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.path.lstrip("/"),
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        }
+    raise ValueError(f"unsupported store URL scheme {parts.scheme!r}: use sqlite:/// or postgresql://")
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """`DSI_TOKENS` = `token:role,token:role` → {token: role}. Unknown roles are a configuration error."""
+    tokens: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        token, sep, role = item.rpartition(":")
+        if not sep or not token or role not in ROLES:
+            raise ValueError(f"DSI_TOKENS entry must be token:role with role in {sorted(ROLES)}")
+        tokens[token] = role
+    return tokens
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    default_port: int
+    nats_url: str = field(default_factory=lambda: os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    nats_user: str | None = field(default_factory=lambda: os.environ.get("NATS_USER"))
+    nats_password: str | None = field(default_factory=lambda: os.environ.get("NATS_PASSWORD"))
+    # Prefix for every stream and subject, so test runs (or tenants) never see each other's data.
+    bus_prefix: str = field(default_factory=lambda: os.environ.get("DSI_BUS_PREFIX", ""))
+    tokens_raw: str = field(default_factory=lambda: os.environ.get("DSI_TOKENS", ""))
+    ack_wait_seconds: float = field(default_factory=lambda: float(os.environ.get("DSI_ACK_WAIT_SECONDS", "30")))
+    max_attempts: int = field(default_factory=lambda: int(os.environ.get("DSI_MAX_ATTEMPTS", "5")))
+    store: str = ""
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            object.__setattr__(self, "store", store_url(self.service))
+        if not self.port:
+            raw = os.environ.get(env_name(self.service, "PORT"))
+            object.__setattr__(self, "port", int(raw) if raw else self.default_port)
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return parse_tokens(self.tokens_raw)

@@ -1,0 +1,191 @@
+"""Tracking consumer: a durable JetStream pull consumer whose effects happen exactly once.
+
+A service reads each upstream stream through one durable consumer, so it sees that stream's events in the
+order they were recorded (a rejection after its signature, a span change after its opening). For each
+message: decode the CloudEvent, skip it if its upstream position is already tracked, else run the
+service's handler for its subject and record the resulting events *with* the tracking record in one transaction, and only
+then ack. A redelivery (crash before ack, NATS restart, re-publish days later) hits the tracking record
+and is acked without effect. A message that keeps failing goes to `dsi.dead-letter.<service>` with the
+reason after `DSI_MAX_ATTEMPTS` deliveries (at once when the error is permanent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Tracking
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
+
+from dsi_shared import events
+from dsi_shared.bus import STREAMS, Naming
+from dsi_shared.errors import PermanentError, describe
+from dsi_shared.store import ServiceApplication
+from dsi_shared.telemetry import extract, tracer
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ServiceApplication, events.IncomingEvent], Sequence[Aggregate]]
+DEAD_LETTER_SUBJECT = "dsi.dead-letter.{service}"
+OCC_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Which upstream events a service reacts to, and the handler that turns each into aggregates to save."""
+
+    stream: str  # contract stream name, e.g. "DSI_ENROLLMENT"
+    subject: str  # one contract subject of that stream, e.g. "dsi.enrollment.agreement-signed"
+    handler: Handler
+
+
+def by_stream(subscriptions: Sequence[Subscription]) -> dict[str, dict[str, Handler]]:
+    """Contract stream → {contract subject → handler}: one consumer per stream keeps the stream's order."""
+    grouped: dict[str, dict[str, Handler]] = {}
+    for subscription in subscriptions:
+        handlers = grouped.setdefault(subscription.stream, {})
+        if subscription.subject in handlers:
+            raise ValueError(f"two handlers for {subscription.subject}")
+        if not subscription.subject.startswith(STREAMS[subscription.stream].removesuffix(">")):
+            raise ValueError(f"{subscription.subject} is not a subject of {subscription.stream}")
+        handlers[subscription.subject] = subscription.handler
+    return grouped
+
+
+def tracking_for(event: events.IncomingEvent, stream: str, stream_sequence: int) -> Tracking:
+    """Our own services' events are tracked by (service, notification id), so a re-publish of the same
+    notification (a new stream sequence) is still recognised; outside publishers by stream position."""
+    position = event.upstream_position
+    if position is not None and event.source == f"/dsi/{position[0]}":
+        return Tracking(application_name=position[0], notification_id=position[1])
+    return Tracking(application_name=f"nats:{stream}", notification_id=stream_sequence)
+
+
+class TrackingConsumer:
+    def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
+                 stream: str, handlers: dict[str, Handler], *, ack_wait: float, max_attempts: int,
+                 batch: int = 100) -> None:
+        self.app, self.service, self.js, self.naming = app, service, js, naming
+        self.contract_stream, self.handlers = stream, handlers
+        self.ack_wait, self.max_attempts, self.batch = ack_wait, max_attempts, batch
+        self.stream = naming.stream(stream)
+        self.durable = f"{service}--{stream.lower().replace('_', '-')}"
+        self.tracer = tracer(service)
+        # Fault hook for the crash tests: hold a committed message unacked so a test can kill the process.
+        self.pause_before_ack = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS", "0"))
+        # Checked by every loop: nats-py can turn a cancellation inside fetch() into a timeout.
+        self.stopping = asyncio.Event()
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,  # we count attempts ourselves and dead-letter with the reason
+            # the whole stream, in order; subjects this service does not handle are acked without effect
+            filter_subject=self.naming.subject(STREAMS[self.contract_stream]),
+        )
+        await self.js.add_consumer(self.stream, config)
+        return await self.js.pull_subscribe_bind(self.durable, self.stream)
+
+    async def run(self) -> None:
+        subscription = None
+        while subscription is None and not self.stopping.is_set():
+            try:
+                subscription = await self.subscribe()
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.warning("consumer %s waiting for NATS: %s", self.durable, type(exc).__name__)
+                await asyncio.sleep(0.5)
+        while subscription is not None and not self.stopping.is_set():
+            try:
+                messages = await subscription.fetch(batch=self.batch, timeout=1)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("consumer %s fetch failed: %s", self.durable, type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for message in messages:
+                await self.handle(message)
+
+    async def handle(self, message: Msg) -> None:
+        contract_subject = self.naming.contract_subject(message.subject)
+        sequence = message.metadata.sequence.stream
+        handler = self.handlers.get(contract_subject)
+        if handler is None:
+            await self._settle(message.ack)  # another service's concern: nothing to do, nothing to track
+            return
+        with self.tracer.start_as_current_span(
+            f"process {contract_subject}", context=extract(message.headers), kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", contract_subject)
+            span.set_attribute("messaging.consumer.group.name", self.durable)
+            try:
+                event = events.decode(message.data, contract_subject, f"{self.stream}:{sequence}")
+                tracking = tracking_for(event, self.contract_stream, sequence)
+                recorded = await asyncio.to_thread(self.apply, handler, event, tracking)
+                span.set_attribute("dsi.duplicate", not recorded)
+            except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
+                await self.failed(message, contract_subject, exc)
+                return
+            if self.pause_before_ack:
+                await asyncio.sleep(self.pause_before_ack)
+            await self._settle(message.ack)
+
+    def apply(self, handler: Handler, event: events.IncomingEvent, tracking: Tracking) -> bool:
+        """Handler + save with tracking; retried on an optimistic-concurrency conflict. False = duplicate."""
+        for _ in range(OCC_RETRIES):
+            if self.app.has_processed(tracking):
+                return False
+            aggregates = handler(self.app, event)
+            try:
+                return self.app.save_tracked(aggregates, tracking)
+            except IntegrityError:
+                continue  # another replica changed the same aggregate: reload and decide again
+        raise RuntimeError("optimistic concurrency conflict persisted")
+
+    async def failed(self, message: Msg, contract_subject: str, exc: Exception) -> None:
+        reason = describe(exc)
+        attempts = message.metadata.num_delivered
+        permanent = isinstance(exc, PermanentError | ValueError)
+        if permanent or attempts >= self.max_attempts:
+            log.error("dead-lettering %s seq %d after %d deliveries: %s", contract_subject,
+                      message.metadata.sequence.stream, attempts, reason)
+            headers = {
+                "Nats-Msg-Id": f"dead-letter:{self.durable}:{message.metadata.sequence.stream}",
+                "Dsi-Original-Subject": contract_subject,
+                "Dsi-Original-Stream": self.contract_stream,
+                "Dsi-Original-Sequence": str(message.metadata.sequence.stream),
+                "Dsi-Consumer": self.durable,
+                "Dsi-Deliveries": str(attempts),
+                "Dsi-Reason": reason,
+                **{k: v for k, v in (message.headers or {}).items() if k in {"traceparent", "tracestate"}},
+            }
+            subject = self.naming.subject(DEAD_LETTER_SUBJECT.format(service=self.service))
+            if await self._settle(lambda: self.js.publish(subject, message.data, headers=headers, timeout=5)):
+                await self._settle(message.ack)
+        else:
+            log.warning("retrying %s seq %d (delivery %d): %s", contract_subject,
+                        message.metadata.sequence.stream, attempts, reason)
+            await self._settle(lambda: message.nak(delay=min(0.2 * 2**attempts, 10.0)))
+
+    @staticmethod
+    async def _settle(operation: Callable[[], Awaitable[object]]) -> bool:
+        """Ack/nak/publish may fail while NATS is away: the message is then redelivered, and tracking
+        makes the redelivery harmless, so the failure is logged and not retried here."""
+        try:
+            await operation()
+            return True
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            log.warning("could not settle message: %s", type(exc).__name__)
+            return False

@@ -1,0 +1,111 @@
+"""Outbox relay: the service's notification log → JetStream, in order, each message published once.
+
+`Nats-Msg-Id = <service>:<notification id>` lets JetStream drop a re-publish inside its duplicate window;
+outside it, consumers' tracking records do (DESIGN.md §2). The relay resumes from the last message of its
+own subjects in its stream, so a crash between publish and any local checkpoint can never skip an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+from eventsourcing.persistence import Notification
+from nats.js import JetStreamContext
+from opentelemetry import trace
+
+from dsi_shared import events
+from dsi_shared.bus import Naming, segment, service_stream
+from dsi_shared.store import ServiceApplication
+from dsi_shared.telemetry import extract, inject, tracer
+
+log = logging.getLogger(__name__)
+MSG_ID = "Nats-Msg-Id"
+T = TypeVar("T")
+
+
+class Relay:
+    def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
+                 batch: int = 200, idle_poll: float = 0.5) -> None:
+        self.app, self.service, self.js, self.naming = app, service, js, naming
+        self.batch, self.idle_poll = batch, idle_poll
+        self.stream = naming.stream(service_stream(service))
+        self.subjects = naming.subject(f"dsi.{segment(service)}.>")
+        self.position = 0
+        self.tracer = tracer(service)
+        self._wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+
+    def wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(self._wake.set)
+
+    async def resume_position(self) -> int:
+        """The notification id of the last event this service published (0 if none)."""
+        try:
+            last = await self.js.get_last_msg(self.stream, self.subjects)
+        except nats.js.errors.NotFoundError:
+            return 0
+        msg_id = (last.headers or {}).get(MSG_ID, "")
+        service, _, position = msg_id.rpartition(":")
+        return int(position) if service == self.service and position.isdigit() else 0
+
+    async def run(self) -> None:
+        self.position = await self._retrying(self.resume_position)
+        log.info("relay %s resumes after notification %d", self.service, self.position)
+        while not self.stopping.is_set():
+            published = await self.publish_pending()
+            if not published:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                except TimeoutError:
+                    pass
+
+    async def publish_pending(self) -> int:
+        notifications = await asyncio.to_thread(
+            self.app.recorder.select_notifications, start=self.position, limit=self.batch, inclusive_of_start=False
+        )
+        for notification in notifications:
+            await self._retrying(functools.partial(self._publish, notification))
+            self.position = notification.id
+        return len(notifications)
+
+    async def _publish(self, notification: Notification) -> None:
+        domain_event, trace_context = self.app.tracing_mapper.decode_notification(notification)
+        if getattr(type(domain_event), "relay", True) is False:
+            return  # kept in this service's store only (e.g. member demographics: minimum necessary)
+        name = events.kebab(type(domain_event).__name__)
+        contract_subject = f"dsi.{segment(self.service)}.{name}"
+        state = dict(vars(domain_event))
+        aggregate_id = state.pop("originator_id")
+        timestamp = state.pop("timestamp")
+        state["aggregate_id"] = aggregate_id
+        # consumers of several subjects use it to apply an aggregate's facts in the order they happened
+        state["aggregate_version"] = state.pop("originator_version")
+        body = events.encode(self.service, notification.id, contract_subject, state,
+                             time=timestamp, subject=str(aggregate_id))
+        with self.tracer.start_as_current_span(
+            f"publish {contract_subject}", context=extract(trace_context), kind=trace.SpanKind.PRODUCER
+        ) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", contract_subject)
+            span.set_attribute("dsi.notification_id", notification.id)
+            headers = {MSG_ID: f"{self.service}:{notification.id}", **inject()}
+            await self.js.publish(self.naming.subject(contract_subject), body, headers=headers, timeout=5)
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Keep trying while NATS is unreachable: nothing is skipped, order is kept."""
+        delay = 0.2
+        while True:
+            try:
+                return await operation()
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                if self.stopping.is_set():
+                    raise
+                log.warning("relay %s waiting for NATS: %s", self.service, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

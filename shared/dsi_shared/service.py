@@ -1,0 +1,179 @@
+"""What a service is (a `ServiceSpec`, discovered through the `dsi.services` entry point) and how one runs
+(a `ServiceRuntime`: its store, relay, consumers and HTTP app in one asyncio loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client
+
+from dsi_shared.bus import Naming, connect, ensure_streams
+from dsi_shared.config import Settings
+from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
+from dsi_shared.http import Auth, install_problem_handlers
+from dsi_shared.relay import Relay
+from dsi_shared.store import ServiceApplication
+from dsi_shared.telemetry import TracingMiddleware, setup_telemetry
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "dsi.services"
+
+
+class Worker(Protocol):
+    """A long-running part of a service (relay, consumer, listener): runs until `stopping` is set."""
+
+    stopping: asyncio.Event
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class AuditReport:
+    """What one service's replay found: per-participant columns, facts for later services, problems."""
+
+    rows: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    aggregates: int = 0
+    events: int = 0
+
+
+def rebuild_aggregates(app: ServiceApplication, report: AuditReport) -> list[Any]:
+    """Replay every aggregate of a store from its events (no cache, no snapshot) and check each reaches
+    the version its last event in the notification log says."""
+    latest: dict[Any, int] = {}
+    for notification in app.all_notifications():
+        report.events += 1
+        latest[notification.originator_id] = notification.originator_version
+    rebuilt: list[Any] = []
+    for aggregate_id, version in latest.items():
+        aggregate: Any = app.repository.get(aggregate_id)
+        if aggregate.version != version:
+            report.problems.append(f"{app.name}: {aggregate_id} rebuilt at v{aggregate.version}, log has v{version}")
+        rebuilt.append(aggregate)
+    report.aggregates += len(rebuilt)
+    return rebuilt
+
+
+# The auditor hands each service the facts earlier services reported (enrollment → milestones → payments).
+AuditFacts = dict[str, Any]
+Auditor = Callable[[ServiceApplication, AuditFacts], AuditReport]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    default_port: int
+    application: Callable[[str], ServiceApplication]
+    routes: Callable[[Any, Auth], APIRouter]
+    subscriptions: tuple[Subscription, ...] = ()
+    audit: Auditor | None = None
+    audit_order: int = 100
+    on_start: Callable[[ServiceApplication], None] | None = None  # e.g. seed packaged configuration
+    servers: tuple[Callable[[ServiceApplication], Worker], ...] = ()  # e.g. the MLLP listener
+
+
+def discover() -> dict[str, ServiceSpec]:
+    """Every installed service, in audit order (services meet only on NATS; the CLI meets them here)."""
+    specs = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return {spec.name: spec for spec in sorted(specs, key=lambda s: (s.audit_order, s.name))}
+
+
+class ServiceRuntime:
+    def __init__(self, spec: ServiceSpec, settings: Settings | None = None) -> None:
+        self.spec = spec
+        self.settings = settings or Settings(spec.name, spec.default_port)
+        setup_telemetry(f"dsi-{spec.name}")
+        self.app = spec.application(self.settings.store)
+        self.naming = Naming(self.settings.bus_prefix)
+        self.auth = Auth(self.settings.tokens)
+        self.nc: Client | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.workers: list[Worker] = []
+        self.http = self._build_http()
+
+    async def start(self) -> None:
+        if self.spec.on_start is not None:
+            await asyncio.to_thread(self.spec.on_start, self.app)
+        self.nc = await connect(self.settings, name=f"dsi-{self.spec.name}")
+        js = self.nc.jetstream()
+        await ensure_streams(js, self.naming)
+        loop = asyncio.get_running_loop()
+        relay = Relay(self.app, self.spec.name, js, self.naming)
+        self.app.on_recorded(lambda: relay.wake_threadsafe(loop))
+        consumers = [
+            TrackingConsumer(self.app, self.spec.name, js, self.naming, stream, handlers,
+                             ack_wait=self.settings.ack_wait_seconds, max_attempts=self.settings.max_attempts)
+            for stream, handlers in by_stream(self.spec.subscriptions).items()
+        ]
+        self.workers = [relay, *consumers, *(server(self.app) for server in self.spec.servers)]
+        self.tasks = [asyncio.create_task(worker.run(), name=f"{self.spec.name}-{i}")
+                      for i, worker in enumerate(self.workers)]
+        for task in self.tasks:
+            task.add_done_callback(self._crashed)
+
+    def _crashed(self, task: asyncio.Task[None]) -> None:
+        if self.workers and all(w.stopping.is_set() for w in self.workers):
+            return  # shutting down: a worker ending with an error now is expected
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s background task %s died", self.spec.name, task.get_name(), exc_info=task.exception())
+            os._exit(70)  # a service without its relay/consumer must not look healthy: let the supervisor restart it
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            worker.stopping.set()
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            _, stuck = await asyncio.wait(self.tasks, timeout=10)
+            for task in stuck:
+                log.error("%s task %s did not stop", self.spec.name, task.get_name())
+        self.tasks, self.workers = [], []
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        self.app.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def _build_http(self) -> FastAPI:
+        # FastAPI's own telemetry records the raw URL path (member ids in `/members/{id}`: PHI) and exception
+        # messages: ours (TracingMiddleware) names spans by route template only.
+        telemetry: Any = {"tracing": False, "operation_spans": False, "logs": False}
+        http = FastAPI(title=f"DSI {self.spec.name}", lifespan=self.lifespan, telemetry=telemetry)
+        install_problem_handlers(http)
+        http.add_middleware(TracingMiddleware, service=self.spec.name)
+
+        @http.get("/healthz", tags=["health"])
+        def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.spec.name}
+
+        @http.get("/readyz", tags=["health"])
+        def readyz() -> JSONResponse:
+            checks = {"nats": bool(self.nc and self.nc.is_connected), "store": self._store_reachable()}
+            ready = all(checks.values())
+            return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+        http.include_router(self.spec.routes(self.app, self.auth))
+        return http
+
+    def _store_reachable(self) -> bool:
+        try:
+            self.app.recorder.max_notification_id()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False

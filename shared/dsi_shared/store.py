@@ -1,0 +1,162 @@
+"""Each service's immutable event store: an eventsourcing Application on SQLite or PostgreSQL.
+
+The application's notification log is the service's outbox (see `relay`); its process recorder keeps the
+tracking records that make consumption exactly-once (see `consumer`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Mapper,
+    Notification,
+    ProcessRecorder,
+    StoredEvent,
+    Tracking,
+    Transcoding,
+)
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteProcessRecorder
+from opentelemetry import propagate
+from psycopg.sql import SQL, Identifier
+
+from dsi_shared.config import eventsourcing_env
+
+TRACE_KEY = "_trace_context"
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"  # stored in every event that carries a date: never rename
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class TracingMapper(Mapper[UUID]):
+    """Stamps the current W3C trace context into each stored event (outside the domain event's own
+    attributes), so the relay can continue the trace that caused the event when it publishes it later."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if not carrier:
+            return super().to_stored_event(domain_event)
+        stamped = object.__new__(type(domain_event))
+        object.__setattr__(stamped, "__dict__", {**vars(domain_event), TRACE_KEY: carrier})
+        return super().to_stored_event(stamped)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        domain_event = super().to_domain_event(stored_event)
+        vars(domain_event).pop(TRACE_KEY, None)
+        return domain_event
+
+    def decode_notification(self, notification: Notification) -> tuple[Any, dict[str, str]]:
+        """The domain event and the trace context it was recorded under."""
+        domain_event = super().to_domain_event(notification)
+        return domain_event, vars(domain_event).pop(TRACE_KEY, None) or {}
+
+
+class ServiceApplication(Application[UUID]):
+    """Base of every service's Application: store chosen by URL, tracking kept per upstream event."""
+
+    log_section_size = 500
+
+    def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
+        env = {
+            **eventsourcing_env(store_url),
+            # Multi-row tracking: an earlier upstream event redelivered after a later one must still apply
+            # (the default single-row mode silently rejects it; DESIGN.md §7).
+            "SINGLE_ROW_TRACKING": "no",
+            "MAPPER_TOPIC": "dsi_shared.store:TracingMapper",
+            **(extra_env or {}),
+        }
+        self._listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        super().__init__(env=env)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder
+
+    @property
+    def tracing_mapper(self) -> TracingMapper:
+        assert isinstance(self.mapper, TracingMapper)
+        return self.mapper
+
+    def on_recorded(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from the saving thread) whenever new events were recorded: wakes the relay."""
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def _notify(self, recordings: list[Any]) -> None:
+        super()._notify(recordings)
+        if recordings:
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener()
+
+    def has_processed(self, tracking: Tracking) -> bool:
+        """Exactly this upstream position was recorded. (The library's `has_tracking_id` answers
+        "max recorded id >= n", which in multi-row mode would call an unprocessed earlier event a duplicate.)"""
+        recorder = self.process_recorder
+        key = (tracking.application_name, tracking.notification_id)
+        if isinstance(recorder, PostgresProcessRecorder):
+            query = SQL("SELECT 1 FROM {0}.{1} WHERE application_name = %s AND notification_id = %s").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.tracking_table_name))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, key)
+                return cursor.fetchone() is not None
+        if isinstance(recorder, SQLiteProcessRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute("SELECT 1 FROM tracking WHERE application_name = ? AND notification_id = ?", key)
+                return cursor.fetchone() is not None
+        raise TypeError(f"no exact tracking lookup for {type(recorder).__name__}")
+
+    def save_tracked(self, aggregates: Iterable[Aggregate], tracking: Tracking) -> bool:
+        """Record the aggregates' new events and the upstream position in one transaction.
+
+        Returns False when that upstream position was already processed (a redelivery): nothing is written.
+        An optimistic-concurrency conflict is re-raised for the caller to retry.
+        """
+        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing.collect_events(*aggregates)
+        try:
+            recordings = self._record(processing)
+        except IntegrityError:
+            if self.has_processed(tracking):
+                return False
+            raise
+        self._notify(recordings)
+        return True
+
+    def all_notifications(self, batch: int = 1000) -> Iterable[Notification]:
+        """The whole notification log in order (for replay and audit)."""
+        last = 0
+        while True:
+            page = self.recorder.select_notifications(start=last, limit=batch, inclusive_of_start=False)
+            if not page:
+                return
+            yield from page
+            last = page[-1].id
