@@ -1,0 +1,1 @@
+"""Enrollment: participants (interest form, agreements) — the plan's record of who takes part in DSI."""

@@ -1,0 +1,66 @@
+"""NATS → commands. Each handler returns the aggregates whose new events are saved with the tracking record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from dsi_shared.consumer import Subscription
+from dsi_shared.errors import PermanentError
+from dsi_shared.events import IncomingEvent
+from dsi_shared.store import ServiceApplication
+from eventsourcing.domain import Aggregate
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from enrollment.application import Enrollment
+from enrollment.domain import participant_id
+
+
+class AgreementSignedMessage(BaseModel):
+    """`dsi.in.agreement-signed` from the e-signature/contracts system (DESIGN.md §4). The participant is named
+    by `participant_id`, or by `npi`/`tin` (a DSA may be signed before the interest form)."""
+
+    model_config = ConfigDict(extra="ignore")
+    participant_id: str | None = None
+    npi: str | None = None
+    tin: str | None = None
+    agreement: str
+    signed_at: datetime
+    document_id: str
+
+    @model_validator(mode="after")
+    def names_the_provider(self) -> AgreementSignedMessage:
+        if not (self.participant_id or self.npi or self.tin):
+            raise PermanentError("participant_id: missing (or name the provider by npi/tin)")
+        return self
+
+
+def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    assert isinstance(app, Enrollment)
+    message = AgreementSignedMessage.model_validate(event.data)
+    if message.participant_id:
+        participant = app.participant(participant_id(message.participant_id))
+        participant.sign(message.agreement, message.signed_at, message.document_id, channel="nats")
+        return [participant]
+    _, aggregates = app.sign_by_identity(message.npi, message.tin, message.agreement, message.signed_at,
+                                         message.document_id, "nats")
+    return aggregates
+
+
+def on_milestone_decided(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """Milestones tells enrollment what became of Milestone 1, so the participant record shows it."""
+    assert isinstance(app, Enrollment)
+    data = event.data
+    participant = app.participant(participant_id(data["participant_id"]))
+    outcome = "achieved" if event.type.endswith("milestone-achieved") else "missed"
+    details: dict[str, Any] = {k: data[k] for k in ("achieved_at", "amount", "quarter", "rule_version", "reason", "completed_at",
+                                    "deadline") if k in data}
+    participant.note_milestone(data["milestone"], outcome, details)
+    return [participant]
+
+
+SUBSCRIPTIONS = (
+    Subscription("DSI_IN", "dsi.in.agreement-signed", on_agreement_signed),
+    Subscription("DSI_MILESTONES", "dsi.milestones.milestone-achieved", on_milestone_decided),
+    Subscription("DSI_MILESTONES", "dsi.milestones.milestone-missed", on_milestone_decided),
+)

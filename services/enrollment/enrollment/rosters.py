@@ -1,0 +1,269 @@
+"""Roster files → plain rows (adapters; no aggregate is touched here).
+
+- the state's eligibility file: CSV (`ELIGIBILITY_COLUMNS`) or X12 834 5010 (parsed with pyx12);
+- PCP attribution and QIP-entity assignment: CSV (`ATTRIBUTION_COLUMNS`) or a Da Vinci ATR FHIR `Group`.
+
+Each parser yields rows or `RowError(line, reason)`; a bad row never stops the good ones. Reasons name the
+field and the problem, never the value (rows hold PHI).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pyx12.errors
+import pyx12.x12file
+from dsi_shared.errors import Unprocessable, describe
+from fhir.resources.R4B.group import Group  # R4B: the R4-compatible release (ATR is an R4 IG)
+from pydantic import ValidationError
+
+from enrollment.members import PCP, QIP, InvalidMember, normalise_cin
+
+ELIGIBILITY_COLUMNS = ("member_id", "last_name", "first_name", "birth_date", "eligibility_start", "eligibility_end",
+                       "aid_code", "other_health_coverage", "dual_eligible")
+OPTIONAL_ELIGIBILITY_COLUMNS = ("frozen_member_ids",)
+ATTRIBUTION_COLUMNS = ("member_id", "kind", "assignee", "start", "end")
+ATR_ATTRIBUTED_PROVIDER = "http://hl7.org/fhir/us/davinci-atr/StructureDefinition/ext-attributedProvider"
+ATR_CHANGE_TYPE = "http://hl7.org/fhir/us/davinci-atr/StructureDefinition/ext-changeType"
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+
+
+class UnreadableFile(Unprocessable):
+    """The file as a whole cannot be read (wrong columns, not X12, not a Group)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class EligibilityRow:
+    line: int
+    cin: str
+    family_name: str
+    given_name: str
+    birth_date: date | None
+    start: date | None
+    end: date | None
+    aid_code: str
+    other_health_coverage: bool
+    dual_eligible: bool
+    terminated: bool = False  # an 834 termination: close spans at `end`
+    frozen_cins: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class AttributionRow:
+    line: int
+    cin: str
+    kind: str  # pcp | qip
+    assignee: str  # participant id or NPI (pcp); QIP entity id (qip)
+    start: date
+    end: date | None
+
+
+class _Bad(Exception):
+    """One field of one row is wrong: the reason, never the value."""
+
+
+def _date(value: str | None, name: str, required: bool = True) -> date | None:
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise _Bad(f"{name}: missing")
+        return None
+    try:
+        if len(text) == 8 and text.isdigit():
+            return datetime.strptime(text, "%Y%m%d").date()
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _Bad(f"{name}: not a valid date (YYYY-MM-DD or CCYYMMDD)") from None
+
+
+def _flag(value: str | None, name: str) -> bool:
+    text = (value or "").strip().casefold()
+    if text in {"y", "yes", "true", "1"}:
+        return True
+    if text in {"n", "no", "false", "0", ""}:
+        return False
+    raise _Bad(f"{name}: not a yes/no flag")
+
+
+def _cin(value: str | None, name: str = "member_id") -> str:
+    try:
+        return normalise_cin(value or "")
+    except InvalidMember:
+        raise _Bad(f"{name}: not a Medi-Cal CIN (8 digits then a letter)") from None
+
+
+def _csv_rows(text: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UnreadableFile(f"CSV header must have the columns {', '.join(required)}; missing {', '.join(missing)}")
+    reader.fieldnames = header
+    for row in reader:
+        yield reader.line_num, {k: (v or "") for k, v in row.items() if k is not None}
+
+
+def eligibility_csv(text: str) -> Iterator[EligibilityRow | RowError]:
+    for line, row in _csv_rows(text, ELIGIBILITY_COLUMNS):
+        try:
+            start = _date(row["eligibility_start"], "eligibility_start")
+            end = _date(row["eligibility_end"], "eligibility_end", required=False)
+            if start and end and end < start:
+                raise _Bad("eligibility_end: before eligibility_start")
+            if not row["aid_code"].strip():
+                raise _Bad("aid_code: missing")
+            frozen = tuple(_cin(c, "frozen_member_ids") for c in row.get("frozen_member_ids", "").split(";") if c.strip())
+            yield EligibilityRow(line, _cin(row["member_id"]), row["last_name"].strip(), row["first_name"].strip(),
+                                 _date(row["birth_date"], "birth_date", required=False), start, end,
+                                 row["aid_code"].strip().upper(), _flag(row["other_health_coverage"], "other_health_coverage"),
+                                 _flag(row["dual_eligible"], "dual_eligible"), frozen_cins=frozen)
+        except _Bad as bad:
+            yield RowError(line, str(bad))
+
+
+# -- X12 834 (005010X220A1) -------------------------------------------------------------------------------------
+# Mapping, loop 2000 per member: INS (INS03 maintenance type: 021 add, 001 change, 024 termination, 025 reinstate,
+# 030 audit), REF*0F subscriber identifier = CIN, REF*Q4 prior identifier = a frozen CIN, NM1*IL name, DMG*D8 birth
+# date; loop 2300 HD (HD04 plan coverage description = the Medi-Cal aid code) with DTP*348 benefit begin and DTP*349
+# benefit end; loop 2320 COB = other health coverage; REF*F6 (Medicare beneficiary id) = dual eligible.
+
+MAINTENANCE_TERMINATION = "024"
+
+
+def eligibility_834(text: str) -> Iterator[EligibilityRow | RowError]:
+    try:
+        reader = pyx12.x12file.X12Reader(io.StringIO(text))
+        segments = list(reader)
+    except (pyx12.errors.X12Error, pyx12.errors.EngineError, ValueError, IndexError) as exc:
+        raise UnreadableFile(f"not a readable X12 file ({type(exc).__name__})") from None
+    member: dict[str, Any] | None = None
+    for number, segment in enumerate(segments, start=1):
+        seg_id = segment.get_seg_id()
+        if seg_id in {"INS", "SE"} and member is not None:
+            yield _member_834(member)
+            member = None
+        if seg_id == "INS":
+            member = {"line": number, "maintenance": _v(segment, "03"), "frozen": [], "ohc": False, "dual": False}
+        elif member is None:
+            continue
+        elif seg_id == "REF":
+            qualifier, value = _v(segment, "01"), _v(segment, "02")
+            if qualifier == "0F":
+                member["cin"] = value
+            elif qualifier == "Q4":
+                member["frozen"].append(value)
+            elif qualifier == "F6":
+                member["dual"] = True
+        elif seg_id == "NM1" and _v(segment, "01") == "IL":
+            member["family"], member["given"] = _v(segment, "03"), _v(segment, "04")
+        elif seg_id == "DMG" and _v(segment, "01") == "D8":
+            member["birth"] = _v(segment, "02")
+        elif seg_id == "HD":
+            member["aid_code"] = _v(segment, "04")
+        elif seg_id == "DTP":
+            qualifier = _v(segment, "01")
+            if qualifier in {"348", "349"}:
+                member["start" if qualifier == "348" else "end"] = _v(segment, "03")
+        elif seg_id == "COB":
+            member["ohc"] = True
+    if member is not None:
+        yield _member_834(member)
+
+
+def _v(segment: Any, position: str) -> str:
+    try:
+        return str(segment.get_value(position) or "").strip()
+    except pyx12.errors.EngineError:
+        return ""
+
+
+def _member_834(m: dict[str, Any]) -> EligibilityRow | RowError:
+    line = int(m["line"])
+    try:
+        if m["maintenance"] not in {"021", "001", "024", "025", "030"}:
+            raise _Bad("INS03: unknown maintenance type code")
+        cin = _cin(m.get("cin"), "REF*0F")
+        terminated = m["maintenance"] == MAINTENANCE_TERMINATION
+        start = _date(m.get("start"), "DTP*348", required=not terminated)
+        end = _date(m.get("end"), "DTP*349", required=terminated)
+        if start and end and end < start:
+            raise _Bad("DTP*349: before DTP*348")
+        if not terminated and not m.get("aid_code"):
+            raise _Bad("HD04: missing aid code")
+        return EligibilityRow(line, cin, m.get("family", ""), m.get("given", ""),
+                              _date(m.get("birth"), "DMG02", required=False), start, end,
+                              str(m.get("aid_code", "")).upper(), bool(m["ohc"]), bool(m["dual"]), terminated,
+                              tuple(_cin(c, "REF*Q4") for c in m["frozen"]))
+    except _Bad as bad:
+        return RowError(line, str(bad))
+
+
+# -- attributions ------------------------------------------------------------------------------------------------
+
+def attribution_csv(text: str) -> Iterator[AttributionRow | RowError]:
+    for line, row in _csv_rows(text, ATTRIBUTION_COLUMNS):
+        try:
+            kind = row["kind"].strip().lower()
+            if kind not in {PCP, QIP}:
+                raise _Bad("kind: must be pcp or qip")
+            if not row["assignee"].strip():
+                raise _Bad("assignee: missing")
+            start = _date(row["start"], "start")
+            end = _date(row["end"], "end", required=False)
+            assert start is not None
+            if end and end < start:
+                raise _Bad("end: before start")
+            yield AttributionRow(line, _cin(row["member_id"]), kind, row["assignee"].strip(), start, end)
+        except _Bad as bad:
+            yield RowError(line, str(bad))
+
+
+def attribution_atr(text: str, kind: str) -> Iterator[AttributionRow | RowError]:
+    """A Da Vinci ATR Group: the group's NPI (or, per member, its attributed provider's NPI) is the assignee;
+    `member.entity.identifier.value` (or `Patient/<CIN>`) the member; `member.period` the span."""
+    try:
+        group = Group.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as exc:
+        raise UnreadableFile(f"not a FHIR R4 Group ({describe(exc) if isinstance(exc, ValidationError) else 'JSON'})") from None
+    group_npi = next((i.value for i in group.identifier or [] if i.system == NPI_SYSTEM and i.value), None)
+    group_id = next((i.value for i in group.identifier or [] if i.value), None)
+    for index, entry in enumerate(group.member or [], start=1):
+        try:
+            reference = entry.entity
+            raw_cin = (reference.identifier.value if reference.identifier else None) or (
+                (reference.reference or "").removeprefix("Patient/"))
+            provider = next((ext.valueReference for ext in entry.extension or []
+                             if ext.url == ATR_ATTRIBUTED_PROVIDER and ext.valueReference), None)
+            provider_npi = provider.identifier.value if provider is not None and provider.identifier else None
+            assignee = (provider_npi or group_npi) if kind == PCP else (group_id or group_npi)
+            if not assignee:
+                raise _Bad("attributed provider: no NPI on the member or the group")
+            if entry.period is None or entry.period.start is None:
+                raise _Bad("member.period.start: missing")
+            start = _as_date(entry.period.start)
+            end = _as_date(entry.period.end) if entry.period.end else None
+            if entry.inactive and end is None:
+                raise _Bad("member.inactive without member.period.end")
+            yield AttributionRow(index, _cin(raw_cin, "member.entity"), kind, str(assignee), start, end)
+        except _Bad as bad:
+            yield RowError(index, str(bad))
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
