@@ -1,0 +1,1 @@
+"""Milestones: each participant's progress toward the DSI milestones and their amounts."""

@@ -1,0 +1,1 @@
+"""Payments: one account per participant, the $40,000 ledger."""

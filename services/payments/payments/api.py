@@ -1,0 +1,37 @@
+"""Payments HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from dsi_shared.events import to_jsonable
+from dsi_shared.http import Auth
+from fastapi import APIRouter, Depends
+
+from payments.application import Payments
+from payments.domain import CAP, ZERO
+
+
+def routes(app: Payments, auth: Auth) -> APIRouter:
+    router = APIRouter(tags=["payments"])
+
+    @router.get("/participants/{participant_id}/payments",
+                dependencies=[Depends(auth.require("program-staff", "auditor"))])
+    def statement(participant_id: UUID) -> dict[str, Any]:
+        account = app.account(participant_id)
+        running = ZERO
+        payments = []
+        for payment in account.payments:
+            running += payment["amount"]
+            payments.append({**to_jsonable(payment), "running_total": str(running)})
+        return {
+            "participant_id": str(participant_id),
+            "payee": account.payee,
+            "payments": payments,
+            "total_paid": str(account.total_paid),
+            "remaining": str(account.remaining),
+            "cap": str(CAP),
+        }
+
+    return router

@@ -1,0 +1,75 @@
+"""PaymentAccount aggregate: the per-participant ledger and the cap (DOMAIN.md A4).
+
+"Payments never push a participant past $40,000 in total: the last payment is cut to the remainder,
+and nothing is paid after the cap." Each milestone is paid at most once.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+CAP = Decimal("40000.00")
+ZERO = Decimal("0.00")
+
+
+def capped(earned: Decimal, paid_so_far: Decimal, cap: Decimal = CAP) -> Decimal:
+    """What may be paid of `earned` without the total passing the cap."""
+    return max(ZERO, min(earned, cap - paid_so_far))
+
+
+class PaymentAccount(Aggregate):
+    @staticmethod
+    def create_id(participant_id: UUID) -> UUID:
+        return uuid5(NAMESPACE_URL, f"/dsi/payments/account/{participant_id}")
+
+    @event("PaymentAccountOpened")
+    def __init__(self, participant_id: UUID) -> None:
+        self.participant_id = participant_id
+        self.payee: dict[str, Any] = {}
+        self.payments: list[dict[str, Any]] = []
+
+    @property
+    def total_paid(self) -> Decimal:
+        return sum((p["amount"] for p in self.payments), ZERO)
+
+    @property
+    def remaining(self) -> Decimal:
+        return CAP - self.total_paid
+
+    def record_payee(self, legal_name: str, npi: str | None, tin: str | None) -> None:
+        if {"legal_name": legal_name, "npi": npi, "tin": tin} != self.payee:
+            self.payee_recorded(legal_name=legal_name, npi=npi, tin=tin)
+
+    @event("PayeeRecorded")
+    def payee_recorded(self, legal_name: str, npi: str | None, tin: str | None) -> None:
+        self.payee = {"legal_name": legal_name, "npi": npi, "tin": tin}
+
+    def pay(self, milestone: str, earned: Decimal, quarter: str, rule_version: str, source_event: str) -> bool:
+        """Pay an achieved milestone once, cut to the cap. False when it was already paid."""
+        if any(p["milestone"] == milestone for p in self.payments):
+            return False
+        amount = capped(earned, self.total_paid)
+        reason = None if amount == earned else ("cap reached" if amount == ZERO else "cut to the $40,000 cap")
+        self.issue(
+            payment_id=uuid5(NAMESPACE_URL, f"/dsi/payments/{self.participant_id}/{milestone}"),
+            participant_id=self.participant_id,
+            milestone=milestone,
+            quarter=quarter,
+            earned=earned,
+            amount=amount,
+            cut_reason=reason,
+            rule_version=rule_version,
+            source_event=source_event,
+        )
+        return True
+
+    @event("PaymentIssued")
+    def issue(self, payment_id: UUID, participant_id: UUID, milestone: str, quarter: str, earned: Decimal,
+              amount: Decimal, cut_reason: str | None, rule_version: str, source_event: str) -> None:
+        self.payments.append({"id": payment_id, "milestone": milestone, "quarter": quarter, "earned": earned,
+                              "amount": amount, "cut_reason": cut_reason, "rule_version": rule_version,
+                              "source_event": source_event})

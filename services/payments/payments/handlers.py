@@ -1,0 +1,36 @@
+"""Upstream facts → the ledger: registrations open accounts, achieved milestones become payments."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+from dsi_shared.consumer import Subscription
+from dsi_shared.events import IncomingEvent
+from dsi_shared.store import ServiceApplication
+from eventsourcing.domain import Aggregate
+
+from payments.application import Payments
+
+
+def on_participant_registered(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    assert isinstance(app, Payments)
+    data = event.data
+    account = app.account_or_new(UUID(data["aggregate_id"]))
+    account.record_payee(data["legal_name"], data.get("npi"), data.get("tin"))
+    return [account]
+
+
+def on_milestone_achieved(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    assert isinstance(app, Payments)
+    data = event.data
+    account = app.account_or_new(UUID(data["participant_id"]))
+    account.pay(data["milestone"], Decimal(data["amount"]), data["quarter"], data["rule_version"],
+                source_event=event.id)
+    return [account]
+
+
+SUBSCRIPTIONS = (
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.participant-registered", on_participant_registered),
+    Subscription("DSI_MILESTONES", "dsi.milestones.milestone-achieved", on_milestone_achieved),
+)

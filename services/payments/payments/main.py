@@ -1,0 +1,60 @@
+"""Composition root of the payments service."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, rebuild_aggregates
+
+from payments.api import routes
+from payments.application import Payments
+from payments.domain import ZERO, PaymentAccount, capped
+from payments.handlers import SUBSCRIPTIONS
+
+
+def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
+    """Rebuild every ledger; check it against the PaymentIssued events in the log and against the payout
+    re-derived from the achieved milestones (each paid once, capped)."""
+    report = AuditReport()
+    logged: dict[str, Decimal] = {}
+    for notification in app.all_notifications():
+        domain_event = app.mapper.to_domain_event(notification)
+        if type(domain_event).__name__ == "PaymentIssued":
+            pid = str(domain_event.participant_id)  # type: ignore[attr-defined]
+            logged[pid] = logged.get(pid, ZERO) + domain_event.amount  # type: ignore[attr-defined]
+    achieved: dict[str, dict[str, Decimal]] = facts.get("milestones_achieved", {})
+    seen: set[str] = set()
+    for account in rebuild_aggregates(app, report):
+        if not isinstance(account, PaymentAccount):
+            continue
+        pid = str(account.participant_id)
+        seen.add(pid)
+        total = account.total_paid
+        report.rows[pid] = {"total_paid": str(total), "remaining": str(account.remaining)}
+        if total != logged.get(pid, ZERO):
+            report.problems.append(f"payments: {pid} ledger rebuilt to {total}, log's payments sum to {logged.get(pid, ZERO)}")
+        expected = rederive(achieved.get(pid, {}))
+        if "milestones_achieved" in facts and total != expected:
+            report.problems.append(f"payments: {pid} paid {total}, milestones achieved re-derive {expected}")
+    for pid, milestones in achieved.items():
+        if pid not in seen and rederive(milestones) != ZERO:
+            report.problems.append(f"payments: {pid} achieved {sorted(milestones)} but has no payment account")
+    return report
+
+
+def rederive(milestones: dict[str, Decimal]) -> Decimal:
+    total = ZERO
+    for milestone in sorted(milestones):
+        total += capped(milestones[milestone], total)
+    return total
+
+
+service = ServiceSpec(
+    name="payments",
+    default_port=8104,
+    application=Payments,
+    routes=routes,
+    subscriptions=SUBSCRIPTIONS,
+    audit=audit,
+    audit_order=30,
+)
