@@ -1,0 +1,90 @@
+"""Submissions HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from dsi_shared.errors import Unprocessable
+from dsi_shared.events import to_jsonable
+from dsi_shared.http import Auth, read_body
+from fastapi import APIRouter, Depends, Query, Request
+
+from submissions.application import CDA_TYPE, FHIR_TYPE, MessageAnswer, Submissions
+from submissions.domain import Submission
+
+MAX_BODY_BYTES = int(os.environ.get("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024)))
+
+
+def submission_view(submission: Submission) -> dict[str, Any]:
+    return {
+        "id": str(submission.id),
+        "participant_id": str(submission.participant_id) if submission.participant_id else None,
+        "channel": submission.channel,
+        "received_at": submission.received_at.isoformat(),
+        "content_type": submission.content_type,
+        "payload_sha256": submission.payload_sha256,
+        "hie_submission_id": submission.hie_submission_id,
+        "facts": to_jsonable(submission.facts),
+        "verdict": submission.verdict,
+        "reasons": submission.reasons,
+        "amount": str(submission.amount),
+        "credit": to_jsonable(submission.credit),
+        "reversed_by": str(submission.reversed_by) if submission.reversed_by else None,
+    }
+
+
+def answer_view(answer: MessageAnswer) -> dict[str, Any]:
+    return {"control_id": answer.control_id, "ack_code": answer.ack_code, "problems": answer.problems,
+            "submission_id": str(answer.submission_id) if answer.submission_id else None, "verdict": answer.verdict,
+            "reasons": answer.reasons, "ack": answer.ack}
+
+
+def _received_at(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    if value.tzinfo is None:
+        raise Unprocessable("received_at must carry a UTC offset")
+    return value
+
+
+def routes(app: Submissions, auth: Auth) -> APIRouter:
+    router = APIRouter(tags=["submissions"])
+    senders = auth.require("hie", "program-staff")
+    readers = auth.require("program-staff", "auditor")
+
+    @router.post("/hl7", dependencies=[Depends(senders)],
+                 openapi_extra={"requestBody": {"content": {"x-application/hl7-v2+er7": {}, "text/plain": {}}}})
+    async def post_hl7(request: Request, received_at: datetime | None = Query(None, description="HIE receipt time"),
+                       hie_submission_id: str | None = None) -> dict[str, Any]:
+        """A file of one or more HL7 v2 messages (the HIE's forwarded combined file); answered per message."""
+        data = await read_body(request, MAX_BODY_BYTES)
+        evaluation = await asyncio.to_thread(app.receive_hl7, data, _received_at(received_at), "http", hie_submission_id)
+        return {"messages": [answer_view(a) for a in evaluation.answers],
+                "submissions": [submission_view(s) for s in evaluation.submissions]}
+
+    @router.post("/longitudinal-records", dependencies=[Depends(senders)],
+                 openapi_extra={"requestBody": {"content": {FHIR_TYPE: {}, CDA_TYPE: {}}}})
+    async def post_record(request: Request, participant_id: UUID | None = None, sending_facility: str | None = None,
+                          received_at: datetime | None = None) -> dict[str, Any]:
+        """One member's longitudinal record: a FHIR R4 Bundle (JSON) or a C-CDA CCD (XML)."""
+        data = await read_body(request, MAX_BODY_BYTES)
+        content_type = CDA_TYPE if "xml" in request.headers.get("content-type", "") else FHIR_TYPE
+        evaluation = await asyncio.to_thread(app.receive_record, data, content_type, _received_at(received_at), "http",
+                                             participant_id, sending_facility)
+        return submission_view(evaluation.submissions[0])
+
+    @router.get("/submissions/{submission_id}", dependencies=[Depends(readers)])
+    def show(submission_id: UUID) -> dict[str, Any]:
+        return submission_view(app.submission(submission_id))
+
+    @router.get("/participants/{participant_id}/submissions", dependencies=[Depends(readers)])
+    def of_participant(participant_id: UUID) -> dict[str, Any]:
+        found = app.submissions_of(participant_id)
+        return {"participant_id": str(participant_id), "submissions": [submission_view(s) for s in found],
+                "count": len(found)}
+
+    return router

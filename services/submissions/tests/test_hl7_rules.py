@@ -1,0 +1,153 @@
+"""HL7 v2 facts, completeness, timeliness (72 h real time, DST, leap day) and ACKs, as pure rules (DOMAIN.md A3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from uuid import uuid4
+
+import hl7
+import pytest
+from submissions.ack import build_ack
+from submissions.domain import MemberFacts, ParticipantFacts, snf_file_reasons
+from submissions.hl7files import NotHL7, combined_files, parse_message, split_messages
+from submissions.hl7time import BadTimestamp, is_timely, parse_ts
+
+from tests.hl7_corpus import adt, batch, combined, oru, rde
+
+CIN = "12345678A"
+PDT, PST = timezone(timedelta(hours=-7)), timezone(timedelta(hours=-8))
+
+
+def parse_all(text: str) -> list:  # type: ignore[type-arg]
+    return [parse_message(i, m) for i, m in enumerate(split_messages(text))]
+
+
+def test_timestamps_with_and_without_offset() -> None:
+    assert parse_ts("20251101080000-0700") == datetime(2025, 11, 1, 8, tzinfo=PDT)
+    assert parse_ts("20251101080000").utcoffset() == timedelta(hours=-7)  # local time, PDT
+    assert parse_ts("20251201080000").utcoffset() == timedelta(hours=-8)  # local time, PST
+    assert parse_ts("202511010800") == datetime(2025, 11, 1, 8, tzinfo=PDT)
+    assert parse_ts("20240229120000") == datetime(2024, 2, 29, 12, tzinfo=PST)  # leap day
+    for bad in ("20250229120000", "2025-11-01", "20251301", "20251101080000+2500", "x"):
+        with pytest.raises(BadTimestamp):
+            parse_ts(bad)
+
+
+def test_dst_fall_back_and_spring_forward_wall_times() -> None:
+    assert parse_ts("20251102013000").utcoffset() == timedelta(hours=-7)  # the first 01:30 of fall-back night
+    assert parse_ts("20250309023000") == datetime(2025, 3, 9, 3, 30, tzinfo=PDT)  # 02:30 never happened
+
+
+def test_72_hours_is_real_elapsed_time() -> None:
+    event = datetime(2025, 11, 1, 8, tzinfo=UTC)
+    assert is_timely(event, event + timedelta(hours=71, minutes=59))
+    assert is_timely(event, event + timedelta(hours=72))
+    assert not is_timely(event, event + timedelta(hours=72, minutes=1))
+    # across spring-forward: 72 wall-clock hours are 71 real ones
+    assert is_timely(parse_ts("20250308120000"), parse_ts("20250311120000"))
+    # across fall-back: 71.5 wall-clock hours are 72.5 real ones
+    assert not is_timely(parse_ts("20251101120000"), parse_ts("20251104113000"))
+    # across a leap day
+    assert is_timely(parse_ts("20240227090000"), parse_ts("20240301085900"))
+    assert not is_timely(parse_ts("20240227090000"), parse_ts("20240301090100"))
+
+
+def test_event_time_comes_from_evn6_then_pv1_then_evn2_never_msh7() -> None:
+    [first] = parse_all(adt("A01", CIN, occurred="20251101080000", recorded="20251101090000"))
+    assert (first.event_time, first.event_time_source) == (parse_ts("20251101080000"), "EVN-6")
+    [second] = parse_all(adt("A01", CIN, occurred="20251101070000", recorded="20251101090000", evn_occurred=False))
+    assert second.event_time_source == "PV1-44"
+    [third] = parse_all(adt("A02", CIN, occurred="20251101070000", recorded="20251101090000", evn_occurred=False))
+    assert (third.event_time, third.event_time_source) == (parse_ts("20251101090000"), "EVN-2")
+
+
+def test_a_complete_combined_file() -> None:
+    messages = parse_all(combined("A01", CIN))
+    [file] = combined_files(messages)
+    assert [m.kind for m in file.messages] == ["ADT^A01", "ORU^R01", "RDE^O11"]
+    assert file.problems() == []
+    assert (file.adt.cin, file.adt.visit, file.adt.sending_facility) == (CIN, "V0001", "SUNNY_SNF")  # type: ignore[union-attr]
+
+
+def test_incomplete_files_name_the_segment_and_field() -> None:
+    [file] = combined_files(parse_all("\r".join([adt("A01", CIN, visit=None), oru("87654321B")])))
+    assert file.problems() == ["PV1-19 missing", "ORU^R01 MSH-10 " + file.messages[1].control_id
+                               + " is for another patient or visit"]
+    no_cin = adt("A01", CIN).replace(f"{CIN}^^^CAMEDICAL^MA~", "")
+    [file] = combined_files(parse_all(no_cin))
+    assert file.problems() == ["PID-3 has no Medi-Cal CIN (identifier type MA)"]
+    broken_rde = rde(CIN).replace("|00093505601^Metformin 500mg^NDC|500||mg", "||||")
+    [file] = combined_files(parse_all("\r".join([adt("A01", CIN), broken_rde])))
+    assert file.problems() == ["RDE^O11 RXE-2 missing", "RDE^O11 RXE-3 missing", "RDE^O11 RXE-5 missing"]
+
+
+def test_batches_split_into_combined_files() -> None:
+    text = batch(combined("A01", CIN), combined("A03", CIN, occurred="20251105080000"))
+    files = combined_files(parse_all(text))
+    assert [[m.kind for m in f.messages] for f in files] == [["ADT^A01", "ORU^R01", "RDE^O11"],
+                                                             ["ADT^A03", "ORU^R01", "RDE^O11"]]
+
+
+@pytest.mark.parametrize("text", ["", "hello world", "PID|1||x", "\x00\x01\x02binary"])
+def test_what_is_not_hl7_is_refused_before_parsing(text: str) -> None:
+    with pytest.raises(NotHL7):
+        split_messages(text)
+
+
+@pytest.mark.parametrize(("text", "fatal"), [
+    ("MSH^~|&|PCC|X", "invalid MSH delimiters"),
+    (adt("A01", CIN, version="3.0"), "unsupported HL7 version"),
+    ("MSH|", "no MSH segment"),
+])
+def test_unprocessable_messages_are_fatal(text: str, fatal: str) -> None:
+    assert parse_message(0, text).fatal == fatal
+
+
+def test_truncated_messages_report_problems_not_crashes() -> None:
+    full = combined("A01", CIN)
+    for cut in range(10, len(full), 37):
+        try:
+            messages = parse_all(full[:cut])
+        except NotHL7:
+            continue
+        for file in combined_files(messages):
+            assert isinstance(file.problems(), list)
+
+
+def facts(eligible_from: date = date(2025, 1, 1), eligible_to: date | None = None) -> tuple[MemberFacts, ParticipantFacts]:
+    member = MemberFacts(CIN)
+    member.note_span(start=eligible_from, end=eligible_to, version=2)
+    participant = ParticipantFacts(uuid4())
+    participant.note_registration(provider_type="skilled_nursing", npi="1234567890", sending_facilities=["SUNNY_SNF"])
+    participant.note_eligibility(eligible=True, rule_version="2024.1",
+                                 schedule={"data_sharing_starts": "2025-10-01", "earning_rule": "snf_combined_adt_file"})
+    participant.note_milestone1(achieved_at=datetime(2024, 6, 1, tzinfo=UTC))
+    return member, participant
+
+
+def reasons(event: str, received: str, **kwargs: object) -> list[str]:
+    member, participant = facts(**kwargs)  # type: ignore[arg-type]
+    return snf_file_reasons(problems=[], event_time=parse_ts(event), received_at=parse_ts(received), member=member,
+                            participant=participant)
+
+
+def test_file_reasons_at_the_edges() -> None:
+    assert reasons("20251105080000", "20251108075900") == []  # 71:59
+    assert reasons("20251105080000", "20251108080100") == ["late"]  # 72:01
+    assert reasons("20251101080000", "20251104075900") == ["late"]  # 71:59 on the wall is 72:59 across fall-back
+    assert reasons("20251101080000", "20251101090000", eligible_to=date(2025, 10, 31)) == ["not_a_member"]
+    assert reasons("20250930230000", "20251001010000") == ["before_data_sharing_start"]
+    member, participant = facts()
+    participant.note_departure(effective_on=date(2025, 11, 1))
+    assert snf_file_reasons(problems=["PV1-19 missing"], event_time=parse_ts("20251101080000"),
+                            received_at=parse_ts("20251101090000"), member=member, participant=participant) == [
+        "incomplete:PV1-19 missing", "withdrawn"]
+
+
+def test_acks() -> None:
+    accepted = hl7.parse(build_ack("AA", "MSG1", "A01", "SUNNY_SNF"))
+    assert str(accepted.segment("MSA")) == "MSA|AA|MSG1"
+    error = build_ack("AE", "MSG2", "A01", problems=["PV1-19 missing", "a|b^c"])
+    parsed = hl7.parse(error)
+    assert [str(s[0]) for s in parsed] == ["MSH", "MSA", "ERR", "ERR"]
+    assert "a\\F\\b\\S\\c" in error and str(parsed.segment("MSA")[1]) == "AE"
