@@ -1,0 +1,22 @@
+"""`make bench` / `python -m benchmarks [name ...]`: run the named benchmarks (default: all)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from benchmarks import enrollment_import, spine
+
+BENCHMARKS = {"spine": spine.main, "enrollment": enrollment_import.main}
+
+
+def main() -> None:
+    chosen = sys.argv[1:] or list(BENCHMARKS)
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    for name in chosen:
+        asyncio.run(BENCHMARKS[name]())
+
+
+main()
