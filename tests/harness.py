@@ -1,0 +1,174 @@
+"""Runs services in-process (or as real processes) against a real NATS and real stores, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import nats
+import nats.js.errors
+from dsi_shared.bus import STREAMS, Naming, delete_streams
+from dsi_shared.config import Settings
+from dsi_shared.natsserver import free_port
+from dsi_shared.service import ServiceRuntime, discover
+from nats.aio.client import Client
+
+TOKENS = {"staff": "program-staff", "auditor-token": "auditor", "ops-token": "ops", "hie-token": "hie"}
+TOKENS_RAW = ",".join(f"{token}:{role}" for token, role in TOKENS.items())
+STAFF = {"Authorization": "Bearer staff"}
+
+FORM = {
+    "legal_name": "Sunrise Skilled Nursing", "npi": "1234567893", "tin": "941234567",
+    "provider_type": "skilled_nursing", "counties": ["Monterey"], "ehr_product": "PointClickCare",
+    "is_hospital": False, "umbrella_group": None, "manages_ehr": True, "sending_facilities": ["SUNRISE"],
+    "contact_email": "dsi@sunrise.example", "submitted_on": "2024-03-01",
+}
+
+
+def signature(agreement: str, signed_at: str = "2024-05-01T10:00:00-07:00") -> dict[str, str]:
+    return {"agreement": agreement, "signed_at": signed_at, "document_id": f"doc-{agreement}"}
+
+
+class Stack:
+    def __init__(self, nats_url: str, prefix: str, store_url_for: Callable[[str], str]) -> None:
+        self.nats_url, self.prefix, self.store_url_for = nats_url, prefix, store_url_for
+        self.naming = Naming(prefix)
+        self.runtimes: dict[str, ServiceRuntime] = {}
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.mllp_port = 0
+        self._nc: Client | None = None
+
+    def settings(self, name: str) -> Settings:
+        spec = discover()[name]
+        return Settings(name, spec.default_port, nats_url=self.nats_url, bus_prefix=self.prefix,
+                        tokens_raw=TOKENS_RAW, ack_wait_seconds=2.0, max_attempts=3, store=self.store_url_for(name))
+
+    async def start(self, *names: str) -> None:
+        for name in names:
+            if name == "submissions":  # each test its own MLLP port
+                self.mllp_port = free_port()
+                os.environ["SUBMISSIONS_MLLP_PORT"] = str(self.mllp_port)
+            runtime = ServiceRuntime(discover()[name], self.settings(name))
+            await runtime.start()
+            self.runtimes[name] = runtime
+            self.clients[name] = httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime.http),
+                                                   base_url=f"http://{name}")
+
+    async def stop(self, name: str) -> None:
+        await self.clients.pop(name).aclose()
+        await self.runtimes.pop(name).stop()
+
+    def spawn(self, name: str, **extra_env: str) -> str:
+        """Run a service as a real OS process (`dsi serve`); returns its base URL."""
+        settings, port = self.settings(name), free_port()
+        env_prefix = name.upper().replace("-", "_")
+        env = {**os.environ, "NATS_URL": self.nats_url, "DSI_BUS_PREFIX": self.prefix, "DSI_TOKENS": TOKENS_RAW,
+               f"{env_prefix}_STORE": settings.store, f"{env_prefix}_PORT": str(port),
+               "DSI_ACK_WAIT_SECONDS": "2", **extra_env}
+        self.processes[name] = subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name], env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} process did not become ready")
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait(10)
+
+    async def nc(self) -> Client:
+        if self._nc is None:
+            self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        return self._nc
+
+    async def publish(self, contract_subject: str, data: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        js = (await self.nc()).jetstream()
+        await js.publish(self.naming.subject(contract_subject), json.dumps(data).encode(), headers=headers)
+
+    async def register(self, **changes: Any) -> str:
+        """Register an eligible SNF (each call its own NPI unless given); returns the participant id."""
+        form = {**FORM, "npi": f"{random.randrange(10**9, 10**10)}", **changes}
+        response = await self.clients["enrollment"].post("/participants", json=form, headers=STAFF)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def payments_of(self, participant_id: str, base_url: str | None = None) -> dict[str, Any] | None:
+        path = f"/participants/{participant_id}/payments"
+        if base_url:
+            async with httpx.AsyncClient(base_url=base_url) as client:
+                response = await client.get(path, headers=STAFF)
+        else:
+            response = await self.clients["payments"].get(path, headers=STAFF)
+        return response.json() if response.status_code == 200 else None
+
+    async def wait_paid(self, participant_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The payments statement once it shows at least one payment."""
+
+        async def statement() -> dict[str, Any] | None:
+            found = await self.payments_of(participant_id)
+            return found if found and found["payments"] else None
+
+        return await eventually(statement, timeout)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        for name in list(self.runtimes):
+            await self.stop(name)
+        for name in list(self.processes):
+            self.kill(name)
+        try:
+            nc = await asyncio.wait_for(self.nc(), 5)
+            await delete_streams(nc.jetstream(), self.naming)
+            await nc.close()
+        except Exception:  # noqa: BLE001 - the server may be gone in fault tests; streams die with it
+            pass
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll until `check()` returns something truthy; fail with the last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+
+
+async def quiet(stack: Stack, timeout: float = 20.0) -> None:
+    """Wait until every consumer of this test's streams has nothing pending or unacked, twice in a row,
+    so 'exactly one' is asserted after every duplicate and redelivery has been handled."""
+    js = (await stack.nc()).jetstream()
+
+    async def idle() -> bool:
+        for stream in STREAMS:
+            try:
+                consumers = await js.consumers_info(stack.naming.stream(stream))
+            except nats.js.errors.NotFoundError:
+                continue
+            if any(c.num_pending or c.num_ack_pending for c in consumers):
+                return False
+        return True
+
+    async def idle_twice() -> bool:
+        if not await idle():
+            return False
+        await asyncio.sleep(0.5)
+        return await idle()
+
+    await eventually(idle_twice, timeout)

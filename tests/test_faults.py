@@ -1,0 +1,165 @@
+"""Exactly once under faults: a killed consumer process, a restarted NATS server, out-of-order and
+late redelivery, poison messages. Every test ends by counting dollars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dsi_shared.events import encode
+from dsi_shared.natsserver import NatsServer
+from eventsourcing.persistence import Tracking
+
+from tests.harness import STAFF, Stack, eventually, quiet, signature
+
+pytestmark = pytest.mark.integration
+
+
+async def sign_all(stack: Stack, pid: str, agreements: tuple[str, ...] = ("LOA", "DSA", "HIE")) -> None:
+    for agreement in agreements:
+        response = await stack.clients["enrollment"].post(
+            f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+        assert response.status_code == 201
+
+
+async def test_payments_process_killed_after_commit_before_ack_pays_once(stack: Stack) -> None:
+    await stack.start("enrollment", "milestones")
+    # A real payments process that commits each message and then holds it unacked for a minute.
+    url = stack.spawn("payments", DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS="60")
+    pid = await stack.register()
+    await sign_all(stack, pid)
+
+    async def committed() -> bool:
+        statement = await stack.payments_of(pid, url)
+        return bool(statement and statement["payments"])
+
+    await eventually(committed)
+    stack.kill("payments")  # SIGKILL: the milestone message was committed but never acked
+
+    js = (await stack.nc()).jetstream()
+    durable = "payments--dsi-milestones"
+    before = await js.consumer_info(stack.naming.stream("DSI_MILESTONES"), durable)
+    assert before.num_ack_pending == 1
+
+    url = stack.spawn("payments")
+    await quiet(stack)
+    after = await js.consumer_info(stack.naming.stream("DSI_MILESTONES"), durable)
+    assert after.num_redelivered >= 1 or after.delivered.consumer_seq > before.delivered.consumer_seq
+    statement = await stack.payments_of(pid, url)
+    assert statement is not None
+    assert [p["amount"] for p in statement["payments"]] == ["10000.00"]
+    assert statement["total_paid"] == "10000.00"
+
+
+async def test_nats_restarted_mid_flow_loses_and_doubles_nothing(tmp_path: Path, bus_prefix: str, store_url_for) -> None:  # type: ignore[no-untyped-def]
+    server = NatsServer(tmp_path / "nats").start()
+    stack = Stack(server.url, bus_prefix, store_url_for)
+    try:
+        await stack.start("enrollment", "milestones", "payments")
+        pids = [await stack.register() for _ in range(3)]
+        for pid in pids:
+            await sign_all(stack, pid, ("LOA", "DSA"))
+        server.kill()
+        # While the bus is down, the last signatures are recorded in enrollment's store (its outbox).
+        for pid in pids:
+            await sign_all(stack, pid, ("HIE",))
+        server.start()
+        for pid in pids:
+            await stack.wait_paid(pid, timeout=40)
+        await quiet(stack, timeout=30)
+        for pid in pids:
+            statement = await stack.payments_of(pid)
+            assert statement is not None and [p["amount"] for p in statement["payments"]] == ["10000.00"]
+    finally:
+        await stack.close()
+        server.stop()
+
+
+async def test_earlier_event_redelivered_after_a_later_one_still_applies_once(stack: Stack) -> None:
+    await stack.start("milestones", "payments")
+    pid = "7d8a3a8e-4f7e-4d51-9d0a-0c2a0b3f9e11"
+
+    def agreement_signed(position: int, agreement: str) -> tuple[bytes, str]:
+        data = {"agreement": agreement, "signed_at": "2024-05-01T10:00:00-07:00", "document_id": f"doc-{agreement}",
+                "channel": "http", "aggregate_id": pid}
+        from datetime import UTC, datetime
+
+        return encode("enrollment", position, "dsi.enrollment.agreement-signed", data,
+                      time=datetime.now(UTC), subject=pid), f"enrollment:{position}"
+
+    nc = await stack.nc()
+    js = nc.jetstream()
+    eligible = {"eligible": True, "reasons": [], "rule_version": "2024.1", "aggregate_id": pid,
+                "schedule": {"milestone1_by": "2024-09-30"}}
+    from datetime import UTC, datetime
+
+    await js.publish(stack.naming.subject("dsi.enrollment.eligibility-determined"),
+                     encode("enrollment", 4, "dsi.enrollment.eligibility-determined", eligible, time=datetime.now(UTC),
+                            subject=pid), headers={"Nats-Msg-Id": "enrollment:4"})
+    subject = stack.naming.subject("dsi.enrollment.agreement-signed")
+    # Notifications 3 and 2 are processed before 1 arrives.
+    for position, agreement in ((3, "HIE"), (2, "DSA")):
+        body, msg_id = agreement_signed(position, agreement)
+        await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+    await quiet(stack)
+    body, msg_id = agreement_signed(1, "LOA")
+    await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+    await stack.wait_paid(pid)
+    # Re-published long after JetStream's duplicate window (no Nats-Msg-Id): the tracking record absorbs it.
+    await js.publish(subject, body)
+    await quiet(stack)
+    progress = (await stack.clients["milestones"].get(f"/participants/{pid}/milestones", headers=STAFF)).json()
+    assert sorted(progress["agreements"]) == ["DSA", "HIE", "LOA"]
+    statement = await stack.payments_of(pid)
+    assert statement is not None and [p["amount"] for p in statement["payments"]] == ["10000.00"]
+    milestones = stack.runtimes["milestones"].app
+    assert all(milestones.has_processed(Tracking("enrollment", n)) for n in (1, 2, 3, 4))
+    assert not milestones.has_processed(Tracking("enrollment", 5))
+
+
+async def test_poison_message_goes_to_dead_letter_with_reason_and_consumer_keeps_going(stack: Stack) -> None:
+    await stack.start("enrollment", "milestones", "payments")
+    js = (await stack.nc()).jetstream()
+    dead = await js.subscribe(stack.naming.subject("dsi.dead-letter.enrollment"), durable="test-dlq",
+                              stream=stack.naming.stream("DSI_DEAD_LETTERS"))
+    await js.publish(stack.naming.subject("dsi.in.agreement-signed"), b"\xff not json")
+    await stack.publish("dsi.in.agreement-signed", {"participant_id": "not-a-uuid", "agreement": "LOA",
+                                                    "signed_at": "2024-05-01T10:00:00-07:00", "document_id": "x"})
+    await stack.publish("dsi.in.agreement-signed", {"agreement": "LOA"})  # fields missing
+
+    reasons = []
+    for _ in range(3):
+        message = await dead.next_msg(timeout=20)
+        reasons.append(message.headers["Dsi-Reason"])
+        assert message.headers["Dsi-Original-Subject"] == "dsi.in.agreement-signed"
+        assert message.headers["Dsi-Consumer"] == "enrollment--dsi-in"
+        await message.ack()
+    assert reasons[0] == "InvalidMessage: message body is not JSON (UnicodeDecodeError)"
+    assert reasons[1] == "PermanentError: participant_id is not a UUID"
+    assert reasons[2] == "invalid fields: signed_at: missing; document_id: missing"
+
+    # The consumer keeps going: a good signature after the poison still flows to a payment.
+    pid = await stack.register()
+    for agreement in ("LOA", "DSA", "HIE"):
+        await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature(agreement)})
+    await stack.wait_paid(pid)
+
+
+async def test_failing_handler_is_retried_then_dead_lettered(stack: Stack) -> None:
+    """A transient failure is redelivered up to DSI_MAX_ATTEMPTS (3 here), then dead-lettered."""
+    await stack.start("enrollment")
+    js = (await stack.nc()).jetstream()
+    dead = await js.subscribe(stack.naming.subject("dsi.dead-letter.enrollment"), durable="test-dlq2",
+                              stream=stack.naming.stream("DSI_DEAD_LETTERS"))
+    store = stack.runtimes["enrollment"].app
+    original = store.save_tracked
+    store.save_tracked = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("database away"))  # type: ignore[method-assign]
+    pid = await stack.register()
+    await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature("LOA")})
+    message = await dead.next_msg(timeout=30)
+    assert message.headers["Dsi-Reason"] == "ConnectionError"  # class only: exception texts may carry data
+    assert message.headers["Dsi-Deliveries"] == "3"
+    assert json.loads(message.data)["participant_id"] == pid
+    store.save_tracked = original  # type: ignore[method-assign]
+
