@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from benchmarks import enrollment_import, spine
+from benchmarks import enrollment_import, spine, submissions
 
-BENCHMARKS = {"spine": spine.main, "enrollment": enrollment_import.main}
+BENCHMARKS = {"spine": spine.main, "enrollment": enrollment_import.main, "submissions": submissions.main}
 
 
 def main() -> None:
