@@ -25,6 +25,8 @@ from dsi_shared.service import AuditFacts, AuditReport, ServiceRuntime, discover
 app = typer.Typer(help="Data Sharing Incentive and QIP data sharing: services, demo and audit.", no_args_is_help=True)
 audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+quarter_app = typer.Typer(help="Quarter closes (the milestones service).", no_args_is_help=True)
+app.add_typer(quarter_app, name="quarter")
 console = Console()
 RUN_FILE = "run.json"
 
@@ -154,6 +156,42 @@ def demo() -> None:
         console.print("[red]nothing is running: start it with `make run` first[/red]")
         raise typer.Exit(1)
     raise typer.Exit(asyncio.run(run_demo(json.loads(run_file.read_text()), console)))
+
+
+def _running(service: str, role: str) -> tuple[str | None, str | None]:
+    """The URL of a service and a token for a role from `make run`'s run file, when there is one."""
+    run_file = var_dir() / RUN_FILE
+    if not run_file.exists():
+        return None, None
+    run = json.loads(run_file.read_text())
+    tokens = {r: t for t, _, r in (item.rpartition(":") for item in run["tokens"].split(","))}
+    return run["urls"].get(service), tokens.get(role)
+
+
+@quarter_app.command("close")
+def quarter_close(
+    quarter: Annotated[str, typer.Argument(help="the data-capture quarter, e.g. 2025Q4")],
+    url: Annotated[str | None, typer.Option(help="milestones service URL (default: the running `make run`)")] = None,
+    token: Annotated[str | None, typer.Option(envvar="DSI_TOKEN", help="a program-staff bearer token")] = None,
+) -> None:
+    """Close a quarter: evaluate every participant whose data sharing has started (once; again is no change)."""
+    import httpx
+
+    default_url, default_token = _running("milestones", "program-staff")
+    url, token = url or default_url, token or default_token
+    if not url or not token:
+        console.print("[red]no running system found: pass --url and --token (or set DSI_TOKEN)[/red]")
+        raise typer.Exit(2)
+    response = httpx.post(f"{url.rstrip('/')}/quarters/{quarter}/close", headers={"Authorization": f"Bearer {token}"},
+                          timeout=600)
+    body = response.json()
+    if response.status_code != 200:
+        console.print(f"[red]{response.status_code} {body.get('title')}: {body.get('detail')}[/red]")
+        raise typer.Exit(1)
+    state = "was already closed" if body["already_closed"] else "closed"
+    console.print(f"{body['quarter']} {state} at {body['closed_at']} by {body['closed_by']}: "
+                  f"{body['evaluations']} evaluation(s) for {body['participants']} participant(s), "
+                  f"${body['earned']} earned, {body['adjustments']} adjustment(s); pending staff validation")
 
 
 @audit_app.command("replay")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from collections.abc import Callable
@@ -107,5 +108,16 @@ class Auth:
             if role not in roles:
                 raise HTTPException(403, f"role {role!r} may not do this; allowed: {', '.join(roles)}")
             return role
+
+        return dependency
+
+    def require_actor(self, *roles: str) -> Callable[..., str]:
+        """Like `require`, answering who acted, for the record: the role and a fingerprint of the token
+        (`program-staff#3f2a9c1d`), never the token itself."""
+
+        def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                       role: str = Depends(self.require(*roles))) -> str:
+            assert credentials is not None
+            return f"{role}#{hashlib.sha256(credentials.credentials.encode()).hexdigest()[:8]}"
 
         return dependency

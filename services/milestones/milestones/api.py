@@ -1,30 +1,81 @@
-"""Milestones HTTP API."""
+"""Milestones HTTP API: progress, quarter closes, and the staff validation of evaluations."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from milestones.application import Milestones
+from milestones.earning import Quarter
+from milestones.ledger import Evaluation
+
+QUARTER = Path(pattern=r"^\d{4}Q[1-4]$", description="a data-capture quarter, e.g. 2025Q4")
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=3, max_length=1000)
+
+
+def evaluation_view(evaluation: Evaluation) -> dict[str, Any]:
+    return {"id": str(evaluation.id), "participant_id": str(evaluation.participant_id), "quarter": evaluation.quarter,
+            "subject": evaluation.subject, "milestone": evaluation.milestone, "earning_rule": evaluation.earning_rule,
+            "rule_version": evaluation.rule_version, "earned": str(evaluation.earned), "outcome": evaluation.outcome,
+            "figures": to_jsonable(evaluation.figures), "state": evaluation.state,
+            "decision": to_jsonable(evaluation.decision)}
 
 
 def routes(app: Milestones, auth: Auth) -> APIRouter:
     router = APIRouter(tags=["milestones"])
+    readers = auth.require("program-staff", "auditor")
+    staff = auth.require_actor("program-staff")
 
-    @router.get("/participants/{participant_id}/milestones",
-                dependencies=[Depends(auth.require("program-staff", "auditor"))])
+    @router.get("/participants/{participant_id}/milestones", dependencies=[Depends(readers)])
     def milestones(participant_id: UUID) -> dict[str, Any]:
         progress = app.progress(participant_id)
         return {
             "participant_id": str(participant_id),
             "eligibility": to_jsonable(progress.eligibility),
+            "schedule": to_jsonable(progress.schedule),
             "agreements": to_jsonable(progress.counted_agreements()),
             "milestones": [{"milestone": m, "outcome": "achieved", **to_jsonable(v)} for m, v in progress.achieved.items()]
             + [{"milestone": m, "outcome": "missed", **to_jsonable(v)} for m, v in progress.missed.items()],
+            "evaluations": [evaluation_view(e) for e in app.evaluations(participant_id=participant_id)],
         }
+
+    @router.post("/quarters/{quarter}/close")
+    async def close(quarter: str = QUARTER, actor: str = Depends(staff)) -> dict[str, Any]:
+        return to_jsonable(await asyncio.to_thread(app.close_quarter, quarter, actor, datetime.now(UTC)))
+
+    @router.get("/quarters/{quarter}", dependencies=[Depends(readers)])
+    def closed(quarter: str = QUARTER) -> dict[str, Any]:
+        summary = app.close_summary(Quarter.parse(quarter), already_closed=True)
+        return {**to_jsonable(summary), "evaluations": [evaluation_view(e) for e in app.evaluations(quarter=quarter)]}
+
+    @router.get("/evaluations", dependencies=[Depends(readers)])
+    def evaluations(quarter: str | None = Query(None, pattern=r"^\d{4}Q[1-4]$"),
+                    state: str | None = Query(None, pattern="^(pending_validation|validated|rejected)$"),
+                    participant_id: UUID | None = None) -> dict[str, Any]:
+        found = app.evaluations(quarter=quarter, participant_id=participant_id, state=state)
+        return {"count": len(found), "evaluations": [evaluation_view(e) for e in found]}
+
+    @router.get("/evaluations/{evaluation_id}", dependencies=[Depends(readers)])
+    def evaluation(evaluation_id: UUID) -> dict[str, Any]:
+        return evaluation_view(app.evaluation(evaluation_id))
+
+    @router.post("/evaluations/{evaluation_id}/validate")
+    def validate(evaluation_id: UUID, actor: str = Depends(staff)) -> dict[str, Any]:
+        return evaluation_view(app.validate(evaluation_id, actor, datetime.now(UTC)))
+
+    @router.post("/evaluations/{evaluation_id}/reject")
+    def reject(evaluation_id: UUID, body: Rejection, actor: str = Depends(staff)) -> dict[str, Any]:
+        return evaluation_view(app.reject(evaluation_id, body.reason, actor, datetime.now(UTC)))
 
     return router

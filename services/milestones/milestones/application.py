@@ -1,27 +1,259 @@
-"""The milestones Application."""
+"""The milestones Application: Milestone 1 progress, and quarter closes that evaluate every participant whose data
+sharing has started (DOMAIN.md A3, A4) into evaluations that program staff validate or reject."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
 from uuid import UUID
 
-from dsi_shared.errors import NotFound
+from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
 
-from milestones.domain import ParticipantProgress
+from milestones.domain import MILESTONE_1, ParticipantProgress, plan_day
+from milestones.earning import PCP_RULE, SNF_RULE, ZERO, PcpOutcome, Quarter, pcp_quarter, snf_quarter
+from milestones.ledger import (
+    PENDING,
+    REJECTED,
+    VALIDATED,
+    AttributionRoster,
+    CloseCalendar,
+    CreditLedger,
+    Evaluation,
+    MemberAttribution,
+)
+
+A = TypeVar("A", bound=Aggregate)
+PROGRESS_TOPIC = "milestones.domain:ParticipantProgress.ProgressStarted"
+EVALUATION_TOPIC = "milestones.ledger:Evaluation.EvaluationRecorded"
+
+
+class QuarterNotClosable(PermanentError):
+    pass
+
+
+class DecisionConflict(PermanentError):
+    pass
 
 
 class Milestones(ServiceApplication):
     name = "milestones"
 
-    def progress(self, participant_id: UUID) -> ParticipantProgress:
+    def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         try:
-            return self.repository.get(ParticipantProgress.create_id(participant_id))
+            found: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            raise NotFound("no milestones recorded for this participant") from None
+            return None
+        assert isinstance(found, kind)
+        return found
+
+    def progress(self, participant_id: UUID) -> ParticipantProgress:
+        found = self._get(ParticipantProgress.create_id(participant_id), ParticipantProgress)
+        if found is None:
+            raise NotFound("no milestones recorded for this participant")
+        return found
 
     def progress_or_new(self, participant_id: UUID) -> ParticipantProgress:
+        return self._get(ParticipantProgress.create_id(participant_id), ParticipantProgress) \
+            or ParticipantProgress(participant_id)
+
+    def ledger_or_new(self, participant_id: UUID) -> CreditLedger:
+        return self._get(CreditLedger.create_id(participant_id), CreditLedger) or CreditLedger(participant_id)
+
+    def member_attribution_or_new(self, cin: str) -> MemberAttribution:
+        return self._get(MemberAttribution.create_id(cin), MemberAttribution) or MemberAttribution(cin)
+
+    def roster(self, assignee: str) -> AttributionRoster | None:
+        return self._get(AttributionRoster.create_id(assignee), AttributionRoster)
+
+    def calendar(self) -> CloseCalendar:
+        return self._get(CloseCalendar.create_id(), CloseCalendar) or CloseCalendar()
+
+    def evaluation(self, evaluation_id: UUID) -> Evaluation:
+        found = self._get(evaluation_id, Evaluation)
+        if found is None:
+            raise NotFound("no such evaluation")
+        return found
+
+    def _ids_with_topic(self, topic: str) -> Iterator[UUID]:
+        last = 0
+        while page := self.recorder.select_notifications(start=last, limit=1000, topics=[topic],
+                                                         inclusive_of_start=False):
+            last = page[-1].id
+            for notification in page:
+                yield UUID(str(notification.originator_id))
+
+    def all_progress(self) -> Iterator[ParticipantProgress]:
+        for progress_id in self._ids_with_topic(PROGRESS_TOPIC):
+            found = self._get(progress_id, ParticipantProgress)
+            if found is not None:
+                yield found
+
+    def evaluations(self, quarter: str | None = None, participant_id: UUID | None = None,
+                    state: str | None = None) -> list[Evaluation]:
+        found = [e for e in (self.evaluation(i) for i in self._ids_with_topic(EVALUATION_TOPIC))
+                 if (quarter is None or e.quarter == quarter) and (participant_id is None or e.participant_id == participant_id)
+                 and (state is None or e.state == state)]
+        return found
+
+    # -- quarter close ---------------------------------------------------------------------------------------
+    def close_quarter(self, text: str, closed_by: str, now: datetime) -> dict[str, Any]:
+        """Evaluate every participant for the quarter once. Closing again changes nothing; a close interrupted
+        half-way resumes (evaluations have deterministic ids); quarters close in order, and only once ended."""
+        quarter = Quarter.parse(text)
+        calendar = self.calendar()
+        if str(quarter) in calendar.closed:
+            return self.close_summary(quarter, already_closed=True)
+        latest = calendar.latest
+        if latest is not None and quarter < latest:
+            raise QuarterNotClosable(f"{latest} is already closed: quarters close in order")
+        if quarter.last_day >= plan_day(now):
+            raise QuarterNotClosable(f"{quarter} has not ended yet (it ends {quarter.last_day})")
+        evaluations: list[Evaluation] = []
+        participants = 0
+        for progress in self.all_progress():
+            made = self._evaluate_with_retry(progress.participant_id, quarter)
+            participants += bool(made)
+            evaluations.extend(made)
+        calendar.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
+                       participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
+                       adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
         try:
-            return self.progress(participant_id)
-        except NotFound:
-            return ParticipantProgress(participant_id)
+            self.save(calendar)
+        except IntegrityError:  # another close of the same quarter finished first: its result stands
+            return self.close_summary(quarter, already_closed=True)
+        return self.close_summary(quarter, already_closed=False)
+
+    def close_summary(self, quarter: Quarter, already_closed: bool) -> dict[str, Any]:
+        closed = self.calendar().closed.get(str(quarter))
+        if closed is None:
+            raise NotFound("this quarter is not closed")
+        return {"quarter": str(quarter), "already_closed": already_closed, **closed}
+
+    def _evaluate_with_retry(self, participant_id: UUID, quarter: Quarter) -> list[Evaluation]:
+        for _ in range(10):
+            progress = self.progress(participant_id)
+            made = self.evaluate(progress, quarter)
+            try:
+                self.save(*made)
+                return [a for a in made if isinstance(a, Evaluation)]
+            except IntegrityError:
+                continue  # a credit arrived for this participant meanwhile: evaluate again with it
+        raise RuntimeError("could not evaluate a participant: its credits kept changing")
+
+    def evaluate(self, progress: ParticipantProgress, quarter: Quarter) -> list[Aggregate]:
+        """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done."""
+        pid = progress.participant_id
+        m1 = progress.achieved.get(MILESTONE_1)
+        starts = progress.data_sharing_starts
+        departed = progress.departure
+        if m1 is None or plan_day(m1["achieved_at"]) > quarter.last_day or starts is None or starts > quarter.last_day:
+            return []  # not earning yet in this quarter
+        if departed is not None and departed["effective_on"] <= quarter.first_day:
+            return []  # left before the quarter
+        if self._get(Evaluation.create_id(pid, str(quarter)), Evaluation) is not None:
+            return []  # evaluated by an earlier (interrupted) run of this close
+        rule = progress.schedule.get("earning_rule")
+        rule_version = progress.eligibility["rule_version"] if progress.eligibility else ""
+        ledger = self.ledger_or_new(pid)
+        if rule == SNF_RULE:
+            return self._evaluate_snf(pid, quarter, rule_version, ledger)
+        if rule == PCP_RULE:
+            return self._evaluate_pcp(progress, quarter, rule_version, ledger, Quarter.of(starts))
+        outcome = "earning_rule_forthcoming" if rule is None else f"earning_rule_unknown:{rule}"
+        return [Evaluation(pid, str(quarter), "quarter", None, rule, rule_version, ZERO, outcome, {})]
+
+    def _evaluate_snf(self, pid: UUID, quarter: Quarter, rule_version: str, ledger: CreditLedger) -> list[Aggregate]:
+        pending = ledger.active(SNF_RULE, PENDING)
+        new = sorted(s for s, c in pending.items() if c["quarter"] == str(quarter))
+        late = sorted(s for s, c in pending.items() if Quarter.parse(c["quarter"]) < quarter)
+        recover = ledger.to_recover(SNF_RULE)
+        result = snf_quarter(len(new), len(late), len(recover), ledger.carried)
+        figures = {"credits": new, "late_credits": late,
+                   "late_quarters": sorted({pending[s]["quarter"] for s in late}),
+                   "withdrawn_after_evaluation": recover, "carried_in": str(ledger.carried),
+                   "carry_forward": str(result.carry_forward), "per_file": "400.00"}
+        evaluation = Evaluation(pid, str(quarter), "quarter", f"SNF:{quarter}", SNF_RULE, rule_version, result.earned,
+                                "earned" if result.earned > ZERO else "nothing_earned", figures)
+        ledger.evaluated(evaluation_id=evaluation.id, counted=[*new, *late], recovered=recover,
+                         carried=result.carry_forward)
+        return [evaluation, ledger]
+
+    def _attributed(self, progress: ParticipantProgress, quarter: Quarter) -> set[str]:
+        members: set[str] = set()
+        for reference in progress.references:
+            roster = self.roster(reference)
+            if roster is not None:
+                members |= roster.members_in(quarter)
+        return members
+
+    def _evaluate_pcp(self, progress: ParticipantProgress, quarter: Quarter, rule_version: str, ledger: CreditLedger,
+                      first: Quarter) -> list[Aggregate]:
+        pid = progress.participant_id
+        made: list[Aggregate] = []
+        counted: list[str] = []
+        # Late records for an earlier quarter whose milestone was missed: that quarter's coverage again.
+        late_by_quarter: dict[str, list[str]] = {}
+        for sid, credit in ledger.active(PCP_RULE, PENDING).items():
+            if Quarter.parse(credit["quarter"]) < quarter:
+                late_by_quarter.setdefault(credit["quarter"], []).append(sid)
+        for earlier, late in sorted(late_by_quarter.items()):
+            counted.extend(late)
+            before = self._get(Evaluation.create_id(pid, earlier), Evaluation)
+            if before is None or before.milestone is None or before.earned > ZERO or before.state == REJECTED:
+                continue  # nothing to reconsider: not evaluated, no milestone, already met, or rejected
+            outcome = self._coverage(progress, Quarter.parse(earlier), ledger, first)
+            made.append(Evaluation(pid, str(quarter), f"adjustment:{earlier}", outcome.milestone, PCP_RULE, rule_version,
+                                   outcome.earned, "met_on_late_records" if outcome.met else "still_missed",
+                                   {**_pcp_figures(outcome, ledger, earlier), "late_credits": sorted(late),
+                                    "adjusts": str(before.id)}))
+        outcome = self._coverage(progress, quarter, ledger, first)
+        this_quarter = sorted(s for s, c in ledger.active(PCP_RULE, PENDING).items() if c["quarter"] == str(quarter))
+        counted.extend(this_quarter)
+        result = "met" if outcome.met else ("no_milestone_for_quarter" if outcome.milestone is None else "missed")
+        made.append(Evaluation(pid, str(quarter), "quarter", outcome.milestone, PCP_RULE, rule_version, outcome.earned,
+                               result, _pcp_figures(outcome, ledger, str(quarter))))
+        ledger.evaluated(evaluation_id=made[-1].id, counted=counted, recovered=[], carried=ledger.carried)
+        return [*made, ledger]
+
+    def _coverage(self, progress: ParticipantProgress, quarter: Quarter, ledger: CreditLedger, first: Quarter) -> PcpOutcome:
+        recorded = {c["member_id"] for c in ledger.active(PCP_RULE).values() if c["quarter"] == str(quarter)}
+        return pcp_quarter(quarter.index_from(first), self._attributed(progress, quarter), recorded)
+
+    # -- validation ------------------------------------------------------------------------------------------
+    def validate(self, evaluation_id: UUID, by: str, now: datetime) -> Evaluation:
+        evaluation = self.evaluation(evaluation_id)
+        if evaluation.state == VALIDATED:
+            return evaluation
+        if evaluation.state == REJECTED:
+            raise DecisionConflict("this evaluation was rejected; it cannot be validated")
+        evaluation.validate(participant_id=evaluation.participant_id, quarter=evaluation.quarter,
+                            milestone=evaluation.milestone, earned=evaluation.earned,
+                            rule_version=evaluation.rule_version, credits=evaluation.paid_credits,
+                            validated_by=by, validated_at=now)
+        self.save(evaluation)
+        return evaluation
+
+    def reject(self, evaluation_id: UUID, reason: str, by: str, now: datetime) -> Evaluation:
+        evaluation = self.evaluation(evaluation_id)
+        if evaluation.state == REJECTED:
+            return evaluation
+        if evaluation.state == VALIDATED:
+            raise DecisionConflict("this evaluation was validated and handed to payments; it cannot be rejected")
+        evaluation.reject(reason=reason, rejected_by=by, rejected_at=now)
+        self.save(evaluation)
+        return evaluation
+
+
+def _pcp_figures(outcome: PcpOutcome, ledger: CreditLedger, quarter: str) -> dict[str, Any]:
+    coverage = Decimal(outcome.numerator * 100) / outcome.denominator if outcome.denominator else ZERO
+    return {"data_sharing_quarter": outcome.index, "threshold_percent": outcome.threshold,
+            "attributed_members": outcome.denominator, "members_with_record": outcome.numerator,
+            "coverage_percent": str(coverage.quantize(Decimal("0.01"))),
+            "record_credits": sorted(s for s, c in ledger.active(PCP_RULE).items() if c["quarter"] == quarter)}
+

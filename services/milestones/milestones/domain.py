@@ -47,8 +47,37 @@ class ParticipantProgress(Aggregate):
         self.departure: dict[str, Any] | None = None
         self.achieved: dict[str, dict[str, Any]] = {}
         self.missed: dict[str, dict[str, Any]] = {}
+        self.schedule: dict[str, Any] = {}
+        self.registration: dict[str, Any] = {}
 
     # -- facts from enrollment --------------------------------------------------------------------------------
+    def note_registration(self, provider_type: str, npi: str | None, legal_name: str) -> None:
+        if {"provider_type": provider_type, "npi": npi, "legal_name": legal_name} != self.registration:
+            self.registration_noted(provider_type=provider_type, npi=npi, legal_name=legal_name)
+
+    @event("RegistrationNoted")
+    def registration_noted(self, provider_type: str, npi: str | None, legal_name: str) -> None:
+        self.registration = {"provider_type": provider_type, "npi": npi, "legal_name": legal_name}
+
+    def note_schedule(self, schedule: dict[str, Any]) -> None:
+        """The type's schedule row at the verdict's rule version: data-sharing start and earning rule."""
+        if schedule != self.schedule:
+            self.schedule_noted(schedule=schedule)
+
+    @event("ScheduleNoted")
+    def schedule_noted(self, schedule: dict[str, Any]) -> None:
+        self.schedule = schedule
+
+    @property
+    def data_sharing_starts(self) -> date | None:
+        raw = self.schedule.get("data_sharing_starts")
+        return date.fromisoformat(raw) if raw else None
+
+    @property
+    def references(self) -> set[str]:
+        """How attribution files name this participant: its id, or its NPI."""
+        return {str(self.participant_id).upper(), *([self.registration["npi"].upper()] if self.registration.get("npi") else [])}
+
     def note_eligibility(self, eligible: bool, rule_version: str, milestone1_by: date | None) -> None:
         if {"eligible": eligible, "rule_version": rule_version, "milestone1_by": milestone1_by} != self.eligibility:
             self.eligibility_noted(eligible=eligible, rule_version=rule_version, milestone1_by=milestone1_by)

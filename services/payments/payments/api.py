@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import PlainTextResponse
 
 from payments.application import Payments
 from payments.domain import CAP, ZERO
@@ -33,5 +35,13 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
             "remaining": str(account.remaining),
             "cap": str(CAP),
         }
+
+    @router.get("/payments/export", dependencies=[Depends(auth.require("program-staff", "auditor"))],
+                response_class=PlainTextResponse)
+    def export(quarter: str = Query(pattern=r"^\d{4}Q[1-4]$", description="e.g. 2025Q4")) -> Response:
+        body = app.export(quarter).encode()
+        return Response(body, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="dsi-payments-{quarter}.csv"',
+            "ETag": f'"{hashlib.sha256(body).hexdigest()}"'})
 
     return router

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from uuid import UUID
 
 from dsi_shared.errors import NotFound
@@ -9,6 +11,9 @@ from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 
 from payments.domain import PaymentAccount
+
+EXPORT_COLUMNS = ("participant_id", "legal_name", "npi", "tin", "amount", "payment_id", "quarter", "milestone",
+                  "rule_version", "cut_reason")
 
 
 class Payments(ServiceApplication):
@@ -19,6 +24,31 @@ class Payments(ServiceApplication):
             return self.repository.get(PaymentAccount.create_id(participant_id))
         except AggregateNotFoundError:
             raise NotFound("no payment account for this participant") from None
+
+    def accounts(self) -> list[PaymentAccount]:
+        topic = "payments.domain:PaymentAccount.PaymentAccountOpened"
+        found: list[PaymentAccount] = []
+        last = 0
+        while page := self.recorder.select_notifications(start=last, limit=1000, topics=[topic], inclusive_of_start=False):
+            last = page[-1].id
+            found.extend(self.repository.get(UUID(str(n.originator_id))) for n in page)
+        return found
+
+    def export(self, quarter: str) -> str:
+        """The accounts-payable file for a quarter: every payment with an amount, in a fixed order, so asking
+        again gives the same bytes (until a later payment for that quarter is recorded)."""
+        rows = sorted(((account, payment) for account in self.accounts() for payment in account.payments
+                       if payment["quarter"] == quarter and payment["amount"] > 0),
+                      key=lambda row: (row[0].payee.get("legal_name") or "", str(row[0].participant_id),
+                                       row[1]["milestone"], str(row[1]["id"])))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for account, payment in rows:
+            writer.writerow([account.participant_id, account.payee.get("legal_name", ""), account.payee.get("npi") or "",
+                             account.payee.get("tin") or "", f"{payment['amount']:.2f}", payment["id"], payment["quarter"],
+                             payment["milestone"], payment["rule_version"], payment["cut_reason"] or ""])
+        return out.getvalue()
 
     def account_or_new(self, participant_id: UUID) -> PaymentAccount:
         try:

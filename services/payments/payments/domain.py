@@ -10,10 +10,15 @@ from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from dsi_shared.errors import PermanentError
 from eventsourcing.domain import Aggregate, event
 
 CAP = Decimal("40000.00")
 ZERO = Decimal("0.00")
+
+
+class AlreadyPaid(PermanentError):
+    pass
 
 
 def capped(earned: Decimal, paid_so_far: Decimal, cap: Decimal = CAP) -> Decimal:
@@ -48,10 +53,15 @@ class PaymentAccount(Aggregate):
     def payee_recorded(self, legal_name: str, npi: str | None, tin: str | None) -> None:
         self.payee = {"legal_name": legal_name, "npi": npi, "tin": tin}
 
-    def pay(self, milestone: str, earned: Decimal, quarter: str, rule_version: str, source_event: str) -> bool:
-        """Pay an achieved milestone once, cut to the cap. False when it was already paid."""
+    def pay(self, milestone: str, earned: Decimal, quarter: str, rule_version: str, source_event: str,
+            covers: list[str] | None = None) -> bool:
+        """Pay an achieved milestone (or a validated quarter's evaluation) once, cut to the cap. False when it was
+        already paid. `covers` names exactly what is paid for: credited submissions, or the agreements."""
         if any(p["milestone"] == milestone for p in self.payments):
             return False
+        paid_before = {c for p in self.payments for c in p["covers"]}
+        if covers and paid_before & set(covers):
+            raise AlreadyPaid("a credit in this evaluation was paid before")
         amount = capped(earned, self.total_paid)
         reason = None if amount == earned else ("cap reached" if amount == ZERO else "cut to the $40,000 cap")
         self.issue(
@@ -64,12 +74,14 @@ class PaymentAccount(Aggregate):
             cut_reason=reason,
             rule_version=rule_version,
             source_event=source_event,
+            covers=sorted(covers or []),
         )
         return True
 
     @event("PaymentIssued")
     def issue(self, payment_id: UUID, participant_id: UUID, milestone: str, quarter: str, earned: Decimal,
-              amount: Decimal, cut_reason: str | None, rule_version: str, source_event: str) -> None:
+              amount: Decimal, cut_reason: str | None, rule_version: str, source_event: str,
+              covers: list[str]) -> None:
         self.payments.append({"id": payment_id, "milestone": milestone, "quarter": quarter, "earned": earned,
                               "amount": amount, "cut_reason": cut_reason, "rule_version": rule_version,
-                              "source_event": source_event})
+                              "source_event": source_event, "covers": covers})

@@ -26,11 +26,24 @@ def on_milestone_achieved(app: ServiceApplication, event: IncomingEvent) -> list
     data = event.data
     account = app.account_or_new(UUID(data["participant_id"]))
     account.pay(data["milestone"], Decimal(data["amount"]), data["quarter"], data["rule_version"],
-                source_event=event.id)
+                source_event=event.id, covers=[f"agreement:{d}" for d in data.get("basis") or []])
+    return [account]
+
+
+def on_evaluation_validated(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """A quarter's evaluation, validated by program staff, becomes a payment (when it earned anything)."""
+    assert isinstance(app, Payments)
+    data = event.data
+    if Decimal(data["earned"]) <= 0 or not data.get("milestone"):
+        return []  # recorded by milestones with its figures; nothing to pay
+    account = app.account_or_new(UUID(data["participant_id"]))
+    account.pay(data["milestone"], Decimal(data["earned"]), data["quarter"], data["rule_version"],
+                source_event=event.id, covers=[f"submission:{c}" for c in data.get("credits") or []])
     return [account]
 
 
 SUBSCRIPTIONS = (
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.participant-registered", on_participant_registered),
     Subscription("DSI_MILESTONES", "dsi.milestones.milestone-achieved", on_milestone_achieved),
+    Subscription("DSI_MILESTONES", "dsi.milestones.evaluation-validated", on_evaluation_validated),
 )

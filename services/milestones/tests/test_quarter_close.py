@@ -1,0 +1,230 @@
+"""Quarter close (DOMAIN.md A3, A4): a year of a mixed network worked out by hand, the coverage and $400 rules,
+late credits as adjustments, closing once and in order — on the milestones store (SQLite), no bus."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+from hypothesis import given
+from hypothesis import strategies as st
+from milestones.application import DecisionConflict, Milestones, QuarterNotClosable
+from milestones.domain import ParticipantProgress
+from milestones.earning import PCP_RULE, SNF_RULE, Quarter, pcp_quarter, snf_quarter
+from milestones.ledger import VALIDATED, AttributionRoster, CreditLedger, Evaluation
+from payments.domain import CAP, PaymentAccount
+
+D = Decimal
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+SCHEDULES = {
+    "skilled_nursing": {"data_sharing_starts": "2025-10-01", "earning_rule": SNF_RULE, "milestone1_by": "2024-09-30"},
+    "primary_care": {"data_sharing_starts": "2025-01-01", "earning_rule": PCP_RULE, "milestone1_by": "2024-12-31"},
+    "specialist": {"data_sharing_starts": "2025-10-01", "earning_rule": None, "milestone1_by": "2025-09-30"},
+}
+
+
+def test_quarters() -> None:
+    q = Quarter.parse("2025Q4")
+    assert (q.first_day, q.last_day, str(q.next())) == (date(2025, 10, 1), date(2025, 12, 31), "2026Q1")
+    assert Quarter.of(date(2024, 2, 29)) == Quarter(2024, 1) and Quarter.parse("2024Q1").last_day == date(2024, 3, 31)
+    assert Quarter.parse("2026Q1").index_from(Quarter.parse("2025Q1")) == 5
+    for bad in ("2025Q5", "2025-Q1", "25Q1"):
+        with pytest.raises(ValueError):
+            Quarter.parse(bad)
+
+
+def test_coverage_thresholds_are_exact() -> None:
+    members = {f"{n:08d}A" for n in range(100)}
+    assert pcp_quarter(1, members, set(list(members)[:75])).met  # 75% meets Milestone 2
+    assert not pcp_quarter(1, members, set(list(members)[:74])).met
+    assert not pcp_quarter(2, members, set(list(members)[:89])).met and pcp_quarter(2, members, set(list(members)[:90])).met
+    assert pcp_quarter(3, members, set(list(members)[:95])).earned == D("10000.00")
+    assert not pcp_quarter(1, set(), set()).met  # nobody attributed: nothing to cover, nothing earned
+    assert pcp_quarter(4, members, members).milestone is None  # three data-sharing milestones only
+    outside = pcp_quarter(1, {"11111111A"}, {"22222222B"})
+    assert (outside.numerator, outside.denominator) == (0, 1)  # records for members not attributed do not count
+
+
+def test_snf_withdrawals_after_evaluation_are_set_against_later_credits() -> None:
+    assert snf_quarter(3, 0, 0, D("0.00")).earned == D("1200.00")
+    assert snf_quarter(1, 1, 1, D("0.00")).earned == D("400.00")
+    short = snf_quarter(0, 0, 2, D("0.00"))
+    assert (short.earned, short.carry_forward) == (D("0.00"), D("-800.00"))
+    assert snf_quarter(3, 0, 0, short.carry_forward).earned == D("400.00")
+
+
+class Network:
+    def __init__(self, tmp_path: Path) -> None:
+        self.app = Milestones(f"sqlite:///{tmp_path / 'milestones.db'}")
+
+    def participant(self, provider_type: str, npi: str) -> UUID:
+        progress = ParticipantProgress(uuid4())
+        progress.note_registration(provider_type, npi, f"{provider_type} {npi}")
+        schedule = SCHEDULES[provider_type]
+        progress.note_schedule(schedule)
+        progress.note_eligibility(True, "2024.1", date.fromisoformat(schedule["milestone1_by"]))
+        for agreement in ("LOA", "DSA", "HIE"):
+            progress.note_agreement(agreement, datetime(2024, 6, 3, 17, tzinfo=UTC), f"{agreement}-{npi}")
+        self.app.save(progress)
+        return progress.participant_id
+
+    def credit(self, pid: UUID, rule: str, quarter: str, member: str = "12345678A") -> str:
+        sid = str(uuid4())
+        ledger = self.app.ledger_or_new(pid)
+        ledger.note_credit(sid, rule, member, quarter, D("400.00") if rule == SNF_RULE else D("0.00"), "2024.1")
+        self.app.save(ledger)
+        return sid
+
+    def cancel(self, pid: UUID, sid: str) -> None:
+        ledger = self.app.ledger_or_new(pid)
+        ledger.note_reversal(sid)
+        self.app.save(ledger)
+
+    def attribute(self, assignee: str, members: list[str], start: date, end: date | None = None) -> None:
+        roster = self.app.roster(assignee) or AttributionRoster(assignee)
+        for member in members:
+            roster.attribute(cin=member, start=start, end=end)
+        self.app.save(roster)
+
+    def close(self, quarter: str) -> dict[str, Evaluation]:
+        self.app.close_quarter(quarter, "program-staff#test", NOW)
+        return {str(e.participant_id) + ("" if e.subject == "quarter" else f" {e.subject}"): e
+                for e in self.app.evaluations(quarter=quarter)}
+
+
+def test_a_year_of_a_mixed_network_pays_what_was_worked_out_by_hand(tmp_path: Path) -> None:
+    net = Network(tmp_path)
+    snf = net.participant("skilled_nursing", "1111111111")
+    pcp = net.participant("primary_care", "2222222222")
+    spec = net.participant("specialist", "3333333333")
+    members = ["10000001A", "10000002A", "10000003A", "10000004A"]
+    net.attribute("2222222222", members, date(2025, 1, 1))  # the PCP, named by its NPI in the attribution file
+    net.attribute("2222222222", ["10000009A"], date(2024, 1, 1), date(2024, 12, 31))  # ended before: not counted
+
+    # 2025Q1, the PCP's first data-sharing quarter: 3 of 4 members have a record = 75% → Milestone 2 met.
+    for member in members[:3]:
+        net.credit(pcp, PCP_RULE, "2025Q1", member)
+    q1 = net.close("2025Q1")
+    assert set(q1) == {str(pcp)}  # SNF and specialist start sharing in 2025Q4
+    assert (q1[str(pcp)].milestone, q1[str(pcp)].outcome, q1[str(pcp)].earned) == ("M2", "met", D("10000.00"))
+    assert q1[str(pcp)].figures["coverage_percent"] == "75.00"
+
+    # 2025Q2: 3 of 4 = 75% < 90% → Milestone 3 missed, $0, recorded with the figures.
+    for member in members[:3]:
+        net.credit(pcp, PCP_RULE, "2025Q2", member)
+    q2 = net.close("2025Q2")
+    assert (q2[str(pcp)].milestone, q2[str(pcp)].outcome, q2[str(pcp)].earned) == ("M3", "missed", D("0.00"))
+    # A record received in 2025Q2 arrives after the close: reported at the next close, where it completes 2025Q2.
+    net.credit(pcp, PCP_RULE, "2025Q2", members[3])
+
+    # 2025Q3: 4 of 4 → Milestone 4 met; and the 2025Q2 adjustment: 4 of 4 ≥ 90% → Milestone 3 met after all.
+    for member in members:
+        net.credit(pcp, PCP_RULE, "2025Q3", member)
+    q3 = net.close("2025Q3")
+    assert (q3[str(pcp)].milestone, q3[str(pcp)].earned) == ("M4", D("10000.00"))
+    adjustment = q3[f"{pcp} adjustment:2025Q2"]
+    assert (adjustment.milestone, adjustment.outcome, adjustment.earned) == ("M3", "met_on_late_records", D("10000.00"))
+
+    # 2025Q4: SNF 3 timely files ($1,200); the specialist's rule is forthcoming ($0, said so); PCP has no 4th milestone.
+    credits = [net.credit(snf, SNF_RULE, "2025Q4") for _ in range(3)]
+    q4 = net.close("2025Q4")
+    assert q4[str(snf)].earned == D("1200.00") and q4[str(snf)].figures["credits"] == sorted(credits)
+    assert (q4[str(spec)].outcome, q4[str(spec)].earned) == ("earning_rule_forthcoming", D("0.00"))
+    assert (q4[str(pcp)].outcome, q4[str(pcp)].earned) == ("no_milestone_for_quarter", D("0.00"))
+
+    # 2026Q1: 2 new files, 1 late 2025Q4 file, and a 2025Q4 file cancelled after it was evaluated: 800 + 400 - 400.
+    new = [net.credit(snf, SNF_RULE, "2026Q1") for _ in range(2)]
+    late = net.credit(snf, SNF_RULE, "2025Q4")
+    net.cancel(snf, credits[0])
+    q5 = net.close("2026Q1")
+    snf_q1 = q5[str(snf)]
+    assert snf_q1.earned == D("800.00")
+    assert (snf_q1.figures["credits"], snf_q1.figures["late_credits"]) == (sorted(new), [late])
+    assert snf_q1.figures["withdrawn_after_evaluation"] == [credits[0]]
+
+    # Staff validate everything; payments pay M1 and each validated evaluation, capped.
+    accounts = {pid: PaymentAccount(pid) for pid in (snf, pcp, spec)}
+    for account in accounts.values():
+        account.pay("M1", D("10000.00"), "2024Q2", "2024.1", source_event="m1")
+    for quarter in ("2025Q1", "2025Q2", "2025Q3", "2025Q4", "2026Q1"):
+        for evaluation in net.app.evaluations(quarter=quarter):
+            validated = net.app.validate(evaluation.id, "program-staff#test", NOW)
+            assert validated.state == VALIDATED
+            if validated.earned > 0 and validated.milestone:
+                accounts[validated.participant_id].pay(validated.milestone, validated.earned, quarter, "2024.1",
+                                                       source_event=str(validated.id), covers=validated.paid_credits)
+    assert {pid: a.total_paid for pid, a in accounts.items()} == {
+        snf: D("12000.00"),  # 10,000 + 1,200 + 800
+        pcp: CAP,  # 10,000 + M2 + M3 (late) + M4
+        spec: D("10000.00"),  # Milestone 1 only
+    }
+
+
+def test_closing_twice_changes_nothing_and_quarters_close_in_order_once_ended(tmp_path: Path) -> None:
+    net = Network(tmp_path)
+    snf = net.participant("skilled_nursing", "1111111111")
+    net.credit(snf, SNF_RULE, "2025Q4")
+    first = net.app.close_quarter("2025Q4", "program-staff#a", NOW)
+    events_after_first = net.app.recorder.max_notification_id()
+    again = net.app.close_quarter("2025Q4", "program-staff#b", NOW)
+    assert again["already_closed"] and again["closed_by"] == first["closed_by"] == "program-staff#a"
+    assert net.app.recorder.max_notification_id() == events_after_first
+    with pytest.raises(QuarterNotClosable, match="in order"):
+        net.app.close_quarter("2025Q3", "program-staff#a", NOW)
+    with pytest.raises(QuarterNotClosable, match="not ended"):
+        net.app.close_quarter("2026Q2", "program-staff#a", NOW)
+
+
+def test_a_rejected_evaluation_is_never_paid_and_cannot_then_be_validated(tmp_path: Path) -> None:
+    net = Network(tmp_path)
+    snf = net.participant("skilled_nursing", "1111111111")
+    net.credit(snf, SNF_RULE, "2025Q4")
+    [evaluation] = net.close("2025Q4").values()
+    rejected = net.app.reject(evaluation.id, "files under review by compliance", "program-staff#a", NOW)
+    assert rejected.decision is not None and rejected.decision["reason"] == "files under review by compliance"
+    with pytest.raises(DecisionConflict):
+        net.app.validate(evaluation.id, "program-staff#a", NOW)
+
+
+def test_a_credit_arriving_while_a_participant_is_evaluated_is_not_lost(tmp_path: Path) -> None:
+    net = Network(tmp_path)
+    snf = net.participant("skilled_nursing", "1111111111")
+    net.credit(snf, SNF_RULE, "2025Q4")
+    stale = net.app.ledger_or_new(snf)
+    net.credit(snf, SNF_RULE, "2025Q4")  # recorded after `stale` was read
+    stale.note_credit(str(uuid4()), SNF_RULE, "12345678A", "2025Q4", D("400.00"), "2024.1")
+    with pytest.raises(IntegrityError):  # the store refuses the stale ledger (optimistic concurrency)
+        net.app.save(stale)
+    [evaluation] = net.close("2025Q4").values()
+    assert evaluation.earned == D("800.00")
+    assert isinstance(net.app.ledger_or_new(snf), CreditLedger)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["credit", "credit", "cancel", "close"]), st.integers(0, 9)), max_size=40))
+def test_snf_earnings_over_any_sequence_equal_active_credits_and_no_credit_counts_twice(
+        steps: list[tuple[str, int]]) -> None:
+    ledger = CreditLedger(uuid4())
+    paid = D("0.00")
+    counted: list[str] = []
+    recovered: list[str] = []
+    for step, n in steps:
+        if step == "credit":
+            ledger.note_credit(f"s{n}", SNF_RULE, "12345678A", "2025Q4", D("400.00"), "r")  # a resend: same id
+        elif step == "cancel":
+            ledger.note_reversal(f"s{n}")
+        else:
+            pending = sorted(ledger.active(SNF_RULE, "pending"))
+            recover = ledger.to_recover(SNF_RULE)
+            outcome = snf_quarter(len(pending), 0, len(recover), ledger.carried)
+            paid += outcome.earned
+            counted.extend(pending)
+            recovered.extend(recover)
+            ledger.evaluated(evaluation_id=uuid4(), counted=pending, recovered=recover, carried=outcome.carry_forward)
+    assert len(counted) == len(set(counted)) and len(recovered) == len(set(recovered)) and set(recovered) <= set(counted)
+    # what was paid, less what is still owed back, is $400 for each credit evaluated and not withdrawn since
+    assert paid + ledger.carried == D("400.00") * (len(counted) - len(recovered))
+    assert ledger.carried <= 0 and paid >= 0
