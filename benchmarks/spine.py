@@ -93,11 +93,13 @@ def raw_store_appends(store: str) -> float:
 async def spine(url: str, store_for: Callable[[str], str]) -> float:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     enrollment_store, payments_store = store_for("enrollment"), store_for("payments")
-    source = Enrollment(enrollment_store)
-    for _ in range(N):
-        source.register_participant(dict(FORM))
-    source.close()
     specs = discover()
+    source = Enrollment(enrollment_store)
+    if specs["enrollment"].on_start is not None:
+        specs["enrollment"].on_start(source)  # publishes the program rules, as the service does at start
+    for n in range(N):
+        source.register_participant({**FORM, "npi": f"{1_000_000_000 + n}"})
+    source.close()
     runtimes = [ServiceRuntime(specs[name], Settings(name, specs[name].default_port, nats_url=url, bus_prefix=prefix,
                                                      store=store)) for name, store in
                 (("enrollment", enrollment_store), ("payments", payments_store))]

@@ -67,14 +67,16 @@ class Stack:
         await self.clients.pop(name).aclose()
         await self.runtimes.pop(name).stop()
 
-    def spawn(self, name: str, **extra_env: str) -> str:
-        """Run a service as a real OS process (`dsi serve`); returns its base URL."""
+    def spawn(self, name: str, replica: str = "", **extra_env: str) -> str:
+        """Run a service as a real OS process (`dsi serve`); returns its base URL. Replicas of one service
+        share its store and its durable consumers, as in a scaled deployment."""
         settings, port = self.settings(name), free_port()
         env_prefix = name.upper().replace("-", "_")
         env = {**os.environ, "NATS_URL": self.nats_url, "DSI_BUS_PREFIX": self.prefix, "DSI_TOKENS": TOKENS_RAW,
                f"{env_prefix}_STORE": settings.store, f"{env_prefix}_PORT": str(port),
                "DSI_ACK_WAIT_SECONDS": "2", **extra_env}
-        self.processes[name] = subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name], env=env)
+        self.processes[f"{name}{'#' + replica if replica else ''}"] = subprocess.Popen(
+            [sys.executable, "-m", "dsi_shared.cli", "serve", name], env=env)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -186,12 +186,12 @@ def quarter_close(
                           timeout=600)
     body = response.json()
     if response.status_code != 200:
-        console.print(f"[red]{response.status_code} {body.get('title')}: {body.get('detail')}[/red]")
+        console.print(f"[red]{response.status_code} {body.get('title')}: {body.get('detail')}[/red]", soft_wrap=True)
         raise typer.Exit(1)
     state = "was already closed" if body["already_closed"] else "closed"
     console.print(f"{body['quarter']} {state} at {body['closed_at']} by {body['closed_by']}: "
                   f"{body['evaluations']} evaluation(s) for {body['participants']} participant(s), "
-                  f"${body['earned']} earned, {body['adjustments']} adjustment(s); pending staff validation")
+                  f"${body['earned']} earned, {body['adjustments']} adjustment(s); pending staff validation", soft_wrap=True)
 
 
 @audit_app.command("replay")

@@ -8,6 +8,7 @@ from milestones.api import routes
 from milestones.application import Milestones
 from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.handlers import SUBSCRIPTIONS
+from milestones.ledger import VALIDATED, Evaluation
 
 
 def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
@@ -15,10 +16,13 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     report = AuditReport()
     achieved = facts.setdefault("milestones_achieved", {})
     for progress in rebuild_aggregates(app, report):
+        if isinstance(progress, Evaluation) and progress.state == VALIDATED and progress.milestone \
+                and progress.earned > 0:  # a validated quarter is owed as much as an achieved milestone
+            achieved.setdefault(str(progress.participant_id), {})[progress.milestone] = progress.earned
         if not isinstance(progress, ParticipantProgress):
             continue
         pid = str(progress.participant_id)
-        achieved[pid] = {m: v["amount"] for m, v in progress.achieved.items()}
+        achieved.setdefault(pid, {}).update({m: v["amount"] for m, v in progress.achieved.items()})
         m1, missed = progress.achieved.get(MILESTONE_1), progress.missed.get(MILESTONE_1)
         if m1:
             report.rows[pid] = {"milestone1": f"achieved {m1['achieved_at'].date()} ({m1['quarter']})"}
