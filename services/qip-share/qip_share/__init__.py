@@ -1,2 +1,2 @@
-"""The qip-share service: QIP value-set extracts and disclosures (issue 6).
-Wired to its store and the bus; no behaviour yet."""
+"""The qip-share service (DOMAIN.md Part B): QIP reference data so far — entities, versioned value sets, the
+sensitivity policy. Feeds, deliveries and the accounting of disclosures are still to come (issue 6)."""

@@ -1,16 +1,11 @@
-"""Composition root of the qip-share service: store, relay and HTTP health, no handlers yet."""
+"""Composition root of the qip-share service: QIP reference data (entities, value sets, sensitivity policy)."""
 
 from __future__ import annotations
 
-from dsi_shared.http import Auth
 from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, rebuild_aggregates
-from fastapi import APIRouter
 
+from qip_share.api import routes
 from qip_share.application import QipShare
-
-
-def routes(_: ServiceApplication, __: Auth) -> APIRouter:
-    return APIRouter()
 
 
 def audit(app: ServiceApplication, _: AuditFacts) -> AuditReport:
@@ -19,4 +14,12 @@ def audit(app: ServiceApplication, _: AuditFacts) -> AuditReport:
     return report
 
 
-service = ServiceSpec(name="qip-share", default_port=8105, application=QipShare, routes=routes, audit=audit, audit_order=50)
+service = ServiceSpec(
+    name="qip-share",
+    default_port=8105,
+    application=QipShare,
+    routes=routes,
+    audit=audit,
+    audit_order=50,
+    on_start=lambda app: app.ensure_default_policy(),  # type: ignore[attr-defined]
+)

@@ -1,0 +1,116 @@
+"""qip-share HTTP API: QIP reference data (entities, value sets, sensitivity policy)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from dsi_shared.errors import Unprocessable
+from dsi_shared.events import to_jsonable
+from dsi_shared.http import Auth, read_body
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from qip_share.application import QipShare
+from qip_share.policy import BadPolicy
+from qip_share.reference import QipEntity
+from qip_share.valuesets import BadValueSet, from_csv, from_fhir
+
+MAX_VALUE_SET_BYTES = 50 * 1024 * 1024
+
+
+class Partner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=2, max_length=200)
+    identifiers: dict[str, str] = {}
+    address: str = Field(min_length=5, max_length=500)
+    endpoint: str = Field(min_length=5, max_length=500)
+
+
+class EntityForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["DPH", "DMPH"]
+    name: str = Field(min_length=2, max_length=200)
+    identifiers: dict[str, str] = Field(min_length=1, description="e.g. {\"npi\": \"...\", \"oshpd\": \"...\"}")
+    address: str = Field(min_length=5, max_length=500, description="for the accounting of disclosures (164.528)")
+    endpoint: str = Field(min_length=5, max_length=500, description="where deliveries go (SFTP or HTTPS URL)")
+    community_partners: list[Partner] = []
+
+
+class PolicyForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: dict[str, Any]
+    reason: str = Field(min_length=3, max_length=1000)
+
+
+def entity_view(entity: QipEntity) -> dict[str, Any]:
+    return {"id": str(entity.id), "kind": entity.kind, "name": entity.name, "identifiers": entity.identifiers,
+            "address": entity.address, "endpoint": entity.endpoint, "community_partners": entity.community_partners,
+            "recipients": entity.recipients}
+
+
+def routes(app: QipShare, auth: Auth) -> APIRouter:
+    router = APIRouter(tags=["qip-share"])
+    staff = auth.require("program-staff")
+    readers = auth.require("program-staff", "auditor")
+
+    @router.post("/entities", status_code=201, dependencies=[Depends(staff)])
+    def register(form: EntityForm) -> dict[str, Any]:
+        return entity_view(app.register_entity(form.kind, form.name, form.identifiers, form.address, form.endpoint,
+                                               [p.model_dump() for p in form.community_partners]))
+
+    @router.get("/entities", dependencies=[Depends(readers)])
+    def entities() -> dict[str, Any]:
+        found = app.entities()
+        return {"count": len(found), "entities": [entity_view(e) for e in found]}
+
+    @router.get("/entities/{entity_id}", dependencies=[Depends(readers)])
+    def entity(entity_id: UUID) -> dict[str, Any]:
+        return entity_view(app.entity(entity_id))
+
+    @router.post("/value-sets", dependencies=[Depends(staff)])
+    async def publish(request: Request, version: str | None = Query(None, min_length=1, max_length=60, description=(
+            "version for a CSV without a value_set_version column, or a ValueSet without one"))) -> dict[str, Any]:
+        body = await read_body(request, MAX_VALUE_SET_BYTES)
+        is_json = "json" in request.headers.get("content-type", "") or body.lstrip()[:1] == b"{"
+        if version is None and not is_json and b"value_set_version" not in body.split(b"\n", 1)[0]:
+            raise Unprocessable("a CSV without a value_set_version column needs ?version=")
+        try:
+            report = from_fhir(body, version or "") if is_json else from_csv(body, version or "")
+        except BadValueSet as exc:
+            raise Unprocessable(str(exc)) from None
+        if any(not s.version for s in report.value_sets):
+            raise Unprocessable("the ValueSet carries no version: pass ?version=")
+        published = await asyncio.to_thread(app.publish_value_sets, report, "fhir" if is_json else "csv",
+                                            datetime.now(UTC))
+        return {"value_sets": published, "errors": report.errors}
+
+    @router.get("/value-sets", dependencies=[Depends(readers)])
+    def catalog() -> dict[str, Any]:
+        current = app.catalog()
+        return {"value_sets": [{"url": url, "name": current.names[url], "current_version": version,
+                                "versions": current.history[url]} for url, version in sorted(current.current.items())]}
+
+    @router.get("/value-sets/version", dependencies=[Depends(readers)])
+    def value_set(url: str, version: str) -> dict[str, Any]:
+        found = app.value_set(url, version)
+        return {"url": found.url, "name": found.name, "version": found.value_set_version, "codes": found.code_count,
+                "digest": found.digest, "source": found.source, "published_at": found.published_at.isoformat()}
+
+    @router.get("/sensitivity-policy", dependencies=[Depends(readers)])
+    def policy() -> dict[str, Any]:
+        current = app.policy()
+        return {"current_version": current.current_version, "versions": sorted(current.versions),
+                "policy": to_jsonable(current.current)}
+
+    @router.post("/sensitivity-policy", dependencies=[Depends(staff)])
+    def publish_policy(form: PolicyForm) -> dict[str, Any]:
+        try:
+            changed = app.publish_policy(form.policy, form.reason)
+        except BadPolicy as exc:
+            raise Unprocessable(str(exc)) from None
+        return {"version": form.policy.get("version"), "published": changed}
+
+    return router
