@@ -7,12 +7,12 @@ tracking records that make consumption exactly-once (see `consumer`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -32,6 +32,7 @@ from psycopg.sql import SQL, Identifier
 from dsi_shared.config import eventsourcing_env
 
 TRACE_KEY = "_trace_context"
+A = TypeVar("A", bound=Aggregate)
 
 
 class DateAsISO(Transcoding):
@@ -150,6 +151,26 @@ class ServiceApplication(Application[UUID]):
             raise
         self._notify(recordings)
         return True
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The aggregate, or None when it was never created. A different kind under that id is a bug."""
+        try:
+            found: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(found, kind):
+            raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {kind.__name__}")
+        return found
+
+    def ids_created_with(self, created_event: type[Any], batch: int = 1000) -> Iterator[UUID]:
+        """The ids of every aggregate whose first event is `created_event`, in the order they were created."""
+        topic = f"{created_event.__module__}:{created_event.__qualname__}"
+        last = 0
+        while page := self.recorder.select_notifications(start=last, limit=batch, topics=[topic],
+                                                         inclusive_of_start=False):
+            last = page[-1].id
+            for notification in page:
+                yield UUID(str(notification.originator_id))
 
     def all_notifications(self, batch: int = 1000) -> Iterable[Notification]:
         """The whole notification log in order (for replay and audit)."""

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.store import ServiceApplication
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
@@ -28,10 +27,6 @@ from milestones.ledger import (
     MemberAttribution,
 )
 
-A = TypeVar("A", bound=Aggregate)
-PROGRESS_TOPIC = "milestones.domain:ParticipantProgress.ProgressStarted"
-EVALUATION_TOPIC = "milestones.ledger:Evaluation.EvaluationRecorded"
-
 
 class QuarterNotClosable(PermanentError):
     pass
@@ -44,59 +39,43 @@ class DecisionConflict(PermanentError):
 class Milestones(ServiceApplication):
     name = "milestones"
 
-    def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
-        try:
-            found: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(found, kind)
-        return found
-
     def progress(self, participant_id: UUID) -> ParticipantProgress:
-        found = self._get(ParticipantProgress.create_id(participant_id), ParticipantProgress)
+        found = self.find(ParticipantProgress.create_id(participant_id), ParticipantProgress)
         if found is None:
             raise NotFound("no milestones recorded for this participant")
         return found
 
     def progress_or_new(self, participant_id: UUID) -> ParticipantProgress:
-        return self._get(ParticipantProgress.create_id(participant_id), ParticipantProgress) \
+        return self.find(ParticipantProgress.create_id(participant_id), ParticipantProgress) \
             or ParticipantProgress(participant_id)
 
     def ledger_or_new(self, participant_id: UUID) -> CreditLedger:
-        return self._get(CreditLedger.create_id(participant_id), CreditLedger) or CreditLedger(participant_id)
+        return self.find(CreditLedger.create_id(participant_id), CreditLedger) or CreditLedger(participant_id)
 
     def member_attribution_or_new(self, cin: str) -> MemberAttribution:
-        return self._get(MemberAttribution.create_id(cin), MemberAttribution) or MemberAttribution(cin)
+        return self.find(MemberAttribution.create_id(cin), MemberAttribution) or MemberAttribution(cin)
 
     def roster(self, assignee: str) -> AttributionRoster | None:
-        return self._get(AttributionRoster.create_id(assignee), AttributionRoster)
+        return self.find(AttributionRoster.create_id(assignee), AttributionRoster)
 
     def calendar(self) -> CloseCalendar:
-        return self._get(CloseCalendar.create_id(), CloseCalendar) or CloseCalendar()
+        return self.find(CloseCalendar.create_id(), CloseCalendar) or CloseCalendar()
 
     def evaluation(self, evaluation_id: UUID) -> Evaluation:
-        found = self._get(evaluation_id, Evaluation)
+        found = self.find(evaluation_id, Evaluation)
         if found is None:
             raise NotFound("no such evaluation")
         return found
 
-    def _ids_with_topic(self, topic: str) -> Iterator[UUID]:
-        last = 0
-        while page := self.recorder.select_notifications(start=last, limit=1000, topics=[topic],
-                                                         inclusive_of_start=False):
-            last = page[-1].id
-            for notification in page:
-                yield UUID(str(notification.originator_id))
-
     def all_progress(self) -> Iterator[ParticipantProgress]:
-        for progress_id in self._ids_with_topic(PROGRESS_TOPIC):
-            found = self._get(progress_id, ParticipantProgress)
+        for progress_id in self.ids_created_with(ParticipantProgress.ProgressStarted):  # type: ignore[attr-defined]
+            found = self.find(progress_id, ParticipantProgress)
             if found is not None:
                 yield found
 
     def evaluations(self, quarter: str | None = None, participant_id: UUID | None = None,
                     state: str | None = None) -> list[Evaluation]:
-        found = [e for e in (self.evaluation(i) for i in self._ids_with_topic(EVALUATION_TOPIC))
+        found = [e for e in (self.evaluation(i) for i in self.ids_created_with(Evaluation.EvaluationRecorded))  # type: ignore[attr-defined]
                  if (quarter is None or e.quarter == quarter) and (participant_id is None or e.participant_id == participant_id)
                  and (state is None or e.state == state)]
         return found
@@ -156,7 +135,7 @@ class Milestones(ServiceApplication):
             return []  # not earning yet in this quarter
         if departed is not None and departed["effective_on"] <= quarter.first_day:
             return []  # left before the quarter
-        if self._get(Evaluation.create_id(pid, str(quarter)), Evaluation) is not None:
+        if self.find(Evaluation.create_id(pid, str(quarter)), Evaluation) is not None:
             return []  # evaluated by an earlier (interrupted) run of this close
         rule = progress.schedule.get("earning_rule")
         rule_version = progress.eligibility["rule_version"] if progress.eligibility else ""
@@ -204,7 +183,7 @@ class Milestones(ServiceApplication):
                 late_by_quarter.setdefault(credit["quarter"], []).append(sid)
         for earlier, late in sorted(late_by_quarter.items()):
             counted.extend(late)
-            before = self._get(Evaluation.create_id(pid, earlier), Evaluation)
+            before = self.find(Evaluation.create_id(pid, earlier), Evaluation)
             if before is None or before.milestone is None or before.earned > ZERO or before.state == REJECTED:
                 continue  # nothing to reconsider: not evaluated, no milestone, already met, or rejected
             outcome = self._coverage(progress, Quarter.parse(earlier), ledger, first)

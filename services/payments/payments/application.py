@@ -26,12 +26,11 @@ class Payments(ServiceApplication):
             raise NotFound("no payment account for this participant") from None
 
     def accounts(self) -> list[PaymentAccount]:
-        topic = "payments.domain:PaymentAccount.PaymentAccountOpened"
-        found: list[PaymentAccount] = []
-        last = 0
-        while page := self.recorder.select_notifications(start=last, limit=1000, topics=[topic], inclusive_of_start=False):
-            last = page[-1].id
-            found.extend(self.repository.get(UUID(str(n.originator_id))) for n in page)
+        return [self.account_by_id(i) for i in self.ids_created_with(PaymentAccount.PaymentAccountOpened)]  # type: ignore[attr-defined]
+
+    def account_by_id(self, account_id: UUID) -> PaymentAccount:
+        found = self.find(account_id, PaymentAccount)
+        assert found is not None
         return found
 
     def export(self, quarter: str) -> str:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.store import ServiceApplication
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
 
 from qip_share.policy import check_policy, default_policy
 from qip_share.reference import (
@@ -24,9 +22,6 @@ from qip_share.reference import (
     codes_digest,
 )
 from qip_share.valuesets import ParseReport
-
-A = TypeVar("A", bound=Aggregate)
-ENTITY_TOPIC = "qip_share.reference:QipEntity.EntityRegistered"
 
 
 class Conflict(PermanentError):
@@ -40,14 +35,6 @@ class QipShare(ServiceApplication):
         super().__init__(store_url, extra_env)
         self.blobs = BlobStore(self)
 
-    def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
-        try:
-            found: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(found, kind)
-        return found
-
     # -- entities --------------------------------------------------------------------------------------------
     def register_entity(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
                         community_partners: list[dict[str, Any]]) -> QipEntity:
@@ -57,33 +44,27 @@ class QipShare(ServiceApplication):
             raise Conflict("only a DMPH has state-approved community partners")
         if not identifiers:
             raise Conflict("at least one identifier is required")
-        if self._get(QipEntity.create_id(kind, identifiers), QipEntity) is not None:
+        if self.find(QipEntity.create_id(kind, identifiers), QipEntity) is not None:
             raise Conflict("an entity with this identifier is already registered")
         entity = QipEntity(kind, name, identifiers, address, endpoint, community_partners)
         self.save(entity)
         return entity
 
     def entity(self, entity_id: UUID) -> QipEntity:
-        found = self._get(entity_id, QipEntity)
+        found = self.find(entity_id, QipEntity)
         if found is None:
             raise NotFound("no such QIP entity")
         return found
 
     def entities(self) -> list[QipEntity]:
-        found: list[QipEntity] = []
-        last = 0
-        while page := self.recorder.select_notifications(start=last, limit=500, topics=[ENTITY_TOPIC],
-                                                         inclusive_of_start=False):
-            last = page[-1].id
-            found += [self.entity(UUID(str(n.originator_id))) for n in page]
-        return found
+        return [self.entity(i) for i in self.ids_created_with(QipEntity.EntityRegistered)]  # type: ignore[attr-defined]
 
     # -- value sets ------------------------------------------------------------------------------------------
     def catalog(self) -> ValueSetCatalog:
-        return self._get(ValueSetCatalog.create_id(), ValueSetCatalog) or ValueSetCatalog()
+        return self.find(ValueSetCatalog.create_id(), ValueSetCatalog) or ValueSetCatalog()
 
     def value_set(self, url: str, version: str) -> ValueSetVersion:
-        found = self._get(ValueSetVersion.create_id(url, version), ValueSetVersion)
+        found = self.find(ValueSetVersion.create_id(url, version), ValueSetVersion)
         if found is None:
             raise NotFound("no such value set version")
         return found
@@ -101,7 +82,7 @@ class QipShare(ServiceApplication):
         for parsed in report.value_sets:
             codes = sorted([system, code] for system, code in parsed.codes)
             digest = codes_digest(codes)
-            known = self._get(ValueSetVersion.create_id(parsed.url, parsed.version), ValueSetVersion)
+            known = self.find(ValueSetVersion.create_id(parsed.url, parsed.version), ValueSetVersion)
             if known is not None:
                 if known.digest != digest:
                     raise Conflict(f"value set {parsed.url} version {parsed.version} exists with other codes: "
@@ -119,14 +100,14 @@ class QipShare(ServiceApplication):
 
     # -- sensitivity policy ----------------------------------------------------------------------------------
     def policy(self) -> SensitivityPolicy:
-        found = self._get(SensitivityPolicy.create_id(), SensitivityPolicy)
+        found = self.find(SensitivityPolicy.create_id(), SensitivityPolicy)
         if found is None:
             raise NotFound("no sensitivity policy published yet")
         return found
 
     def publish_policy(self, document: dict[str, Any], reason: str) -> bool:
         canonical = check_policy(document)
-        policy = self._get(SensitivityPolicy.create_id(), SensitivityPolicy) or SensitivityPolicy()
+        policy = self.find(SensitivityPolicy.create_id(), SensitivityPolicy) or SensitivityPolicy()
         try:
             changed = policy.publish(canonical["version"], canonical, reason)
         except ValueError as exc:
@@ -136,5 +117,5 @@ class QipShare(ServiceApplication):
         return changed
 
     def ensure_default_policy(self) -> None:
-        if self._get(SensitivityPolicy.create_id(), SensitivityPolicy) is None:
+        if self.find(SensitivityPolicy.create_id(), SensitivityPolicy) is None:
             self.publish_policy(default_policy(), "default policy (DOMAIN.md Part B)")

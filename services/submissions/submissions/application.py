@@ -109,15 +109,8 @@ class Submissions(ServiceApplication):
         return found
 
     def submissions_of(self, participant_id: UUID, limit: int = 500) -> list[Submission]:
-        topic = "submissions.domain:Submission.SubmissionReceived"
-        found: list[Submission] = []
-        last = 0
-        while page := self.recorder.select_notifications(start=last, limit=1000, topics=[topic], inclusive_of_start=False):
-            last = page[-1].id
-            for notification in page:
-                submission = self.submission(UUID(str(notification.originator_id)))
-                if submission.participant_id == participant_id:
-                    found.append(submission)
+        found = [s for s in map(self.submission, self.ids_created_with(Submission.SubmissionReceived))  # type: ignore[attr-defined]
+                 if s.participant_id == participant_id]
         return found[-limit:]
 
     def payload(self, sha256: str) -> bytes:
