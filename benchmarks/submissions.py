@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 import hl7
 import hl7.mllp
 from dsi_shared.natsserver import free_port
+from dsi_shared.plantime import PLAN_ZONE
 from submissions.application import Submissions
 from submissions.domain import FacilityIndex, MemberFacts, ParticipantFacts
-from submissions.hl7time import PLAN_ZONE
 from submissions.mllp import MllpListener
 
 from benchmarks.spine import store_factory

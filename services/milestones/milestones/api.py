@@ -9,11 +9,11 @@ from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
+from dsi_shared.plantime import Quarter
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from milestones.application import Milestones
-from milestones.earning import Quarter
 from milestones.ledger import Evaluation
 
 QUARTER = Path(pattern=r"^\d{4}Q[1-4]$", description="a data-capture quarter, e.g. 2025Q4")

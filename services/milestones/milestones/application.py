@@ -10,12 +10,13 @@ from typing import Any
 from uuid import UUID
 
 from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from milestones.domain import MILESTONE_1, ParticipantProgress, plan_day
-from milestones.earning import PCP_RULE, SNF_RULE, ZERO, PcpOutcome, Quarter, pcp_quarter, snf_quarter
+from milestones.domain import MILESTONE_1, ParticipantProgress
+from milestones.earning import PCP_RULE, SNF_RULE, ZERO, PcpOutcome, pcp_quarter, snf_quarter
 from milestones.ledger import (
     PENDING,
     REJECTED,
@@ -96,7 +97,7 @@ class Milestones(ServiceApplication):
         evaluations: list[Evaluation] = []
         participants = 0
         for progress in self.all_progress():
-            made = self._evaluate_with_retry(progress.participant_id, quarter)
+            made = self._evaluate_with_retry(progress, quarter)
             participants += bool(made)
             evaluations.extend(made)
         calendar.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
@@ -114,15 +115,14 @@ class Milestones(ServiceApplication):
             raise NotFound("this quarter is not closed")
         return {"quarter": str(quarter), "already_closed": already_closed, **closed}
 
-    def _evaluate_with_retry(self, participant_id: UUID, quarter: Quarter) -> list[Evaluation]:
+    def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter) -> list[Evaluation]:
         for _ in range(10):
-            progress = self.progress(participant_id)
             made = self.evaluate(progress, quarter)
             try:
                 self.save(*made)
                 return [a for a in made if isinstance(a, Evaluation)]
-            except IntegrityError:
-                continue  # a credit arrived for this participant meanwhile: evaluate again with it
+            except IntegrityError:  # a credit arrived for this participant meanwhile: evaluate again with it
+                progress = self.progress(progress.participant_id)
         raise RuntimeError("could not evaluate a participant: its credits kept changing")
 
     def evaluate(self, progress: ParticipantProgress, quarter: Quarter) -> list[Aggregate]:

@@ -11,27 +11,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo
 
+from dsi_shared.plantime import plan_day, quarter_of
 from eventsourcing.domain import Aggregate, event
 
 REQUIRED_AGREEMENTS = frozenset({"LOA", "DSA", "HIE"})
 MILESTONE_1 = "M1"
 MILESTONE_1_AMOUNT = Decimal("10000.00")
-PLAN_ZONE = ZoneInfo("America/Los_Angeles")
 COMPLETED_AFTER_DEADLINE = "completed_after_milestone1_deadline"
 LEFT_BEFORE_COMPLETION = "left_program_before_completion"
-
-
-def quarter_of(moment: datetime) -> str:
-    """Data-capture quarter (A4) of an instant, in America/Los_Angeles: e.g. `2024Q3`."""
-    local = moment.astimezone(PLAN_ZONE)
-    return f"{local.year}Q{(local.month - 1) // 3 + 1}"
-
-
-def plan_day(moment: datetime) -> date:
-    """The calendar day in America/Los_Angeles: deadlines are plan-local dates."""
-    return moment.astimezone(PLAN_ZONE).date()
 
 
 class ParticipantProgress(Aggregate):

@@ -6,10 +6,11 @@ figures live here, under that name. A type whose rule is not defined yet earns n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
+
+from dsi_shared.plantime import Quarter
 
 SNF_RULE = "snf_combined_adt_file"
 PCP_RULE = "pcp_longitudinal_coverage"
@@ -18,48 +19,6 @@ PCP_QUARTER_AMOUNT = Decimal("10000.00")
 # The participant's 1st, 2nd and 3rd data-sharing quarters: Milestones 2, 3, 4 and their coverage thresholds (%).
 PCP_MILESTONES = {1: ("M2", 75), 2: ("M3", 90), 3: ("M4", 95)}
 ZERO = Decimal("0.00")
-_QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
-
-
-class BadQuarter(ValueError):
-    pass
-
-
-@dataclass(frozen=True, order=True)
-class Quarter:
-    """A data-capture quarter (Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec), written `2025Q4`."""
-
-    year: int
-    number: int
-
-    @classmethod
-    def parse(cls, text: str) -> Quarter:
-        match = _QUARTER.match(text)
-        if match is None:
-            raise BadQuarter("a quarter is written YYYYQn, n from 1 to 4")
-        return cls(int(match[1]), int(match[2]))
-
-    @classmethod
-    def of(cls, day: date) -> Quarter:
-        return cls(day.year, (day.month - 1) // 3 + 1)
-
-    def __str__(self) -> str:
-        return f"{self.year}Q{self.number}"
-
-    @property
-    def first_day(self) -> date:
-        return date(self.year, 3 * self.number - 2, 1)
-
-    @property
-    def last_day(self) -> date:
-        return self.next().first_day - timedelta(days=1)
-
-    def next(self) -> Quarter:
-        return Quarter(self.year + self.number // 4, self.number % 4 + 1)
-
-    def index_from(self, first: Quarter) -> int:
-        """1 for the participant's first data-sharing quarter, 2 for the second, …; 0 or less before it."""
-        return (self.year - first.year) * 4 + (self.number - first.number) + 1
 
 
 def covers(start: date, end: date | None, quarter: Quarter) -> bool:

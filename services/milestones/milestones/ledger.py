@@ -8,9 +8,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from dsi_shared.plantime import Quarter
 from eventsourcing.domain import Aggregate, event
 
-from milestones.earning import ZERO, Quarter, covers
+from milestones.earning import ZERO, covers
 
 PENDING, EVALUATED, WITHDRAWN = "pending", "evaluated", "withdrawn"
 
@@ -134,6 +135,7 @@ class Evaluation(Aggregate):
         self.state = PENDING_VALIDATION
         self.decision: dict[str, Any] | None = None
 
+    # Repeats what payments needs (participant, milestone, amount, credits): the relayed event is all it sees.
     @event("EvaluationValidated")
     def validate(self, participant_id: UUID, quarter: str, milestone: str | None, earned: Decimal, rule_version: str,
                  credits: list[str], validated_by: str, validated_at: datetime) -> None:

@@ -9,12 +9,13 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from dsi_shared.plantime import Quarter
 from eventsourcing.persistence import IntegrityError
 from hypothesis import given
 from hypothesis import strategies as st
 from milestones.application import DecisionConflict, Milestones, QuarterNotClosable
 from milestones.domain import ParticipantProgress
-from milestones.earning import PCP_RULE, SNF_RULE, Quarter, pcp_quarter, snf_quarter
+from milestones.earning import PCP_RULE, SNF_RULE, pcp_quarter, snf_quarter
 from milestones.ledger import VALIDATED, AttributionRoster, CreditLedger, Evaluation
 from payments.domain import CAP, PaymentAccount
 

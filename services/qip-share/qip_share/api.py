@@ -75,14 +75,12 @@ def routes(app: QipShare, auth: Auth) -> APIRouter:
             "version for a CSV without a value_set_version column, or a ValueSet without one"))) -> dict[str, Any]:
         body = await read_body(request, MAX_VALUE_SET_BYTES)
         is_json = "json" in request.headers.get("content-type", "") or body.lstrip()[:1] == b"{"
-        if version is None and not is_json and b"value_set_version" not in body.split(b"\n", 1)[0]:
-            raise Unprocessable("a CSV without a value_set_version column needs ?version=")
         try:
             report = from_fhir(body, version or "") if is_json else from_csv(body, version or "")
         except BadValueSet as exc:
             raise Unprocessable(str(exc)) from None
         if any(not s.version for s in report.value_sets):
-            raise Unprocessable("the ValueSet carries no version: pass ?version=")
+            raise Unprocessable("the file names no version (ValueSet.version or a value_set_version column): pass ?version=")
         published = await asyncio.to_thread(app.publish_value_sets, report, "fhir" if is_json else "csv",
                                             datetime.now(UTC))
         return {"value_sets": published, "errors": report.errors}

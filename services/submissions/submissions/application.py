@@ -14,6 +14,7 @@ from uuid import UUID
 
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.errors import NotFound
+from dsi_shared.plantime import PLAN_ZONE, quarter_of
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
@@ -33,10 +34,8 @@ from submissions.domain import (
     Submission,
     VisitCredits,
     participant_reasons,
-    quarter_of,
     snf_file_reasons,
 )
-from submissions.hl7time import PLAN_ZONE
 from submissions.payloads import PayloadCipher, sha256_of
 
 HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+json", "application/cda+xml"

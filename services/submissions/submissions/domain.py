@@ -11,9 +11,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from dsi_shared.plantime import PLAN_ZONE
 from eventsourcing.domain import Aggregate, event
 
-from submissions.hl7time import PLAN_ZONE, is_timely
+from submissions.hl7time import is_timely
 
 SNF_FILE_AMOUNT = Decimal("400.00")  # A3: $400 per timely, complete combined ADT/RDE/ORU file
 ZERO = Decimal("0.00")
@@ -201,11 +202,6 @@ class CinAliasFacts(Aggregate):
 
 
 # -- the rule (pure) -----------------------------------------------------------------------------------------------
-
-def quarter_of(moment: datetime) -> str:
-    local = moment.astimezone(PLAN_ZONE)
-    return f"{local.year}Q{(local.month - 1) // 3 + 1}"
-
 
 def participant_reasons(participant: ParticipantFacts | None, on: date) -> list[str]:
     """Why a participant cannot earn for data captured on `on` (A3): empty when it can."""

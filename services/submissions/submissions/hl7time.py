@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
-PLAN_ZONE = ZoneInfo("America/Los_Angeles")
+from dsi_shared.plantime import PLAN_ZONE
+
 TIMELY = timedelta(hours=72)
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?$")
 
