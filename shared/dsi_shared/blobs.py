@@ -56,6 +56,16 @@ class BlobStore:
                 cursor.execute(f'INSERT OR IGNORE INTO "{self.table}" (sha256, size, content_type, key_id, data) '
                                "VALUES (?, ?, ?, ?, ?)", row)
 
+    def has(self, sha256: str) -> bool:
+        if isinstance(self.recorder, PostgresProcessRecorder):
+            with self.recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(SQL("SELECT 1 FROM {0} WHERE sha256 = %s").format(self._name), (sha256,))
+                return cursor.fetchone() is not None
+        assert isinstance(self.recorder, SQLiteProcessRecorder)
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f'SELECT 1 FROM "{self.table}" WHERE sha256 = ?', (sha256,))
+            return cursor.fetchone() is not None
+
     def get(self, sha256: str) -> Blob | None:
         if isinstance(self.recorder, PostgresProcessRecorder):
             select = SQL("SELECT sha256, size, content_type, key_id, data FROM {0} WHERE sha256 = %s").format(self._name)

@@ -172,6 +172,17 @@ class ServiceApplication(Application[UUID]):
             for notification in page:
                 yield UUID(str(notification.originator_id))
 
+    def events_of(self, *event_classes: type[Any], upto: int | None = None, batch: int = 1000) -> Iterator[Any]:
+        """The recorded domain events of these classes, in log order, up to notification `upto` (inclusive):
+        the store "as of" that position."""
+        topics = [f"{cls.__module__}:{cls.__qualname__}" for cls in event_classes]
+        last = 0
+        while page := self.recorder.select_notifications(start=last, limit=batch, stop=upto, topics=topics,
+                                                         inclusive_of_start=False):
+            last = page[-1].id
+            for notification in page:
+                yield self.mapper.to_domain_event(notification)
+
     def all_notifications(self, batch: int = 1000) -> Iterable[Notification]:
         """The whole notification log in order (for replay and audit)."""
         last = 0

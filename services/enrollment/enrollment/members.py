@@ -4,15 +4,14 @@ attribution, QIP-entity assignment, and frozen-CIN aliases. Every change is a ne
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from dsi_shared.errors import Unprocessable
+from dsi_shared.members import CIN, assignee_on
 from eventsourcing.domain import Aggregate, event
 
-CIN = re.compile(r"^[0-9]{8}[A-Z]$")
 PCP, QIP = "pcp", "qip"
 
 
@@ -128,8 +127,7 @@ class Member(Aggregate):
         self.attributions.append({"kind": kind, "assignee": assignee, "start": start, "end": end, "source": source})
 
     def attributed_on(self, kind: str, day: date) -> str | None:
-        spans = sorted((a for a in self.attributions if a["kind"] == kind and covers(a, day)), key=lambda a: a["start"])
-        return str(spans[-1]["assignee"]) if spans else None
+        return assignee_on(((a["start"], a["end"], a["assignee"]) for a in self.attributions if a["kind"] == kind), day)
 
     # -- frozen CINs -------------------------------------------------------------------------------------------
     def add_alias(self, frozen_cin: str) -> bool:

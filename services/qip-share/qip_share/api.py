@@ -1,4 +1,6 @@
-"""qip-share HTTP API: QIP reference data (entities, value sets, sensitivity policy)."""
+"""qip-share HTTP API: QIP reference data (entities, value sets, sensitivity policy, requirements), source feeds,
+legal bases, deliveries (FHIR Bulk Data style: kick-off, status, manifest, NDJSON files) and each member's
+accounting of disclosures."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from qip_share.application import QipShare
+from qip_share.deliveries_api import delivery_routes, feed_routes
 from qip_share.policy import BadPolicy
 from qip_share.reference import QipEntity
 from qip_share.valuesets import BadValueSet, from_csv, from_fhir
@@ -111,4 +114,6 @@ def routes(app: QipShare, auth: Auth) -> APIRouter:
             raise Unprocessable(str(exc)) from None
         return {"version": form.policy.get("version"), "published": changed}
 
+    feed_routes(router, app, auth)
+    delivery_routes(router, app, auth)
     return router

@@ -1,17 +1,30 @@
-"""The qip-share Application: QIP reference data — entities, value-set versions and the sensitivity policy — in
-its own event store; value-set code lists are bulk data, kept once by hash in the blob table."""
+"""The qip-share Application: QIP reference data (entities, value-set versions, the sensitivity policy, the state's
+data requirements), feed files, members' assignments and legal bases, and deliveries with their per-member
+disclosures — in its own event store. Code lists, feeds and delivery files are bulk data: kept once by hash beside
+the events (`dsi_shared.blobs`, `dsi_shared.files`), feeds and deliveries encrypted."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from datetime import datetime
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from dsi_shared.blobs import Blob, BlobStore
+from dsi_shared.cipher import PayloadCipher
 from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.files import FileStore, FileWriter, StoredFile
+from dsi_shared.members import Span
+from dsi_shared.plantime import plan_day
 from dsi_shared.store import ServiceApplication
+from eventsourcing.persistence import IntegrityError
 
+from qip_share.delivery import DeliveryPlan, DeliveryResult, LegalBasis, MemberScope, build_delivery
+from qip_share.feeds import FEED_KINDS, BadHeader, RowError, ignored_columns, read_feed
+from qip_share.ledger import Delivery, Disclosure, FeedFile, QipMember, Requirement
 from qip_share.policy import check_policy, default_policy
 from qip_share.reference import (
     ENTITY_KINDS,
@@ -34,6 +47,7 @@ class QipShare(ServiceApplication):
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(store_url, extra_env)
         self.blobs = BlobStore(self)
+        self._files: FileStore | None = None  # made on first use: the payload key is needed only for feeds
 
     # -- entities --------------------------------------------------------------------------------------------
     def register_entity(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
@@ -119,3 +133,313 @@ class QipShare(ServiceApplication):
     def ensure_default_policy(self) -> None:
         if self.find(SensitivityPolicy.create_id(), SensitivityPolicy) is None:
             self.publish_policy(default_policy(), "default policy (DOMAIN.md Part B)")
+
+    # -- feeds -----------------------------------------------------------------------------------------------
+    @property
+    def files(self) -> FileStore:
+        if self._files is None:
+            self._files = FileStore(self.blobs, PayloadCipher())
+        return self._files
+
+    def ingest_feed(self, kind_name: str, stored: StoredFile, received_by: str, now: datetime) -> tuple[FeedFile, bool]:
+        """Check every row of a stored feed file and record its ingest once (the same file again: no change)."""
+        kind = FEED_KINDS[kind_name]
+        known = self.find(FeedFile.create_id(kind_name, stored.sha256), FeedFile)
+        if known is not None:
+            return known, False
+        accepted, rejects, by_reason, ignored, problem = 0, list[dict[str, Any]](), Counter[str](), list[str](), None
+        try:
+            with self.files.open(stored.sha256) as stream:
+                for item in read_feed(kind, stream):
+                    if isinstance(item, RowError):
+                        by_reason[item.reason] += 1
+                        if len(rejects) < MAX_LISTED_REJECTS:
+                            rejects.append({"line": item.line, "reason": item.reason})
+                    else:
+                        accepted += 1
+            with self.files.open(stored.sha256) as stream:
+                ignored = ignored_columns(kind, stream)
+        except BadHeader as exc:
+            problem = str(exc)
+        rejected = sum(by_reason.values())
+        feed = FeedFile(kind_name, stored.sha256, stored.size, accepted + rejected, accepted, rejected, rejects,
+                        dict(sorted(by_reason.items())), ignored, problem, now, received_by)
+        self.save(feed)
+        return feed, True
+
+    def feeds(self) -> list[FeedFile]:
+        return [f for i in self.ids_created_with(FeedFile.FeedIngested)  # type: ignore[attr-defined]
+                if (f := self.find(i, FeedFile)) is not None]
+
+    # -- members: assignments (from enrollment) and legal bases (from staff) -------------------------------
+    def member_or_new(self, cin: str) -> QipMember:
+        return self.find(QipMember.create_id(cin), QipMember) or QipMember(cin)
+
+    def record_legal_basis(self, cin: str, basis: str, start: date, end: date | None, reference: str,
+                           recorded_by: str, now: datetime) -> QipMember:
+        permitted = {b for c in self.policy().current["categories"].values() for b in c.get("legal_bases_that_permit", [])}
+        if basis not in permitted:
+            raise Conflict(f"basis must be one the sensitivity policy names: {', '.join(sorted(permitted))}")
+        if end is not None and end < start:
+            raise Conflict("end is before start")
+        member = self.member_or_new(cin)
+        member.record_legal_basis(cin=cin, basis=basis, start=start, end=end, reference=reference,
+                                  recorded_by=recorded_by, recorded_at=now)
+        self.save(member)
+        return member
+
+    def members_as_of(self, entity_keys: frozenset[str], position: int) -> dict[str, MemberScope]:
+        """Every member ever assigned to the entity by `position`, with all their QIP spans and legal bases as the
+        log stood then (two passes over the log, so memory grows with the entity's members, not the plan's)."""
+        ours = {e.cin for e in self.events_of(QipMember.AssignmentNoted, upto=position)  # type: ignore[attr-defined]
+                if e.assignee.strip().upper() in entity_keys}
+        spans: dict[str, dict[date, Span]] = {}
+        bases: dict[str, list[LegalBasis]] = {}
+        for e in self.events_of(QipMember.AssignmentNoted, QipMember.LegalBasisRecorded, upto=position):  # type: ignore[attr-defined]
+            if e.cin not in ours:
+                continue
+            if isinstance(e, QipMember.LegalBasisRecorded):  # type: ignore[attr-defined]
+                bases.setdefault(e.cin, []).append((e.basis, e.start, e.end))
+            else:
+                spans.setdefault(e.cin, {})[e.start] = (e.start, e.end, e.assignee)
+        return {cin: MemberScope(tuple(spans[cin].values()), tuple(bases.get(cin, ()))) for cin in ours}
+
+    # -- requirements ----------------------------------------------------------------------------------------
+    def define_requirement(self, code: str, title: str, feed_kinds: list[str], value_set_urls: list[str],
+                           period_start: date, period_end: date, due_date: date, source: str) -> tuple[Requirement, bool]:
+        unknown = [k for k in feed_kinds if k not in FEED_KINDS]
+        if unknown:
+            raise Conflict(f"unknown feed kind(s): {', '.join(unknown)}")
+        if period_end < period_start:
+            raise Conflict("period_end is before period_start")
+        catalog = self.catalog()
+        if missing := [u for u in value_set_urls if u not in catalog.current]:
+            raise Conflict(f"{len(missing)} value set url(s) not published yet")
+        kinds, urls = sorted(feed_kinds or FEED_KINDS), sorted(value_set_urls)
+        known = self.find(Requirement.create_id(code), Requirement)
+        if known is not None:
+            same = (known.title, known.feed_kinds, known.value_set_urls, known.period_start, known.period_end,
+                    known.due_date) == (title, kinds, urls, period_start, period_end, due_date)
+            if not same:
+                raise Conflict(f"requirement {code} exists with other content: name the new one differently")
+            return known, False
+        requirement = Requirement(code, title, kinds, urls, period_start, period_end, due_date, source)
+        self.save(requirement)
+        return requirement, True
+
+    def requirement(self, code: str) -> Requirement:
+        found = self.find(Requirement.create_id(code), Requirement)
+        if found is None:
+            raise NotFound("no such requirement")
+        return found
+
+    def requirements(self) -> list[Requirement]:
+        return [r for i in self.ids_created_with(Requirement.RequirementDefined)  # type: ignore[attr-defined]
+                if (r := self.find(i, Requirement)) is not None]
+
+    # -- deliveries ------------------------------------------------------------------------------------------
+    def delivery(self, delivery_id: UUID) -> Delivery:
+        found = self.find(delivery_id, Delivery)
+        if found is None:
+            raise NotFound("no such delivery")
+        return found
+
+    def deliveries(self) -> list[Delivery]:
+        return [d for i in self.ids_created_with(Delivery.DeliveryRecorded)  # type: ignore[attr-defined]
+                if (d := self.find(i, Delivery)) is not None]
+
+    def delivery_request(self, entity_id: UUID, requirement_code: str, period_start: date | None,
+                         period_end: date | None) -> DeliveryRequest:
+        """What a delivery asked now would cover, pinned to the current end of the log."""
+        entity, requirement = self.entity(entity_id), self.requirement(requirement_code)
+        start, end = period_start or requirement.period_start, period_end or requirement.period_end
+        if end < start:
+            raise Conflict("period end is before its start")
+        position = self.recorder.max_notification_id() or 0
+        return DeliveryRequest(Delivery.create_id(entity.id, requirement.code, start, end, position), entity,
+                               requirement, start, end, position)
+
+    def deliver(self, request: DeliveryRequest, requested_by: str, now: datetime) -> Delivery:
+        """Build the delivery as of its position, store its files, record it and every member's disclosure."""
+        known = self.find(request.delivery_id, Delivery)
+        if known is not None:
+            return known
+        catalog = self.catalog()
+        urls = request.requirement.value_set_urls or sorted(catalog.current)
+        value_sets = {url: catalog.current[url] for url in urls}
+        policy = self.policy()
+        recipients = request.entity.recipients
+        fixed = _manifest_fixed(request.delivery_id, request.entity.id, request.entity.name, recipients,
+                                request.requirement.code, request.period_start, request.period_end, now, value_sets,
+                                policy.current_version or "")
+        plan = DeliveryPlan(str(request.delivery_id), entity_keys(request.entity), request.period_start,
+                            request.period_end, self._feeds_as_of(request.position),
+                            frozenset(request.requirement.feed_kinds), self._codes(value_sets), policy.current,
+                            self.members_as_of(entity_keys(request.entity), request.position), fixed)
+        writers: dict[str, FileWriter] = {}
+        result = build_delivery(plan, self.files.open, lambda t: _StoredSink(writers.setdefault(t, self.files.writer(NDJSON))))
+        manifest_file = self.files.put(result.manifest_bytes, "application/json")
+        due = request.requirement.due_date
+        delivery = Delivery(request.entity.id, request.entity.name, recipients, request.requirement.code,
+                            request.period_start, request.period_end, request.position, now,
+                            [{"kind": k, "sha256": h} for k, h in plan.feeds], value_sets, policy.current_version or "",
+                            PURPOSE, LEGAL_BASIS, result.files, {"sha256": manifest_file.sha256, "size": manifest_file.size},
+                            result.totals, len(result.members), result.manifest["extension"]["scope_sha256"],
+                            requested_by, due, plan_day(now) <= due)
+        assert delivery.id == request.delivery_id
+        self.save(delivery)
+        self._record_disclosures(delivery, result)
+        return delivery
+
+    def complete_interrupted_deliveries(self) -> int:
+        """Deliveries recorded whose per-member disclosures were not all saved (the process stopped midway):
+        rebuild each (as a reproduction does) and save the missing disclosures. Run at start."""
+        resumed = 0
+        for delivery in self.deliveries():
+            if delivery.disclosures_recorded is None:
+                self._record_disclosures(delivery, self._rebuild(delivery)[0])
+                resumed += 1
+        return resumed
+
+    def _record_disclosures(self, delivery: Delivery, result: DeliveryResult, batch: int = 500) -> None:
+        """One Disclosure per member in the delivery, saved in batches, then the delivery marked complete; a batch
+        that partly exists (a resumed delivery) saves only what is missing."""
+        files = {f["type"]: f["sha256"] for f in delivery.files}
+        pending: list[Disclosure] = []
+        for cin in sorted(result.members):
+            tally = result.members[cin]
+            pending.append(Disclosure(
+                cin, delivery.id, delivery.transaction_time, delivery.recipients, delivery.period_start,
+                delivery.period_end, delivery.purpose, delivery.legal_basis, sorted(tally.kinds), delivery.value_sets,
+                dict(sorted(tally.records.items())), dict(sorted(tally.withheld.items())),
+                {t: files[t] for t in sorted(tally.records)}))
+            if len(pending) >= batch:
+                self._save_missing(pending)
+                pending = []
+        self._save_missing(pending)
+        delivery.note_disclosures_recorded(len(result.members))
+        self.save(delivery)
+
+    def _save_missing(self, disclosures: list[Disclosure]) -> None:
+        try:
+            self.save(*disclosures)
+        except IntegrityError:
+            self.save(*(d for d in disclosures if self.find(d.id, Disclosure) is None))
+
+    def disclosures_of(self, cin: str) -> list[Disclosure]:
+        """The member's accounting of disclosures, oldest first."""
+        found = [d for delivery_id in self.ids_created_with(Delivery.DeliveryRecorded)  # type: ignore[attr-defined]
+                 if (d := self.find(Disclosure.create_id(delivery_id, cin), Disclosure)) is not None]
+        return sorted(found, key=lambda d: d.disclosed_at)
+
+    def reproduce(self, delivery_id: UUID) -> Reproduction:
+        """Rebuild a past delivery from the event log as of its position and the stored feeds, with the value-set
+        and policy versions it recorded, and compare every hash."""
+        delivery = self.delivery(delivery_id)
+        result, feeds = self._rebuild(delivery)
+        problems = []
+        if [{"kind": k, "sha256": h} for k, h in feeds] != delivery.feeds:
+            problems.append("the feeds ingested by the delivery's position differ from the feeds it recorded")
+        rebuilt = {f["type"]: f["sha256"] for f in result.files}
+        recorded = {f["type"]: f["sha256"] for f in delivery.files}
+        for resource_type in sorted(set(rebuilt) | set(recorded)):
+            if rebuilt.get(resource_type) != recorded.get(resource_type):
+                problems.append(f"{resource_type}.ndjson: recorded {recorded.get(resource_type, 'none')[:12]}, "
+                                f"rebuilt {rebuilt.get(resource_type, 'none')[:12]}")
+        manifest_sha256 = hashlib.sha256(result.manifest_bytes).hexdigest()
+        if manifest_sha256 != delivery.manifest["sha256"]:
+            problems.append("manifest: rebuilt bytes differ from the recorded manifest")
+        if result.manifest["extension"]["scope_sha256"] != delivery.scope_digest:
+            problems.append("the members in scope rebuilt from the log differ from those recorded")
+        return Reproduction(delivery, [{"type": t, "recorded": recorded.get(t), "rebuilt": rebuilt.get(t)}
+                                       for t in sorted(set(rebuilt) | set(recorded))],
+                            manifest_sha256, problems)
+
+    def _rebuild(self, delivery: Delivery) -> tuple[DeliveryResult, tuple[tuple[str, str], ...]]:
+        """The delivery built again, bytes hashed not stored, from the log as of its position and the value-set and
+        policy versions it recorded."""
+        entity = self.entity(delivery.entity_id)
+        keys = entity_keys(entity)
+        feeds = self._feeds_as_of(delivery.position)
+        fixed = _manifest_fixed(delivery.id, entity.id, delivery.entity_name, delivery.recipients, delivery.requirement,
+                                delivery.period_start, delivery.period_end, delivery.transaction_time,
+                                delivery.value_sets, delivery.policy_version)
+        plan = DeliveryPlan(str(delivery.id), keys, delivery.period_start, delivery.period_end, feeds,
+                            frozenset(self.requirement(delivery.requirement).feed_kinds), self._codes(delivery.value_sets),
+                            self.policy().versions[delivery.policy_version], self.members_as_of(keys, delivery.position),
+                            fixed)
+        return build_delivery(plan, self.files.open, lambda _: _HashSink()), feeds
+
+    def _feeds_as_of(self, position: int) -> tuple[tuple[str, str], ...]:
+        return tuple((e.kind, e.sha256) for e in self.events_of(FeedFile.FeedIngested, upto=position)  # type: ignore[attr-defined]
+                     if e.file_problem is None)
+
+    def _codes(self, value_sets: dict[str, str]) -> frozenset[tuple[str, str]]:
+        codes: set[tuple[str, str]] = set()
+        for url, version in value_sets.items():
+            codes |= self.codes_of(self.value_set(url, version))
+        return frozenset(codes)
+
+
+PURPOSE = "quality assessment and improvement by the QIP entity (QIP data sharing; health care operations)"
+LEGAL_BASIS = "45 CFR 164.506(c)(4); routine disclosure protocol 164.514(d)(3) (QIP value sets)"
+NDJSON = "application/fhir+ndjson"
+MAX_LISTED_REJECTS = 1000
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    delivery_id: UUID
+    entity: QipEntity
+    requirement: Requirement
+    period_start: date
+    period_end: date
+    position: int
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    delivery: Delivery
+    files: list[dict[str, str | None]]
+    manifest_sha256: str
+    problems: list[str]
+
+
+def entity_keys(entity: QipEntity) -> frozenset[str]:
+    """How enrollment may name the entity as a member's QIP assignee: its id or any of its identifiers."""
+    return frozenset({str(entity.id).upper(), *(v.strip().upper() for v in entity.identifiers.values())})
+
+
+def _manifest_fixed(delivery_id: UUID, entity_id: UUID, entity_name: str, recipients: list[dict[str, Any]],
+                    requirement: str, start: date, end: date, at: datetime, value_sets: dict[str, str],
+                    policy_version: str) -> dict[str, Any]:
+    return {"transactionTime": at.isoformat(), "request": f"$qip-export?requirement={requirement}&period={start}/{end}",
+            "extension": {"delivery_id": str(delivery_id), "entity": {"id": str(entity_id), "name": entity_name},
+                          "recipients": [{k: r[k] for k in ("name", "address", "role")} for r in recipients],
+                          "requirement": requirement, "period": {"start": start.isoformat(), "end": end.isoformat()},
+                          "value_sets": value_sets, "policy_version": policy_version, "purpose": PURPOSE,
+                          "legal_basis": LEGAL_BASIS}}
+
+
+class _StoredSink:
+    def __init__(self, writer: FileWriter) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def close(self) -> tuple[str, int]:
+        stored = self.writer.close()
+        return stored.sha256, stored.size
+
+
+class _HashSink:
+    def __init__(self) -> None:
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.size += len(data)
+
+    def close(self) -> tuple[str, int]:
+        return self.digest.hexdigest(), self.size

@@ -1,4 +1,4 @@
-"""Composition root of the qip-share service: QIP reference data (entities, value sets, sensitivity policy)."""
+"""Composition root of the qip-share service: QIP reference data, feeds, assignments, deliveries, disclosures."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, Serv
 
 from qip_share.api import routes
 from qip_share.application import QipShare
+from qip_share.handlers import SUBSCRIPTIONS
+
+
+def start(app: ServiceApplication) -> None:
+    assert isinstance(app, QipShare)
+    app.ensure_default_policy()
+    app.complete_interrupted_deliveries()
 
 
 def audit(app: ServiceApplication, _: AuditFacts) -> AuditReport:
@@ -19,7 +26,8 @@ service = ServiceSpec(
     default_port=8105,
     application=QipShare,
     routes=routes,
+    subscriptions=SUBSCRIPTIONS,
     audit=audit,
     audit_order=50,
-    on_start=lambda app: app.ensure_default_policy(),  # type: ignore[attr-defined]
+    on_start=start,
 )

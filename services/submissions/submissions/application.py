@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from dsi_shared.blobs import Blob, BlobStore
+from dsi_shared.cipher import PayloadCipher, sha256_of
 from dsi_shared.errors import NotFound
 from dsi_shared.plantime import PLAN_ZONE, quarter_of
 from dsi_shared.store import ServiceApplication
@@ -36,7 +37,6 @@ from submissions.domain import (
     participant_reasons,
     snf_file_reasons,
 )
-from submissions.payloads import PayloadCipher, sha256_of
 
 HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+json", "application/cda+xml"
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import hl7
+from dsi_shared.members import CIN
 
 from submissions.hl7time import BadTimestamp, parse_ts
 
@@ -20,7 +21,6 @@ QUALIFYING = {"A01": "admit", "A02": "transfer", "A03": "discharge"}
 CANCELS = {"A11": "A01", "A12": "A02", "A13": "A03"}  # a cancel withdraws the credit of the event it cancels
 SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.\d+)?$")
 MEDICAID_ID = "MA"
-CIN = re.compile(r"^[0-9]{8}[A-Z]$")
 BATCH_SEGMENTS = {"FHS", "BHS", "BTS", "FTS"}
 
 

@@ -5,7 +5,6 @@ Returns the member's CIN and every problem found (names of elements, never value
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -13,10 +12,10 @@ from xml.etree.ElementTree import Element
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from dsi_shared.errors import describe
+from dsi_shared.members import CIN
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-CIN = re.compile(r"^[0-9]{8}[A-Z]$")
 CLINICAL = {"Condition", "Observation", "MedicationRequest", "MedicationStatement", "AllergyIntolerance",
             "Immunization", "Procedure", "Encounter"}
 HL7 = "{urn:hl7-org:v3}"

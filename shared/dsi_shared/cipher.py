@@ -1,7 +1,7 @@
-"""Raw payloads, kept once: content-addressed by SHA-256 (in the service's blob table, `dsi_shared.blobs`) and
-encrypted at rest (AES-256-GCM, the hash as associated data), referenced from submission events by hash. The key
-comes from `DSI_PAYLOAD_KEY` (base64 of 32 bytes); its fingerprint is stored with each payload so a rotated key
-can still be matched to what it encrypted."""
+"""Encryption at rest for stored PHI bytes (HL7 payloads, feed files, delivery files): AES-256-GCM with the
+content's SHA-256 as associated data, so a ciphertext cannot be swapped under another hash. The key comes from
+`DSI_PAYLOAD_KEY` (base64 of 32 bytes); its fingerprint is stored with each blob so a rotated key can still be
+matched to what it encrypted."""
 
 from __future__ import annotations
 

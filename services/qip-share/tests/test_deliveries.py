@@ -1,0 +1,281 @@
+"""QIP deliveries (DOMAIN.md Part B) on the qip-share store (SQLite): feeds checked row by row and stored once,
+assigned lives only, value-set codes only, the period, withholding with counts and reasons, a DMPH's community
+partners, a reassignment mid-period, two value-set versions, per-member disclosures and byte-for-byte reproduction."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dsi_shared.events import IncomingEvent
+from dsi_shared.files import FileStore
+from fhir.resources.R4B import get_fhir_model_class
+from qip_share import feeds
+from qip_share.application import Conflict, QipShare
+from qip_share.delivery import assigned_intervals
+from qip_share.feeds import FEED_KINDS, FeedRecord, RowError, read_feed
+from qip_share.handlers import on_attribution_recorded
+from qip_share.ledger import Delivery
+from qip_share.valuesets import from_fhir
+
+LOADED = datetime(2026, 1, 10, tzinfo=UTC)
+DELIVERED = datetime(2026, 1, 15, 18, tzinfo=UTC)
+SALLY, NOT_OURS, ROVER, TEEN = "10000001A", "10000002B", "10000003C", "10000004D"
+DPH_NPI, DMPH_NPI = "1111111112", "2222222224"
+
+
+def value_set(version: str, codes: list[tuple[str, str]]) -> bytes:
+    return json.dumps({"resourceType": "ValueSet", "url": "http://example.org/ValueSet/qip-measures", "version": version,
+                       "name": "QipMeasures", "status": "active",
+                       "expansion": {"timestamp": "2025-01-01T00:00:00Z",
+                                     "contains": [{"system": s, "code": c} for s, c in codes]}}).encode()
+
+
+V1 = value_set("2025", [("http://loinc.org", "4548-4"), ("http://loinc.org", "7917-8"),
+                        ("http://www.ama-assn.org/go/cpt", "99213"), ("http://hl7.org/fhir/sid/cvx", "03"),
+                        ("http://hl7.org/fhir/sid/ndc", "00002751001")])
+V2 = value_set("2026", [("http://loinc.org", "4548-4"), ("http://hl7.org/fhir/sid/cvx", "03")])
+
+ELIGIBILITY = f"""cin,birth_date,sex,aid_code,start_date,end_date,first_name
+{SALLY},1980-02-03,F,1H,2024-01-01,,Sally
+{NOT_OURS},1970-01-01,M,1H,2024-01-01,,Nobody
+{ROVER},1990-05-06,M,M1,2025-01-01,2025-12-31,Rover
+{TEEN},2012-07-08,F,3R,2025-01-01,,Teen
+"""
+LABS = f"""result_id,cin,collected_date,loinc,value,unit,security_labels
+L1,{SALLY},2025-03-01,4548-4,6.9,%,
+L2,{SALLY},2025-03-01,2345-7,99,mg/dL,
+L3,{SALLY},2024-11-30,4548-4,7.4,%,
+L4,{SALLY},2025-04-01,7917-8,negative,,
+L5,{NOT_OURS},2025-03-01,4548-4,8.0,%,
+L6,12345,2025-03-01,4548-4,8.0,%,
+L7,{SALLY},2025-13-01,4548-4,8.0,%,
+L8,{SALLY},2025-05-01,,8.0,%,
+"""
+CLAIMS = f"""claim_id,line_number,cin,service_date,billing_npi,procedure_code,diagnosis_codes,paid_amount
+C1,1,{SALLY},2025-02-10,1234567893,99213,E11.9,120.00
+C2,1,{SALLY},2025-06-10,1234567893,99213,F11.20,120.00
+C3,1,{TEEN},2025-06-11,1234567893,99213,Z30.09,80.00
+C4,1,{TEEN},2025-06-12,1234567893,ABCDE,Z00.00,80.00
+"""
+IMMUNIZATIONS = f"""immunization_id,cin,administered_date,cvx
+I1,{ROVER},2025-03-15,03
+"""
+PHARMACY = f"""claim_id,cin,fill_date,ndc,days_supply,quantity
+P1,{ROVER},2025-09-01,0002-7510-01,30,30
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> QipShare:
+    monkeypatch.setenv("DSI_PAYLOAD_KEY", base64.b64encode(os.urandom(32)).decode())
+    application = QipShare(f"sqlite:///{tmp_path / 'qip.db'}")
+    application.ensure_default_policy()
+    return application
+
+
+def assign(app: QipShare, cin: str, assignee: str, start: str, end: str = "", version: int = 2) -> None:
+    event = IncomingEvent("dsi.enrollment.attribution-recorded",
+                          {"cin": cin, "kind": "qip", "assignee": assignee, "start": start, "end": end or None,
+                           "aggregate_version": version}, f"enrollment:{version}", "enrollment")
+    app.save(*on_attribution_recorded(app, event))
+
+
+def load(app: QipShare, kind: str, text: str, at: datetime = LOADED) -> Any:
+    stored = app.files.put(text.encode(), "text/csv")
+    return app.ingest_feed(kind, stored, "program-staff#test", at)[0]
+
+
+def ndjson(app: QipShare, delivery: Delivery, resource_type: str) -> list[dict[str, Any]]:
+    entry = next((f for f in delivery.files if f["type"] == resource_type), None)
+    return [] if entry is None else [json.loads(line) for line in app.files.read(entry["sha256"]).splitlines()]
+
+
+@pytest.fixture
+def world(app: QipShare) -> dict[str, Any]:
+    dph = app.register_entity("DPH", "County General", {"npi": DPH_NPI}, "1 County Way, Fresno CA", "sftp://dph", [])
+    dmph = app.register_entity("DMPH", "Hill District Hospital", {"npi": DMPH_NPI}, "2 Hill Rd, Hollister CA",
+                               "sftp://hill", [{"name": "Valley Clinic", "address": "1 Main St, Merced CA",
+                                                "endpoint": "sftp://valley"}])
+    app.publish_value_sets(from_fhir(V1, ""), "fhir", LOADED)
+    app.define_requirement("QIP-PY2025", "PY2025 measures", [], [], date(2025, 1, 1), date(2025, 12, 31),
+                           date(2026, 3, 31), "state letter")
+    assign(app, SALLY, str(dph.id), "2025-01-01")  # by entity id
+    assign(app, TEEN, DPH_NPI, "2025-01-01")  # by NPI
+    assign(app, ROVER, DPH_NPI, "2025-01-01")
+    assign(app, ROVER, DMPH_NPI, "2025-07-01", version=3)  # reassigned mid-period (the earlier span stays open)
+    for kind, text in (("eligibility", ELIGIBILITY), ("lab_results", LABS), ("medical_claims", CLAIMS),
+                       ("immunizations", IMMUNIZATIONS), ("pharmacy", PHARMACY)):
+        load(app, kind, text)
+    return {"dph": dph, "dmph": dmph}
+
+
+def deliver(app: QipShare, entity_id: Any, at: datetime = DELIVERED) -> Delivery:
+    return app.deliver(app.delivery_request(entity_id, "QIP-PY2025", None, None), "program-staff#test", at)
+
+
+def test_bad_feed_rows_are_reported_by_line_and_good_rows_kept(app: QipShare) -> None:
+    feed = load(app, "lab_results", LABS)
+    assert (feed.rows, feed.accepted, feed.rejected) == (8, 5, 3)
+    assert feed.rejects == [{"line": 7, "reason": "cin: not a Medi-Cal CIN (8 digits then a letter)"},
+                            {"line": 8, "reason": "collected_date: not a date (YYYY-MM-DD)"},
+                            {"line": 9, "reason": "loinc: required"}]
+    assert "12345" not in json.dumps(feed.rejects)  # reasons name columns, never values
+    claims = load(app, "medical_claims", CLAIMS)
+    assert claims.rejects == [{"line": 5, "reason": "procedure_code: not a CPT or HCPCS code"}]
+    assert claims.ignored_columns == ["paid_amount"]  # never read: not needed by any measure
+    again = app.ingest_feed("lab_results", app.files.put(LABS.encode(), "text/csv"), "x", LOADED)
+    assert (again[0].id, again[1]) == (feed.id, False)  # stored once, ingested once
+    headless = load(app, "pharmacy", "claim_id,cin\nP1,10000001A\n")
+    assert headless.file_problem == "missing required column(s) for pharmacy: fill_date, ndc" and headless.rows == 0
+
+
+def test_a_feed_is_read_as_a_stream_in_stored_chunks(app: QipShare, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dsi_shared.files.CHUNK_BYTES", 64)
+    store: FileStore = app.files
+    writer = store.writer("text/csv")
+    for piece in (LABS[:10], LABS[10:100], LABS[100:]):
+        writer.write(piece.encode())
+    stored = writer.close()
+    assert len(stored.chunks) == (len(LABS.encode()) + 63) // 64 and store.read(stored.sha256) == LABS.encode()
+    raw = app.blobs.get(f"chunk:{stored.chunks[0]}")
+    assert raw is not None and LABS.encode()[:64] not in raw.data  # encrypted at rest
+    with store.open(stored.sha256) as stream:
+        parsed = list(read_feed(FEED_KINDS["lab_results"], stream))
+    assert [type(p).__name__ for p in parsed].count("FeedRecord") == 5
+
+
+def test_rows_of_members_not_wanted_are_skipped_before_they_are_checked() -> None:
+    wanted = {SALLY}.__contains__
+    parsed = list(read_feed(FEED_KINDS["lab_results"], io.BytesIO(LABS.encode()), wanted))
+    assert all(p.cin == SALLY for p in parsed if isinstance(p, FeedRecord))
+    assert [p.line for p in parsed if isinstance(p, RowError)] == [8, 9]  # line 7's CIN is not wanted
+
+
+def test_a_reassignment_splits_the_period_between_the_entities() -> None:
+    spans = [(date(2025, 1, 1), None, "A"), (date(2025, 7, 1), None, "B"), (date(2025, 10, 1), date(2025, 10, 31), "A")]
+    period = (date(2025, 1, 1), date(2025, 12, 31))
+    assert assigned_intervals(spans, frozenset({"A"}), *period) == [
+        (date(2025, 1, 1), date(2025, 6, 30)), (date(2025, 10, 1), date(2025, 10, 31))]
+    assert assigned_intervals(spans, frozenset({"B"}), *period) == [
+        (date(2025, 7, 1), date(2025, 9, 30)), (date(2025, 11, 1), date(2025, 12, 31))]
+
+
+def test_a_delivery_selects_assigned_lives_value_set_codes_and_the_period_and_withholds_sensitive_records(
+        app: QipShare, world: dict[str, Any]) -> None:
+    delivery = deliver(app, world["dph"].id)
+    assert delivery.on_time is True and delivery.disclosures_recorded == 3
+    assert delivery.totals["records"] == {"Coverage": 3, "ExplanationOfBenefit": 1, "Immunization": 1,
+                                          "Observation": 1, "Patient": 3}
+    assert delivery.totals["withheld"] == {"hiv_test_results": 1, "minor_sensitive_services": 1, "sud_42cfr2": 1}
+    assert delivery.totals["excluded"] == {"not_in_value_sets": 1, "outside_period_or_assignment": 2}
+    [observation] = ndjson(app, delivery, "Observation")
+    assert observation["code"]["coding"] == [{"system": "http://loinc.org", "code": "4548-4"}]
+    assert observation["valueQuantity"] == {"value": 6.9, "unit": "%"}
+    patients = ndjson(app, delivery, "Patient")
+    assert sorted(p["identifier"][0]["value"] for p in patients) == [SALLY, ROVER, TEEN]
+    assert NOT_OURS not in json.dumps([ndjson(app, delivery, f["type"]) for f in delivery.files])
+    everything = json.dumps([ndjson(app, delivery, f["type"]) for f in delivery.files])
+    assert "Sally" not in everything and "120.00" not in everything  # minimum necessary: no names, no amounts
+    for entry in delivery.files:  # every line is a valid FHIR R4 resource
+        for resource in ndjson(app, delivery, entry["type"]):
+            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    manifest = json.loads(app.files.read(delivery.manifest["sha256"]))
+    assert [(o["type"], o["count"]) for o in manifest["output"]] == [(f["type"], f["count"]) for f in delivery.files]
+    assert manifest["extension"]["value_sets"] == {"http://example.org/ValueSet/qip-measures": "2025"}
+
+
+def test_a_member_reassigned_mid_period_goes_with_each_record_to_whoever_held_them_that_day(
+        app: QipShare, world: dict[str, Any]) -> None:
+    to_dph, to_dmph = deliver(app, world["dph"].id), deliver(app, world["dmph"].id)
+    assert [i["occurrenceDateTime"] for i in ndjson(app, to_dph, "Immunization")] == ["2025-03-15"]
+    assert ndjson(app, to_dph, "MedicationDispense") == []
+    [dispense] = ndjson(app, to_dmph, "MedicationDispense")
+    assert dispense["medicationCodeableConcept"]["coding"] == [{"system": "http://hl7.org/fhir/sid/ndc",
+                                                                "code": "00002751001"}]
+    assert to_dmph.totals["records"] == {"Coverage": 1, "MedicationDispense": 1, "Patient": 1}
+    assert [r["role"] for r in to_dmph.recipients] == ["DMPH", "community_partner"]
+
+    accounting = app.disclosures_of(ROVER)
+    assert [(d.recipients[0]["name"], d.records) for d in accounting] == [
+        ("County General", {"Coverage": 1, "Immunization": 1, "Patient": 1}),
+        ("Hill District Hospital", {"Coverage": 1, "MedicationDispense": 1, "Patient": 1})]
+    assert [r["name"] for r in accounting[1].recipients] == ["Hill District Hospital", "Valley Clinic"]
+    assert accounting[1].legal_basis.startswith("45 CFR 164.506(c)(4)") and accounting[1].categories == [
+        "eligibility", "pharmacy"]
+    assert app.disclosures_of(NOT_OURS) == []
+    [sally] = app.disclosures_of(SALLY)
+    assert sally.withheld == {"hiv_test_results": 1, "sud_42cfr2": 1}
+
+
+def test_a_legal_basis_lifts_its_category_for_that_member_only(app: QipShare, world: dict[str, Any]) -> None:
+    with pytest.raises(Conflict):
+        app.record_legal_basis(SALLY, "because", date(2025, 1, 1), None, "doc-1", "program-staff#t", LOADED)
+    app.record_legal_basis(SALLY, "part2_consent", date(2025, 1, 1), None, "consent form 2025-17", "program-staff#t",
+                           LOADED)
+    delivery = deliver(app, world["dph"].id)
+    assert delivery.totals["withheld"] == {"hiv_test_results": 1, "minor_sensitive_services": 1}
+    assert delivery.totals["records"]["ExplanationOfBenefit"] == 2
+
+
+def test_a_past_delivery_is_reproduced_byte_for_byte_whatever_changed_since(app: QipShare, world: dict[str, Any]) -> None:
+    first = deliver(app, world["dph"].id)
+    assert deliver(app, world["dph"].id).id != first.id  # the log moved on (the first delivery itself): a new one
+    request = app.delivery_request(world["dph"].id, "QIP-PY2025", None, None)
+    assert app.deliver(request, "x", DELIVERED).id == request.delivery_id == app.deliver(request, "y", DELIVERED).id
+
+    # Everything a delivery depends on changes: a new value-set version, a later feed, a reassignment, a consent.
+    app.publish_value_sets(from_fhir(V2, ""), "fhir", LOADED)
+    load(app, "lab_results", f"result_id,cin,collected_date,loinc,value,unit\nL9,{SALLY},2025-08-01,4548-4,6.1,%\n")
+    assign(app, TEEN, DMPH_NPI, "2025-01-01", version=9)
+    app.record_legal_basis(SALLY, "part2_consent", date(2025, 1, 1), None, "consent", "program-staff#t", LOADED)
+    later = deliver(app, world["dph"].id)
+    assert later.value_sets == {"http://example.org/ValueSet/qip-measures": "2026"}
+    assert later.totals["records"] != first.totals["records"]
+
+    reproduction = app.reproduce(first.id)
+    assert reproduction.problems == [] and reproduction.manifest_sha256 == first.manifest["sha256"]
+    assert all(f["recorded"] == f["rebuilt"] for f in reproduction.files)
+
+
+def test_a_reproduction_names_what_no_longer_matches(app: QipShare, world: dict[str, Any],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    delivery = deliver(app, world["dph"].id)
+    # A changed selection rule (here: the value-set filter ignoring LOINC) must show as a difference.
+    original = feeds.record_of
+
+    def without_loinc(*args: Any) -> FeedRecord:
+        record = original(*args)
+        return FeedRecord(**{**vars(record), "codes": tuple(c for c in record.codes if c[0] != "http://loinc.org")})
+
+    monkeypatch.setattr(feeds, "record_of", without_loinc)
+    problems = app.reproduce(delivery.id).problems
+    assert any(p.startswith("Observation.ndjson") for p in problems) and any("manifest" in p for p in problems)
+
+
+def test_a_delivery_interrupted_before_its_disclosures_completes_them_at_start(
+        app: QipShare, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(QipShare, "_record_disclosures", lambda *_: None)
+    delivery = deliver(app, world["dph"].id)
+    assert app.disclosures_of(SALLY) == [] and app.delivery(delivery.id).disclosures_recorded is None
+    monkeypatch.undo()
+    assert app.complete_interrupted_deliveries() == 1
+    assert app.delivery(delivery.id).disclosures_recorded == 3 and len(app.disclosures_of(SALLY)) == 1
+    assert app.complete_interrupted_deliveries() == 0
+
+
+def test_requirements_are_defined_once_and_late_deliveries_say_so(app: QipShare, world: dict[str, Any]) -> None:
+    with pytest.raises(Conflict):
+        app.define_requirement("QIP-PY2025", "other title", [], [], date(2025, 1, 1), date(2025, 12, 31),
+                               date(2026, 3, 31), "")
+    with pytest.raises(Conflict):
+        app.define_requirement("QIP-X", "bad kinds", ["faxes"], [], date(2025, 1, 1), date(2025, 12, 31),
+                               date(2026, 3, 31), "")
+    late = deliver(app, world["dph"].id, at=datetime(2026, 4, 1, 8, tzinfo=UTC))
+    assert late.on_time is False and late.due_date == date(2026, 3, 31)
