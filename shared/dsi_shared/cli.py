@@ -232,6 +232,94 @@ def audit_replay(as_json: Annotated[bool, typer.Option("--json", help="print JSO
     raise typer.Exit(1 if problems else 0)
 
 
+def _qip_store() -> Any:
+    """The qip-share store, opened directly (read-only use), as `audit replay` opens every store."""
+    spec = discover().get("qip-share")
+    if spec is None:
+        console.print("[red]the qip-share service is not installed[/red]")
+        raise typer.Exit(2)
+    return spec.application(Settings("qip-share", spec.default_port).store)
+
+
+@audit_app.command("reproduce")
+def audit_reproduce(
+    delivery_id: Annotated[str, typer.Argument(help="the delivery's id (GET /deliveries lists them)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Rebuild a QIP delivery from the event log as of its time and the stored feeds; prove every hash matches."""
+    from uuid import UUID
+
+    from dsi_shared.errors import NotFound
+
+    qip = _qip_store()
+    try:
+        started = time.monotonic()
+        reproduction = qip.reproduce(UUID(delivery_id))
+        seconds = time.monotonic() - started
+    except (ValueError, NotFound):
+        console.print("[red]no such delivery[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        qip.close()
+    delivery = reproduction.delivery
+    if as_json:
+        print(json.dumps({"delivery_id": delivery_id, "matches": not reproduction.problems, "files": reproduction.files,
+                          "manifest": {"recorded": delivery.manifest["sha256"], "rebuilt": reproduction.manifest_sha256},
+                          "problems": reproduction.problems, "seconds": round(seconds, 2)}, indent=2))
+    else:
+        console.print(f"Delivery {delivery_id} to {delivery.entity_name} for {delivery.requirement} "
+                      f"({delivery.period_start} to {delivery.period_end}), recorded {delivery.transaction_time.isoformat()} "
+                      f"as of log position {delivery.position}", soft_wrap=True)
+        table = Table(title="Rebuilt from the event log and stored feeds")
+        for column in ("file", "recorded sha256", "rebuilt sha256", ""):
+            table.add_column(column)
+        rows = [*((f"{f['type']}.ndjson", f["recorded"], f["rebuilt"]) for f in reproduction.files),
+                ("manifest.json", delivery.manifest["sha256"], reproduction.manifest_sha256)]
+        for name, recorded, rebuilt in rows:
+            table.add_row(name, recorded or "-", rebuilt or "-", "[green]match[/green]" if recorded == rebuilt
+                          else "[red]DIFFERENT[/red]")
+        console.print(table)
+        for problem in reproduction.problems:
+            console.print(f"[red]DIFFERENCE[/red] {problem}")
+        console.print("[green]reproduced byte for byte[/green]" if not reproduction.problems
+                      else f"[red]{len(reproduction.problems)} difference(s)[/red]", f"in {seconds:.1f} s")
+    raise typer.Exit(1 if reproduction.problems else 0)
+
+
+@audit_app.command("disclosures")
+def audit_disclosures(
+    member: Annotated[str, typer.Option("--member", help="the member's Medi-Cal CIN")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """A member's accounting of disclosures (45 CFR 164.528): every QIP delivery that carried their records."""
+    from dsi_shared.members import CIN
+
+    if not CIN.match(member.strip().upper()):
+        console.print("[red]--member is not a Medi-Cal CIN (8 digits then a letter)[/red]")
+        raise typer.Exit(2)
+    qip = _qip_store()
+    try:
+        found = qip.disclosures_of(member.strip().upper())
+    finally:
+        qip.close()
+    entries = [{"date": d.disclosed_at.isoformat(), "recipients": [r["name"] for r in d.recipients],
+                "addresses": [r.get("address", "") for r in d.recipients], "purpose": d.purpose,
+                "legal_basis": d.legal_basis, "period": f"{d.period_start} to {d.period_end}", "categories": d.categories,
+                "records": d.records, "withheld": d.withheld, "delivery_id": str(d.delivery_id)} for d in found]
+    if as_json:
+        print(json.dumps({"disclosures": entries}, indent=2))
+        return
+    table = Table(title=f"Accounting of disclosures: {len(entries)} disclosure(s)")
+    for column in ("date", "recipients", "description", "purpose", "records", "withheld"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e["date"], "; ".join(f"{n}, {a}" for n, a in zip(e["recipients"], e["addresses"], strict=True)),
+                      f"{', '.join(e['categories']) or 'nothing'} ({e['period']})", e["purpose"],
+                      ", ".join(f"{k} {v}" for k, v in e["records"].items()) or "0",
+                      ", ".join(f"{k} {v}" for k, v in e["withheld"].items()) or "-")
+    console.print(table)
+
+
 def main() -> None:
     app()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -264,17 +264,15 @@ class QipShare(ServiceApplication):
         known = self.find(request.delivery_id, Delivery)
         if known is not None:
             return known
-        catalog = self.catalog()
-        urls = request.requirement.value_set_urls or sorted(catalog.current)
-        value_sets = {url: catalog.current[url] for url in urls}
-        policy = self.policy()
+        value_sets = self._value_sets_as_of(request.requirement, request.position)
+        policy_version, policy = self._policy_as_of(request.position)
         recipients = request.entity.recipients
         fixed = _manifest_fixed(request.delivery_id, request.entity.id, request.entity.name, recipients,
                                 request.requirement.code, request.period_start, request.period_end, now, value_sets,
-                                policy.current_version or "")
+                                policy_version)
         plan = DeliveryPlan(str(request.delivery_id), entity_keys(request.entity), request.period_start,
                             request.period_end, self._feeds_as_of(request.position),
-                            frozenset(request.requirement.feed_kinds), self._codes(value_sets), policy.current,
+                            frozenset(request.requirement.feed_kinds), self._codes(value_sets), policy,
                             self.members_as_of(entity_keys(request.entity), request.position), fixed)
         writers: dict[str, FileWriter] = {}
         result = build_delivery(plan, self.files.open, lambda t: _StoredSink(writers.setdefault(t, self.files.writer(NDJSON))))
@@ -282,7 +280,7 @@ class QipShare(ServiceApplication):
         due = request.requirement.due_date
         delivery = Delivery(request.entity.id, request.entity.name, recipients, request.requirement.code,
                             request.period_start, request.period_end, request.position, now,
-                            [{"kind": k, "sha256": h} for k, h in plan.feeds], value_sets, policy.current_version or "",
+                            [{"kind": k, "sha256": h} for k, h in plan.feeds], value_sets, policy_version,
                             PURPOSE, LEGAL_BASIS, result.files, {"sha256": manifest_file.sha256, "size": manifest_file.size},
                             result.totals, len(result.members), result.manifest["extension"]["scope_sha256"],
                             requested_by, due, plan_day(now) <= due)
@@ -349,6 +347,10 @@ class QipShare(ServiceApplication):
         manifest_sha256 = hashlib.sha256(result.manifest_bytes).hexdigest()
         if manifest_sha256 != delivery.manifest["sha256"]:
             problems.append("manifest: rebuilt bytes differ from the recorded manifest")
+        if self._value_sets_as_of(self.requirement(delivery.requirement), delivery.position) != delivery.value_sets:
+            problems.append("the value-set versions current at the delivery's position differ from those it recorded")
+        if self._policy_as_of(delivery.position)[0] != delivery.policy_version:
+            problems.append("the policy version current at the delivery's position differs from the one it recorded")
         if result.manifest["extension"]["scope_sha256"] != delivery.scope_digest:
             problems.append("the members in scope rebuilt from the log differ from those recorded")
         return Reproduction(delivery, [{"type": t, "recorded": recorded.get(t), "rebuilt": rebuilt.get(t)}
@@ -369,6 +371,21 @@ class QipShare(ServiceApplication):
                             self.policy().versions[delivery.policy_version], self.members_as_of(keys, delivery.position),
                             fixed)
         return build_delivery(plan, self.files.open, lambda _: _HashSink()), feeds
+
+    def _value_sets_as_of(self, requirement: Requirement, position: int) -> dict[str, str]:
+        current: dict[str, str] = {}
+        for adopted in self.events_of(ValueSetCatalog.ValueSetVersionAdopted, upto=position):  # type: ignore[attr-defined]
+            current[adopted.url] = adopted.version
+        urls = requirement.value_set_urls or sorted(current)
+        if missing := [u for u in urls if u not in current]:
+            raise Conflict(f"{len(missing)} value set(s) the requirement names were not published by then")
+        return {url: current[url] for url in urls}
+
+    def _policy_as_of(self, position: int) -> tuple[str, dict[str, Any]]:
+        latest = deque(self.events_of(SensitivityPolicy.PolicyPublished, upto=position), maxlen=1)  # type: ignore[attr-defined]
+        if not latest:
+            raise NotFound("no sensitivity policy published yet")
+        return latest[0].version, latest[0].document
 
     def _feeds_as_of(self, position: int) -> tuple[tuple[str, str], ...]:
         return tuple((e.kind, e.sha256) for e in self.events_of(FeedFile.FeedIngested, upto=position)  # type: ignore[attr-defined]
