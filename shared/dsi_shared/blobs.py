@@ -46,7 +46,7 @@ class BlobStore:
     def put(self, blob: Blob) -> None:
         row = (blob.sha256, blob.size, blob.content_type, blob.key_id, blob.data)
         if isinstance(self.recorder, PostgresProcessRecorder):
-            insert = SQL("INSERT INTO {0} (sha256, size, content_type, key_id, data) VALUES (%s, %s, %s, %s, %s) "
+            insert = SQL("INSERT INTO {0} (sha256, size, content_type, key_id, data) VALUES (%s, %s, %s, %s, %b) "
                          "ON CONFLICT (sha256) DO NOTHING").format(self._name)
             with self.recorder.datastore.transaction(commit=True) as cursor:
                 cursor.execute(insert, row)
@@ -70,7 +70,7 @@ class BlobStore:
         if isinstance(self.recorder, PostgresProcessRecorder):
             select = SQL("SELECT sha256, size, content_type, key_id, data FROM {0} WHERE sha256 = %s").format(self._name)
             with self.recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(select, (sha256,))
+                cursor.execute(select, (sha256,), binary=True)  # bytea as bytes, not hex text: half the memory
                 row = cursor.fetchone()
         else:
             assert isinstance(self.recorder, SQLiteProcessRecorder)

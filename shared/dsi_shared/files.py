@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.cipher import PayloadCipher
 
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 FILE_LIST_TYPE = "application/vnd.dsi.chunked-file+json"
 
 

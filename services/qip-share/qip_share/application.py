@@ -23,7 +23,7 @@ from dsi_shared.store import ServiceApplication
 from eventsourcing.persistence import IntegrityError
 
 from qip_share.delivery import DeliveryPlan, DeliveryResult, LegalBasis, MemberScope, build_delivery
-from qip_share.feeds import FEED_KINDS, BadHeader, RowError, ignored_columns, read_feed
+from qip_share.feeds import FEED_KINDS, BadHeader, RowError, ignored_columns, is_ndjson, read_feed
 from qip_share.ledger import Delivery, Disclosure, FeedFile, QipMember, Requirement
 from qip_share.policy import check_policy, default_policy
 from qip_share.reference import (
@@ -158,7 +158,7 @@ class QipShare(ServiceApplication):
                     else:
                         accepted += 1
             with self.files.open(stored.sha256) as stream:
-                ignored = ignored_columns(kind, stream)
+                ignored = [] if is_ndjson(stream) else ignored_columns(kind, stream)
         except BadHeader as exc:
             problem = str(exc)
         rejected = sum(by_reason.values())

@@ -58,7 +58,7 @@ class Sink(Protocol):
     def close(self) -> tuple[str, int]: ...  # (sha256, size)
 
 
-@dataclass
+@dataclass(slots=True)
 class MemberTally:
     records: Counter[str] = field(default_factory=Counter)
     withheld: Counter[str] = field(default_factory=Counter)

@@ -5,19 +5,27 @@ its value). Only the columns listed here are ever read: anything else in a file 
 Every kind has `cin`; every clinical kind may have `security_labels` (HL7 v3 confidentiality/sensitivity codes,
 `|`-separated: ETH, PSY, HIV, STD, SDV, SEX, 42CFRPart2). Multi-valued columns are `|`-separated.
 Dates are `YYYY-MM-DD` or `YYYYMMDD`.
+
+Immunizations and lab results may also come as FHIR R4 NDJSON (one Immunization or Observation per line, as CAIR2
+and lab interfaces export them): each line is validated with fhir.resources and mapped onto the same columns, so
+the same checks apply. A file is NDJSON when its first byte is `{`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO
+from typing import IO, Any
 
+from dsi_shared.errors import describe
 from dsi_shared.members import CIN
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
 
 from qip_share.codes import CDT, CPT, CVX, HCPCS, ICD10CM, ICD10PCS, LOINC, NDC, RXNORM, SNOMED, normalise
 
@@ -204,10 +212,19 @@ def ignored_columns(kind: FeedKind, stream: IO[bytes]) -> list[str]:
     return header_of(kind, _first_row(reader))[1]
 
 
+def is_ndjson(stream: io.BufferedReader | IO[bytes]) -> bool:
+    peek = getattr(stream, "peek", None)
+    head = peek(4) if peek is not None else b""
+    return head.lstrip(b"\xef\xbb\xbf \r\n\t")[:1] == b"{"
+
+
 def read_feed(kind: FeedKind, stream: IO[bytes], wanted: Callable[[str], bool] | None = None,
               ) -> Iterator[FeedRecord | RowError]:
     """Every row of a feed file, in order, as a record or an error. `wanted(cin)` skips other members' rows
     before they are checked (a delivery reads only its assigned lives). Raises BadHeader for an unusable header."""
+    if is_ndjson(stream):
+        yield from read_fhir_feed(kind, stream, wanted)
+        return
     reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=""))
     positions, _ = header_of(kind, _first_row(reader))
     cin_at = positions["cin"]
@@ -220,5 +237,80 @@ def read_feed(kind: FeedKind, stream: IO[bytes], wanted: Callable[[str], bool] |
             continue
         try:
             yield record_of(kind, positions, row, line)
+        except BadRow as exc:
+            yield RowError(line, str(exc))
+
+
+# -- FHIR NDJSON ---------------------------------------------------------------------------------------------------
+FHIR_KINDS = {"immunizations": "Immunization", "lab_results": "Observation"}
+
+
+def _cin_of(reference: object) -> str:
+    """A CIN from a reference by identifier (`{"identifier": {"value": CIN}}`) or by id (`Patient/CIN`)."""
+    if not isinstance(reference, dict):
+        return ""
+    value = (reference.get("identifier") or {}).get("value") or str(reference.get("reference", "")).rpartition("/")[2]
+    return str(value).strip().upper()
+
+
+def _codes_in(concept: dict[str, Any] | None, system: str) -> str:
+    return "|".join(c["code"] for c in (concept or {}).get("coding", []) if c.get("system") == system and c.get("code"))
+
+
+def _npi_of(items: list[dict[str, Any]] | None) -> str:
+    for item in items or []:
+        identifier = (item.get("actor") or item).get("identifier") or {}
+        if identifier.get("system") == "http://hl7.org/fhir/sid/us-npi":
+            return str(identifier.get("value", ""))
+    return ""
+
+
+def fhir_columns(kind: str, resource: dict[str, Any]) -> dict[str, str]:
+    """A FHIR resource of the kind, as the kind's CSV columns."""
+    labels = "|".join(s.get("code", "") for s in (resource.get("meta") or {}).get("security", []))
+    if kind == "immunizations":
+        return {"immunization_id": resource.get("id", ""), "cin": _cin_of(resource.get("patient")),
+                "administered_date": str(resource.get("occurrenceDateTime", ""))[:10],
+                "cvx": _codes_in(resource.get("vaccineCode"), CVX), "ndc": _codes_in(resource.get("vaccineCode"), NDC),
+                "administering_npi": _npi_of(resource.get("performer")), "security_labels": labels}
+    quantity = resource.get("valueQuantity") or {}
+    effective = resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start", "")
+    interpretation = next((c.get("code", "") for i in resource.get("interpretation", []) for c in i.get("coding", [])), "")
+    return {"result_id": resource.get("id", ""), "cin": _cin_of(resource.get("subject")),
+            "collected_date": str(effective)[:10], "loinc": _codes_in(resource.get("code"), LOINC),
+            "value": str(quantity.get("value", "")) if quantity else str(resource.get("valueString", "")),
+            "unit": str(quantity.get("unit", "")), "interpretation": interpretation,
+            "result_snomed": _codes_in(resource.get("valueCodeableConcept"), SNOMED),
+            "ordering_npi": _npi_of(resource.get("performer")), "security_labels": labels}
+
+
+def read_fhir_feed(kind: FeedKind, stream: IO[bytes], wanted: Callable[[str], bool] | None = None,
+                   ) -> Iterator[FeedRecord | RowError]:
+    resource_type = FHIR_KINDS.get(kind.name)
+    if resource_type is None:
+        raise BadHeader(f"{kind.name} is taken as CSV only (FHIR NDJSON: {', '.join(FHIR_KINDS)})")
+    model = get_fhir_model_class(resource_type)
+    positions = {c: i for i, c in enumerate(kind.columns)}
+    for line, raw in enumerate(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            resource = json.loads(raw)
+        except ValueError:
+            yield RowError(line, "not a JSON object")
+            continue
+        if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+            yield RowError(line, f"not a FHIR {resource_type}")
+            continue
+        if wanted is not None and not wanted(_cin_of(resource.get("patient" if kind.name == "immunizations" else "subject"))):
+            continue
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            yield RowError(line, f"not a valid FHIR R4 {resource_type} ({describe(exc)})")
+            continue
+        columns = fhir_columns(kind.name, resource)
+        try:
+            yield record_of(kind, positions, [columns.get(c, "") for c in kind.columns], line)
         except BadRow as exc:
             yield RowError(line, str(exc))

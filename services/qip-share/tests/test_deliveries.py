@@ -279,3 +279,35 @@ def test_requirements_are_defined_once_and_late_deliveries_say_so(app: QipShare,
                                date(2026, 3, 31), "")
     late = deliver(app, world["dph"].id, at=datetime(2026, 4, 1, 8, tzinfo=UTC))
     assert late.on_time is False and late.due_date == date(2026, 3, 31)
+
+
+def test_a_record_sent_again_in_a_later_file_is_delivered_once_as_last_sent(app: QipShare, world: dict[str, Any]) -> None:
+    load(app, "lab_results", f"result_id,cin,collected_date,loinc,value,unit\nL1,{SALLY},2025-03-01,4548-4,7.1,%\n")
+    delivery = deliver(app, world["dph"].id)
+    [observation] = ndjson(app, delivery, "Observation")
+    assert observation["valueQuantity"]["value"] == 7.1
+    assert delivery.totals["excluded"]["superseded_by_a_later_file"] == 1
+
+
+def test_immunizations_and_lab_results_may_come_as_fhir_ndjson(app: QipShare, world: dict[str, Any]) -> None:
+    lines = [
+        {"resourceType": "Immunization", "id": "cair-1", "status": "completed", "occurrenceDateTime": "2025-04-02",
+         "patient": {"identifier": {"value": SALLY}},
+         "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "03"}]}},
+        {"resourceType": "Immunization", "id": "cair-2", "status": "completed", "occurrenceDateTime": "2025-04-02",
+         "patient": {"reference": f"Patient/{SALLY}"}, "vaccineCode": "03"},
+        {"resourceType": "Patient", "id": "x"},
+        {"resourceType": "Immunization", "id": "cair-3", "status": "completed", "occurrenceDateTime": "2025-04-03",
+         "patient": {"reference": f"Patient/{SALLY}"}, "vaccineCode": {"text": "flu"}},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json\n"
+    feed = load(app, "immunizations", text)
+    assert (feed.accepted, feed.rejected) == (1, 4)
+    assert [r["line"] for r in feed.rejects] == [2, 3, 4, 5]
+    assert feed.rejects[0]["reason"].startswith("not a valid FHIR R4 Immunization (invalid fields: vaccineCode")
+    assert feed.rejects[1:] == [{"line": 3, "reason": "not a FHIR Immunization"},
+                                {"line": 4, "reason": "cvx: required"}, {"line": 5, "reason": "not a JSON object"}]
+    assert load(app, "pharmacy", json.dumps(lines[0]) + "\n").file_problem == (
+        "pharmacy is taken as CSV only (FHIR NDJSON: immunizations, lab_results)")
+    delivery = deliver(app, world["dph"].id)
+    assert sorted(i["occurrenceDateTime"] for i in ndjson(app, delivery, "Immunization")) == ["2025-03-15", "2025-04-02"]
