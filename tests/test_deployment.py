@@ -107,9 +107,11 @@ async def test_a_service_may_publish_only_its_own_subjects(compose_nats: int, na
     own = f"dsi.{segment(name)}.something-happened"
     assert await may_publish(compose_nats, name, own)
     assert await may_publish(compose_nats, name, f"dsi.dead-letter.{name}")
+    assert await may_publish(compose_nats, name, f"dsi.checkpoint.{segment(name)}")
     other = next(s for s in SERVICES if s != name)
     assert not await may_publish(compose_nats, name, f"dsi.{segment(other)}.something-happened")
     assert not await may_publish(compose_nats, name, "dsi.in.agreement-signed")
+    assert not await may_publish(compose_nats, name, f"dsi.checkpoint.{segment(other)}")
 
 
 async def test_outside_systems_may_publish_inputs_only(compose_nats: int) -> None:

@@ -24,6 +24,7 @@ STREAMS: dict[str, str] = {
     "DSI_PAYMENTS": "dsi.payments.>",
     "DSI_QIP": "dsi.qip.>",
     "DSI_DEAD_LETTERS": "dsi.dead-letter.>",
+    "DSI_CHECKPOINTS": "dsi.checkpoint.>",  # each store's hash-chain head, outside its database (dsi_shared.chain)
 }
 DUPLICATE_WINDOW_SECONDS = 120.0
 

@@ -232,6 +232,84 @@ def audit_replay(as_json: Annotated[bool, typer.Option("--json", help="print JSO
     raise typer.Exit(1 if problems else 0)
 
 
+async def _checkpoints(services: list[str]) -> dict[str, list[Any]]:
+    """Every published checkpoint of each service, from JetStream (NATS_URL / DSI_BUS_PREFIX, else `make run`'s)."""
+    import nats
+
+    from dsi_shared.bus import Naming
+    from dsi_shared.sealer import read_checkpoints
+
+    run_file = var_dir() / RUN_FILE
+    run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    url = os.environ.get("NATS_URL") or run.get("nats_url") or "nats://127.0.0.1:4222"
+    naming = Naming(os.environ.get("DSI_BUS_PREFIX", run.get("bus_prefix", "")))
+    nc = await nats.connect(url, user=os.environ.get("NATS_USER"), password=os.environ.get("NATS_PASSWORD"),
+                            connect_timeout=3, max_reconnect_attempts=0)
+    try:
+        return {name: await read_checkpoints(nc.jetstream(), naming, name) for name in services}
+    finally:
+        await nc.close()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    service: Annotated[list[str] | None, typer.Option(help="only these services (default: all)")] = None,
+    offline: Annotated[bool, typer.Option(help="skip the checkpoints on NATS (a log rewritten with its chain "
+                                                  "then goes unnoticed)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Recompute every store's hash chain from its events; name any altered, deleted, inserted or reordered event
+    and any checkpoint the log no longer matches."""
+    from rich.progress import Progress
+
+    from dsi_shared.chain import HashChain, Verification
+
+    specs = {name: spec for name, spec in discover().items() if not service or name in service}
+    if service and (unknown := set(service) - set(specs)):
+        raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
+    checkpoints: dict[str, list[Any]] = {name: [] for name in specs}
+    reachable = True
+    if not offline:
+        try:
+            checkpoints = asyncio.run(_checkpoints(list(specs)))
+        except Exception as exc:  # noqa: BLE001 - any failure to reach NATS is reported, not raised
+            reachable = False
+            console.print(f"[red]checkpoints not read: NATS unreachable ({type(exc).__name__})[/red]")
+    reports: list[Verification] = []
+    started = time.monotonic()
+    with Progress(console=console, transient=True, disable=as_json) as progress:
+        for name, spec in specs.items():
+            application = spec.application(Settings(name, spec.default_port).store)
+            try:
+                task = progress.add_task(f"verifying {name}", total=application.recorder.max_notification_id() or 0)
+                reports.append(HashChain(application).verify(checkpoints[name],
+                                                             progress=lambda t=task: progress.advance(t)))
+            finally:
+                application.close()
+    seconds = time.monotonic() - started
+    events = sum(r.events for r in reports)
+    failed = any(not r.intact for r in reports) or not reachable
+    if as_json:
+        print(json.dumps({"intact": not failed, "checkpoints_read": reachable and not offline, "seconds": round(seconds, 2),
+                          "services": [{"service": r.service, "events": r.events, "sealed_head": r.sealed_head,
+                                        "unsealed": r.unsealed, "checkpoints": r.checkpoints, "problems": r.problems}
+                                       for r in reports]}, indent=2))
+    else:
+        table = Table(title="Hash chains")
+        for column in ("service", "events", "sealed up to", "not yet sealed", "checkpoints", "verdict"):
+            table.add_column(column)
+        for r in reports:
+            table.add_row(r.service, f"{r.events:,}", str(r.sealed_head), str(r.unsealed), str(r.checkpoints),
+                          "[green]intact[/green]" if r.intact else f"[red]{len(r.problems)} problem(s)[/red]")
+        console.print(table)
+        for r in reports:
+            for problem in r.problems:
+                console.print(f"[red]TAMPERED[/red] {r.service}: {problem}", soft_wrap=True)
+        console.print(f"{events:,} events in {seconds:.1f} s ({events / max(seconds, 1e-9):,.0f} events/s)"
+                      + ("; checkpoints not checked (--offline)" if offline else ""))
+    raise typer.Exit(1 if failed else 0)
+
+
 def _qip_store() -> Any:
     """The qip-share store, opened directly (read-only use), as `audit replay` opens every store."""
     spec = discover().get("qip-share")

@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client
 
 from dsi_shared.bus import Naming, connect, ensure_streams
+from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
 from dsi_shared.http import Auth, install_problem_handlers
 from dsi_shared.relay import Relay
+from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import TracingMiddleware, setup_telemetry
 
@@ -97,6 +99,7 @@ class ServiceRuntime:
         self.auth = Auth(self.settings.tokens)
         self.nc: Client | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.sealer: Sealer | None = None
         self.workers: list[Worker] = []
         self.http = self._build_http()
 
@@ -109,12 +112,14 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         relay = Relay(self.app, self.spec.name, js, self.naming)
         self.app.on_recorded(lambda: relay.wake_threadsafe(loop))
+        sealer = self.sealer = Sealer(self.app, self.spec.name, js, self.naming, self.settings.checkpoint_seconds)
+        self.app.on_recorded(lambda: sealer.wake_threadsafe(loop))
         consumers = [
             TrackingConsumer(self.app, self.spec.name, js, self.naming, stream, handlers,
                              ack_wait=self.settings.ack_wait_seconds, max_attempts=self.settings.max_attempts)
             for stream, handlers in by_stream(self.spec.subscriptions).items()
         ]
-        self.workers = [relay, *consumers, *(server(self.app) for server in self.spec.servers)]
+        self.workers = [relay, sealer, *consumers, *(server(self.app) for server in self.spec.servers)]
         self.tasks = [asyncio.create_task(worker.run(), name=f"{self.spec.name}-{i}")
                       for i, worker in enumerate(self.workers)]
         for task in self.tasks:
@@ -167,6 +172,17 @@ class ServiceRuntime:
             checks = {"nats": bool(self.nc and self.nc.is_connected), "store": self._store_reachable()}
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+        @http.get("/audit/verify", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))])
+        async def verify() -> dict[str, Any]:
+            """This store's hash chain recomputed from its events and checked against its published checkpoints."""
+            if self.nc is None:
+                raise HTTPException(503, "not connected to NATS: checkpoints cannot be read")
+            checkpoints = await read_checkpoints(self.nc.jetstream(), self.naming, self.spec.name)
+            report = await asyncio.to_thread(lambda: HashChain(self.app).verify(checkpoints))
+            return {"service": report.service, "intact": report.intact, "events": report.events,
+                    "sealed_head": report.sealed_head, "unsealed": report.unsealed, "checkpoints": report.checkpoints,
+                    "problems": report.problems}
 
         http.include_router(self.spec.routes(self.app, self.auth))
         return http
