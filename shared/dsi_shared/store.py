@@ -30,6 +30,7 @@ from opentelemetry import propagate
 from psycopg.sql import SQL, Identifier
 
 from dsi_shared.config import eventsourcing_env
+from dsi_shared.errors import NotFound
 
 TRACE_KEY = "_trace_context"
 A = TypeVar("A", bound=Aggregate)
@@ -160,6 +161,13 @@ class ServiceApplication(Application[UUID]):
             return None
         if not isinstance(found, kind):
             raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {kind.__name__}")
+        return found
+
+    def get(self, aggregate_id: UUID, kind: type[A], what: str) -> A:
+        """The aggregate, or NotFound ("no such <what>") for the API to answer 404."""
+        found = self.find(aggregate_id, kind)
+        if found is None:
+            raise NotFound(f"no such {what}")
         return found
 
     def ids_created_with(self, created_event: type[Any], batch: int = 1000) -> Iterator[UUID]:

@@ -63,10 +63,7 @@ class Milestones(ServiceApplication):
         return self.find(CloseCalendar.create_id(), CloseCalendar) or CloseCalendar()
 
     def evaluation(self, evaluation_id: UUID) -> Evaluation:
-        found = self.find(evaluation_id, Evaluation)
-        if found is None:
-            raise NotFound("no such evaluation")
-        return found
+        return self.get(evaluation_id, Evaluation, "evaluation")
 
     def all_progress(self) -> Iterator[ParticipantProgress]:
         for progress_id in self.ids_created_with(ParticipantProgress.ProgressStarted):  # type: ignore[attr-defined]

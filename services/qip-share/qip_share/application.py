@@ -65,10 +65,7 @@ class QipShare(ServiceApplication):
         return entity
 
     def entity(self, entity_id: UUID) -> QipEntity:
-        found = self.find(entity_id, QipEntity)
-        if found is None:
-            raise NotFound("no such QIP entity")
-        return found
+        return self.get(entity_id, QipEntity, "QIP entity")
 
     def entities(self) -> list[QipEntity]:
         return [self.entity(i) for i in self.ids_created_with(QipEntity.EntityRegistered)]  # type: ignore[attr-defined]
@@ -78,10 +75,7 @@ class QipShare(ServiceApplication):
         return self.find(ValueSetCatalog.create_id(), ValueSetCatalog) or ValueSetCatalog()
 
     def value_set(self, url: str, version: str) -> ValueSetVersion:
-        found = self.find(ValueSetVersion.create_id(url, version), ValueSetVersion)
-        if found is None:
-            raise NotFound("no such value set version")
-        return found
+        return self.get(ValueSetVersion.create_id(url, version), ValueSetVersion, "value set version")
 
     def codes_of(self, version: ValueSetVersion) -> set[tuple[str, str]]:
         blob = self.blobs.get(version.digest)
@@ -228,10 +222,7 @@ class QipShare(ServiceApplication):
         return requirement, True
 
     def requirement(self, code: str) -> Requirement:
-        found = self.find(Requirement.create_id(code), Requirement)
-        if found is None:
-            raise NotFound("no such requirement")
-        return found
+        return self.get(Requirement.create_id(code), Requirement, "requirement")
 
     def requirements(self) -> list[Requirement]:
         return [r for i in self.ids_created_with(Requirement.RequirementDefined)  # type: ignore[attr-defined]
@@ -239,10 +230,7 @@ class QipShare(ServiceApplication):
 
     # -- deliveries ------------------------------------------------------------------------------------------
     def delivery(self, delivery_id: UUID) -> Delivery:
-        found = self.find(delivery_id, Delivery)
-        if found is None:
-            raise NotFound("no such delivery")
-        return found
+        return self.get(delivery_id, Delivery, "delivery")
 
     def deliveries(self) -> list[Delivery]:
         return [d for i in self.ids_created_with(Delivery.DeliveryRecorded)  # type: ignore[attr-defined]

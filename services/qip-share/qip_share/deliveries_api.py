@@ -135,10 +135,7 @@ def feed_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
 
     @router.get("/feeds/{kind}/{sha256}", dependencies=[Depends(readers)])
     def feed(kind: str, sha256: str) -> dict[str, Any]:
-        found = app.find(FeedFile.create_id(kind, sha256), FeedFile)
-        if found is None:
-            raise NotFound("no such feed file")
-        return feed_view(found)
+        return feed_view(app.get(FeedFile.create_id(kind, sha256), FeedFile, "feed file"))
 
     @router.get("/feed-kinds", dependencies=[Depends(readers)])
     def feed_kinds() -> dict[str, Any]:
