@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+from dsi_shared.service import events_as_of
 from payments.application import Payments
 
 from tests.harness import STAFF, Stack, quiet, signature
@@ -68,3 +70,19 @@ async def test_replay_exits_non_zero_when_a_ledger_pays_what_no_milestone_earned
     result = replay(stack, tmp_path, "--json")
     assert result.returncode == 1
     assert json.loads(result.stdout)["problems"] == [f"payments: {pid} paid 20000.00, milestones achieved re-derive 10000.00"]
+
+
+async def test_replay_as_of_rebuilds_the_ledgers_as_they_stood_then(stack: Stack, tmp_path: Path) -> None:
+    pid = await paid_participant(stack)
+    signed = [e.timestamp for e in events_as_of(stack.runtimes["enrollment"].app, {})
+              if type(e).__name__ == "AgreementSigned"]
+    before_last_signature = (max(signed) - timedelta(microseconds=1)).isoformat()
+    then = json.loads(replay(stack, tmp_path, "--json", "--as-of", before_last_signature).stdout)
+    assert then["problems"] == [] and then["as_of"] == before_last_signature
+    assert (then["participants"][pid]["agreements"], then["participants"][pid]["milestone1"]) == ("LOA+DSA", "not yet")
+    assert then["participants"][pid].get("total_paid", "0.00") == "0.00"
+    now = json.loads(replay(stack, tmp_path, "--json", "--as-of", datetime.now(UTC).isoformat()).stdout)
+    assert now["participants"][pid]["total_paid"] == "10000.00" and now["problems"] == []
+    only = json.loads(replay(stack, tmp_path, "--json", "--service", "payments").stdout)
+    assert list(only["services"]) == ["payments"] and only["participants"][pid]["total_paid"] == "10000.00"
+    assert replay(stack, tmp_path, "--as-of", "last tuesday").returncode == 2

@@ -80,7 +80,7 @@ def test_an_untouched_log_verifies_and_new_events_are_unsealed_until_sealed(book
 def test_an_altered_event_is_named(book: Notebook) -> None:
     chain, checkpoint = sealed(book)
     rows = Rows(book)
-    originator, version, topic, state = rows.row(4)
+    *_, state = rows.row(4)
     rows.sql("UPDATE {t} SET state = ? WHERE {id} = ?", (bytes(state).replace(b"alpha", b"omega"), 4))
     assert chain.verify([checkpoint]).problems == ["position 4: the event was altered after it was sealed"]
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -194,41 +195,74 @@ def quarter_close(
                   f"${body['earned']} earned, {body['adjustments']} adjustment(s); pending staff validation", soft_wrap=True)
 
 
+def _as_of(value: str | None) -> datetime | None:
+    """An ISO timestamp; without an offset it is the plan's local time (America/Los_Angeles)."""
+    if value is None:
+        return None
+    from dsi_shared.plantime import PLAN_ZONE
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("--as-of must be an ISO 8601 date or timestamp, e.g. 2025-12-31T23:59:59-08:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=PLAN_ZONE)
+
+
 @audit_app.command("replay")
-def audit_replay(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
-    """Rebuild every aggregate of every service from its store, re-derive payouts, and compare."""
-    facts: AuditFacts = {}
+def audit_replay(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="rebuild as things stood at this time (ISO 8601; "
+                                                              "without an offset: plan time)")] = None,
+    service: Annotated[list[str] | None, typer.Option(help="only these services (payments re-derives from "
+                                                           "milestones only when both are replayed)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Rebuild every aggregate of every service from its store (as of a time, if given), re-derive payouts from
+    the milestones achieved, and compare with the payments ledger; exit 1 naming any difference."""
+    from rich.progress import Progress
+
+    moment = _as_of(as_of)
+    specs = {name: spec for name, spec in discover().items() if spec.audit is not None and (not service or name in service)}
+    if service and (unknown := set(service) - set(specs)):
+        raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
+    facts: AuditFacts = {"as_of": moment} if moment else {}
     reports: dict[str, AuditReport] = {}
-    for name, spec in discover().items():
-        if spec.audit is None:
-            continue
-        application = spec.application(Settings(name, spec.default_port).store)
-        try:
-            reports[name] = spec.audit(application, facts)
-        finally:
-            application.close()
+    started = time.monotonic()
+    with Progress(console=console, transient=True, disable=as_json) as progress:
+        for name, spec in specs.items():
+            assert spec.audit is not None
+            application = spec.application(Settings(name, spec.default_port).store)
+            try:
+                task = progress.add_task(f"replaying {name}", total=application.recorder.max_notification_id() or 0)
+                facts["progress"] = lambda t=task: progress.advance(t)
+                reports[name] = spec.audit(application, facts)
+            finally:
+                application.close()
+    facts.pop("progress", None)
+    seconds = time.monotonic() - started
     participants: dict[str, dict[str, str]] = {}
     for report in reports.values():
         for pid, columns in report.rows.items():
             participants.setdefault(pid, {}).update(columns)
     problems = [problem for report in reports.values() for problem in report.problems]
     if as_json:
-        print(json.dumps({"services": {n: {"aggregates": r.aggregates, "events": r.events} for n, r in reports.items()},
+        print(json.dumps({"as_of": moment.isoformat() if moment else None, "seconds": round(seconds, 2),
+                          "services": {n: {"aggregates": r.aggregates, "events": r.events} for n, r in reports.items()},
                           "participants": participants, "problems": problems}, indent=2))
     else:
-        table = Table(title="Replayed participants")
-        for column in ("participant", "name", "agreements", "Milestone 1", "total paid", "remaining"):
+        title = f"Replayed participants as of {moment.isoformat()}" if moment else "Replayed participants"
+        table = Table(title=title)
+        for column in ("participant", "name", "agreements", "Milestone 1", "quarters", "total paid", "remaining"):
             table.add_column(column)
         for pid, c in sorted(participants.items(), key=lambda item: item[1].get("name", "")):
             table.add_row(pid, c.get("name", "?"), c.get("agreements", "-"), c.get("milestone1", "not yet"),
-                          c.get("total_paid", "0.00"), c.get("remaining", "40000.00"))
+                          c.get("quarters", "-"), c.get("total_paid", "0.00"), c.get("remaining", "40000.00"))
         console.print(table)
         for name, report in reports.items():
             console.print(f"{name}: {report.aggregates} aggregates rebuilt from {report.events} events")
         for problem in problems:
             console.print(f"[red]DIFFERENCE[/red] {problem}")
         verdict = f"[red]{len(problems)} difference(s)[/red]" if problems else "[green]every rebuilt ledger agrees[/green]"
-        console.print(verdict)
+        console.print(verdict, f"({seconds:.1f} s)")
     raise typer.Exit(1 if problems else 0)
 
 

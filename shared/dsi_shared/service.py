@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
@@ -48,21 +49,43 @@ class AuditReport:
     events: int = 0
 
 
-def rebuild_aggregates(app: ServiceApplication, report: AuditReport) -> list[Any]:
-    """Replay every aggregate of a store from its events (no cache, no snapshot) and check each reaches
-    the version its last event in the notification log says."""
+def rebuild_aggregates(app: ServiceApplication, report: AuditReport, facts: AuditFacts | None = None) -> list[Any]:
+    """Replay every aggregate of a store from its events (no cache, no snapshot) and check each reaches the version
+    its last event in the notification log says. With `facts["as_of"]` (an aware datetime), only events recorded
+    by then count: each aggregate is rebuilt as it stood at that moment (time travel)."""
+    facts = facts or {}
+    as_of, progress = facts.get("as_of"), facts.get("progress")
     latest: dict[Any, int] = {}
     for notification in app.all_notifications():
+        if progress is not None:
+            progress()
+        if as_of is not None and recorded_at(app, notification) > as_of:
+            continue
         report.events += 1
         latest[notification.originator_id] = notification.originator_version
     rebuilt: list[Any] = []
     for aggregate_id, version in latest.items():
-        aggregate: Any = app.repository.get(aggregate_id)
+        aggregate: Any = app.repository.get(aggregate_id, version=version)
         if aggregate.version != version:
             report.problems.append(f"{app.name}: {aggregate_id} rebuilt at v{aggregate.version}, log has v{version}")
         rebuilt.append(aggregate)
     report.aggregates += len(rebuilt)
     return rebuilt
+
+
+def events_as_of(app: ServiceApplication, facts: AuditFacts) -> Iterator[Any]:
+    """The store's domain events in log order, up to `facts["as_of"]` when given."""
+    as_of = facts.get("as_of")
+    for notification in app.all_notifications():
+        domain_event: Any = app.mapper.to_domain_event(notification)
+        if as_of is None or domain_event.timestamp <= as_of:
+            yield domain_event
+
+
+def recorded_at(app: ServiceApplication, notification: Any) -> datetime:
+    """When an event happened (its domain timestamp, set when it was triggered)."""
+    stamped: Any = app.mapper.to_domain_event(notification)
+    return stamped.timestamp
 
 
 # The auditor hands each service the facts earlier services reported (enrollment → milestones → payments).

@@ -15,7 +15,7 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     assert isinstance(app, Enrollment)
     report = AuditReport()
     names = facts.setdefault("participants", {})
-    for participant in rebuild_aggregates(app, report):
+    for participant in rebuild_aggregates(app, report, facts):
         if isinstance(participant, Participant):
             names[str(participant.id)] = participant.legal_name
             signed = [kind for kind in ("LOA", "DSA", "HIE") if participant.agreement(kind)]

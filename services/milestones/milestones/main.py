@@ -15,10 +15,14 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     """Rebuild all progress; report Milestone 1 and hand every achieved milestone to the payments audit."""
     report = AuditReport()
     achieved = facts.setdefault("milestones_achieved", {})
-    for progress in rebuild_aggregates(app, report):
-        if isinstance(progress, Evaluation) and progress.state == VALIDATED and progress.milestone \
-                and progress.earned > 0:  # a validated quarter is owed as much as an achieved milestone
-            achieved.setdefault(str(progress.participant_id), {})[progress.milestone] = progress.earned
+    quarters: dict[str, list[str]] = {}
+    for progress in rebuild_aggregates(app, report, facts):
+        if isinstance(progress, Evaluation):
+            pid = str(progress.participant_id)
+            quarters.setdefault(pid, []).append(f"{progress.quarter} {progress.milestone or '-'} ${progress.earned:,} "
+                                                f"{progress.state.replace('_', ' ')}")
+            if progress.state == VALIDATED and progress.milestone and progress.earned > 0:
+                achieved.setdefault(pid, {})[progress.milestone] = progress.earned  # owed as an achieved milestone
         if not isinstance(progress, ParticipantProgress):
             continue
         pid = str(progress.participant_id)
@@ -30,6 +34,8 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
             report.rows[pid] = {"milestone1": f"missed: {missed['reason']}"}
         else:
             report.rows[pid] = {"milestone1": "not yet"}
+    for pid, lines in quarters.items():
+        report.rows.setdefault(pid, {})["quarters"] = "; ".join(sorted(lines))
     return report
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, rebuild_aggregates
+from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, events_as_of, rebuild_aggregates
 
 from payments.api import routes
 from payments.application import Payments
@@ -17,14 +17,13 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     re-derived from the achieved milestones (each paid once, capped)."""
     report = AuditReport()
     logged: dict[str, Decimal] = {}
-    for notification in app.all_notifications():
-        domain_event = app.mapper.to_domain_event(notification)
+    for domain_event in events_as_of(app, facts):
         if type(domain_event).__name__ == "PaymentIssued":
-            pid = str(domain_event.participant_id)  # type: ignore[attr-defined]
-            logged[pid] = logged.get(pid, ZERO) + domain_event.amount  # type: ignore[attr-defined]
+            pid = str(domain_event.participant_id)
+            logged[pid] = logged.get(pid, ZERO) + domain_event.amount
     achieved: dict[str, dict[str, Decimal]] = facts.get("milestones_achieved", {})
     seen: set[str] = set()
-    for account in rebuild_aggregates(app, report):
+    for account in rebuild_aggregates(app, report, facts):
         if not isinstance(account, PaymentAccount):
             continue
         pid = str(account.participant_id)

@@ -15,9 +15,9 @@ def start(app: ServiceApplication) -> None:
     app.complete_interrupted_deliveries()
 
 
-def audit(app: ServiceApplication, _: AuditFacts) -> AuditReport:
+def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     report = AuditReport()
-    rebuild_aggregates(app, report)
+    rebuild_aggregates(app, report, facts)
     return report
 
 

@@ -16,7 +16,7 @@ from submissions.mllp import MllpListener
 def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     report = AuditReport()
     credits = facts.setdefault("submission_credits", {})
-    for aggregate in rebuild_aggregates(app, report):
+    for aggregate in rebuild_aggregates(app, report, facts):
         if isinstance(aggregate, Submission) and aggregate.verdict == "credited" and aggregate.reversed_by is None:
             pid = str(aggregate.participant_id)
             credits[pid] = credits.get(pid, 0) + 1
