@@ -3,8 +3,13 @@ late redelivery, poison messages. Every test ends by counting dollars."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dsi_shared.events import encode
@@ -163,3 +168,49 @@ async def test_failing_handler_is_retried_then_dead_lettered(stack: Stack) -> No
     assert json.loads(message.data)["participant_id"] == pid
     store.save_tracked = original  # type: ignore[method-assign]
 
+
+
+def ops(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DSI_VAR_DIR": str(tmp_path / "var"), "NATS_URL": stack.nats_url,
+           "DSI_BUS_PREFIX": stack.prefix, "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "dsi_shared.cli", "ops", "dead-letters", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_a_dead_letter_is_listed_without_its_body_and_replayed_once_the_cause_is_fixed(
+        stack: Stack, tmp_path: Path) -> None:
+    await stack.start("enrollment", "milestones")
+    store = stack.runtimes["enrollment"].app
+    original = store.save_tracked
+    store.save_tracked = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("database away"))  # type: ignore[method-assign]
+    pid = await stack.register()
+    await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature("LOA")})
+
+    async def listed() -> list[dict[str, Any]] | None:
+        result = await asyncio.to_thread(ops, stack, tmp_path, "list", "--json")
+        return json.loads(result.stdout) or None
+    [letter] = await eventually(listed, timeout=30)
+    assert (letter["service"], letter["original_subject"], letter["reason"], letter["replayed"]) == (
+        "enrollment", "dsi.in.agreement-signed", "ConnectionError", False)
+    table = await asyncio.to_thread(ops, stack, tmp_path, "list")
+    assert "ConnectionError" in table.stdout and pid not in table.stdout  # the body is never shown
+    store.save_tracked = original  # type: ignore[method-assign]
+
+    replayed = await asyncio.to_thread(ops, stack, tmp_path, "replay", str(letter["sequence"]))
+    assert replayed.returncode == 0 and "1 dead letter(s) replayed" in replayed.stdout
+
+    async def signed() -> bool:
+        answer = await stack.clients["enrollment"].get(f"/participants/{pid}", headers=STAFF)
+        return answer.json()["agreements"]["LOA"] is not None
+    await eventually(signed)
+    [after] = json.loads((await asyncio.to_thread(ops, stack, tmp_path, "list", "--json")).stdout)
+    assert after["replayed"] is True
+    assert (await asyncio.to_thread(ops, stack, tmp_path, "replay", "--all")).stdout.strip().endswith(
+        "0 dead letter(s) replayed")
+    # A replayed relayed event lands on its service's stream: that relay resumes past it, not from the start.
+    js = (await stack.nc()).jetstream()
+    await js.publish(stack.naming.subject("dsi.enrollment.agreement-signed"), b"{}",
+                     headers={"Nats-Msg-Id": "replay:milestones--dsi-enrollment:3", "Dsi-Replay-Of": "1"})
+    relay = next(w for w in stack.runtimes["enrollment"].workers if type(w).__name__ == "Relay")
+    await quiet(stack)
+    assert await relay.resume_position() == stack.runtimes["enrollment"].app.recorder.max_notification_id()

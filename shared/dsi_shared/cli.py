@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,8 +29,13 @@ audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", n
 app.add_typer(audit_app, name="audit")
 quarter_app = typer.Typer(help="Quarter closes (the milestones service).", no_args_is_help=True)
 app.add_typer(quarter_app, name="quarter")
+ops_app = typer.Typer(help="Operations: dead letters.", no_args_is_help=True)
+app.add_typer(ops_app, name="ops")
+dead_letters_app = typer.Typer(help="Messages a consumer gave up on, with the reason.", no_args_is_help=True)
+ops_app.add_typer(dead_letters_app, name="dead-letters")
 console = Console()
 RUN_FILE = "run.json"
+T = TypeVar("T")
 
 
 @app.command()
@@ -266,12 +272,11 @@ def audit_replay(
     raise typer.Exit(1 if problems else 0)
 
 
-async def _checkpoints(services: list[str]) -> dict[str, list[Any]]:
-    """Every published checkpoint of each service, from JetStream (NATS_URL / DSI_BUS_PREFIX, else `make run`'s)."""
+async def _on_bus(work: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run `work(jetstream, naming)` against the bus: NATS_URL / DSI_BUS_PREFIX, else `make run`'s."""
     import nats
 
     from dsi_shared.bus import Naming
-    from dsi_shared.sealer import read_checkpoints
 
     run_file = var_dir() / RUN_FILE
     run = json.loads(run_file.read_text()) if run_file.exists() else {}
@@ -280,9 +285,69 @@ async def _checkpoints(services: list[str]) -> dict[str, list[Any]]:
     nc = await nats.connect(url, user=os.environ.get("NATS_USER"), password=os.environ.get("NATS_PASSWORD"),
                             connect_timeout=3, max_reconnect_attempts=0)
     try:
-        return {name: await read_checkpoints(nc.jetstream(), naming, name) for name in services}
+        return await work(nc.jetstream(), naming)
     finally:
         await nc.close()
+
+
+async def _checkpoints(services: list[str]) -> dict[str, list[Any]]:
+    """Every published checkpoint of each service, from JetStream."""
+    from dsi_shared.sealer import read_checkpoints
+
+    async def read(js: Any, naming: Any) -> dict[str, list[Any]]:
+        return {name: await read_checkpoints(js, naming, name) for name in services}
+
+    return await _on_bus(read)
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    service: Annotated[str | None, typer.Option(help="only this service's dead letters")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Every dead letter: when, whose consumer, which subject, how many deliveries, why (never the body)."""
+    from dsi_shared.deadletters import list_dead_letters
+
+    letters = asyncio.run(_on_bus(lambda js, naming: list_dead_letters(js, naming, service)))
+    if as_json:
+        print(json.dumps([{**vars(d), "at": d.at.isoformat()} for d in letters], indent=2))
+        return
+    table = Table(title=f"Dead letters: {len(letters)} ({sum(not d.replayed for d in letters)} not replayed)")
+    for column in ("seq", "at", "service", "subject", "consumer", "deliveries", "reason", "replayed"):
+        table.add_column(column)
+    for d in letters:
+        table.add_row(str(d.sequence), d.at.isoformat(timespec="seconds"), d.service, d.original_subject, d.consumer,
+                      str(d.deliveries), d.reason, "yes" if d.replayed else "")
+    console.print(table)
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    sequence: Annotated[list[int] | None, typer.Argument(help="dead-letter sequence numbers (from `list`)")] = None,
+    all_pending: Annotated[bool, typer.Option("--all", help="every dead letter not yet replayed")] = False,
+    service: Annotated[str | None, typer.Option(help="with --all: only this service's")] = None,
+) -> None:
+    """Republish dead letters on their original subjects, once the cause is fixed; each replay is recorded."""
+    from dsi_shared.deadletters import NoSuchDeadLetter, list_dead_letters, replay_dead_letter
+
+    if not sequence and not all_pending:
+        raise typer.BadParameter("name dead-letter sequence numbers or pass --all")
+    operator = os.environ.get("USER", "operator")
+
+    async def replay(js: Any, naming: Any) -> list[Any]:
+        wanted = list(sequence or [])
+        if all_pending:
+            wanted += [d.sequence for d in await list_dead_letters(js, naming, service) if not d.replayed]
+        return [await replay_dead_letter(js, naming, seq, operator) for seq in sorted(set(wanted))]
+
+    try:
+        replayed = asyncio.run(_on_bus(replay))
+    except NoSuchDeadLetter as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    for d in replayed:
+        console.print(f"replayed {d.sequence}: {d.original_subject} for {d.consumer} (was: {d.reason})", soft_wrap=True)
+    console.print(f"{len(replayed)} dead letter(s) replayed")
 
 
 @audit_app.command("verify")

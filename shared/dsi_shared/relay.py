@@ -16,6 +16,7 @@ from typing import TypeVar
 import nats
 from eventsourcing.persistence import Notification
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from opentelemetry import trace
 
 from dsi_shared import events
@@ -45,13 +46,24 @@ class Relay:
 
     async def resume_position(self) -> int:
         """The notification id of the last event this service published (0 if none)."""
+        last: RawStreamMsg | None
         try:
             last = await self.js.get_last_msg(self.stream, self.subjects)
         except nats.js.errors.NotFoundError:
             return 0
-        msg_id = (last.headers or {}).get(MSG_ID, "")
-        service, _, position = msg_id.rpartition(":")
-        return int(position) if service == self.service and position.isdigit() else 0
+        sequence = last.seq or 0
+        while True:  # step back past any message the relay did not publish (an operator's replay of a dead letter)
+            msg_id = (last.headers or {}).get(MSG_ID, "") if last is not None else ""
+            service, _, position = msg_id.rpartition(":")
+            if service == self.service and position.isdigit():
+                return int(position)
+            sequence -= 1
+            if sequence < 1:
+                return 0
+            try:
+                last = await self.js.get_msg(self.stream, sequence)
+            except nats.js.errors.NotFoundError:
+                last = None
 
     async def run(self) -> None:
         self.position = await self._retrying(self.resume_position)
