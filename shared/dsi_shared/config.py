@@ -70,6 +70,7 @@ class Settings:
     tokens_raw: str = field(default_factory=lambda: os.environ.get("DSI_TOKENS", ""))
     ack_wait_seconds: float = field(default_factory=lambda: float(os.environ.get("DSI_ACK_WAIT_SECONDS", "30")))
     max_attempts: int = field(default_factory=lambda: int(os.environ.get("DSI_MAX_ATTEMPTS", "5")))
+    ready_max_lag: int = field(default_factory=lambda: int(os.environ.get("DSI_READY_MAX_LAG", "10000")))
     checkpoint_seconds: float = field(default_factory=lambda: float(os.environ.get("DSI_CHECKPOINT_SECONDS", "10")))
     store: str = ""
     port: int = 0

@@ -29,7 +29,7 @@ from dsi_shared import events
 from dsi_shared.bus import STREAMS, Naming
 from dsi_shared.errors import PermanentError, describe
 from dsi_shared.store import ServiceApplication
-from dsi_shared.telemetry import extract, tracer
+from dsi_shared.telemetry import DEAD_LETTERS, MESSAGES_IN, extract, tracer
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ class TrackingConsumer:
         self.pause_before_ack = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS", "0"))
         # Checked by every loop: nats-py can turn a cancellation inside fetch() into a timeout.
         self.stopping = asyncio.Event()
+        self.lag = 0  # messages pending when the last one was delivered (the lag metric)
+
+    async def lag_now(self) -> int:
+        """Messages not yet delivered or not yet acknowledged, asked of the server now (readiness)."""
+        info = await self.js.consumer_info(self.stream, self.durable)
+        self.lag = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        return self.lag
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(
@@ -118,6 +125,7 @@ class TrackingConsumer:
                 await self.handle(message)
 
     async def handle(self, message: Msg) -> None:
+        self.lag = message.metadata.num_pending
         contract_subject = self.naming.contract_subject(message.subject)
         sequence = message.metadata.sequence.stream
         handler = self.handlers.get(contract_subject)
@@ -135,6 +143,8 @@ class TrackingConsumer:
                 tracking = tracking_for(event, self.contract_stream, sequence)
                 recorded = await asyncio.to_thread(self.apply, handler, event, tracking)
                 span.set_attribute("dsi.duplicate", not recorded)
+                MESSAGES_IN.add(1, {"service": self.service, "subject": contract_subject,
+                                    "outcome": "applied" if recorded else "duplicate"})
             except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
                 await self.failed(message, contract_subject, exc)
                 return
@@ -158,7 +168,11 @@ class TrackingConsumer:
         reason = describe(exc)
         attempts = message.metadata.num_delivered
         permanent = isinstance(exc, PermanentError | ValueError)
-        if permanent or attempts >= self.max_attempts:
+        dead = permanent or attempts >= self.max_attempts
+        MESSAGES_IN.add(1, {"service": self.service, "subject": contract_subject,
+                            "outcome": "dead-lettered" if dead else "retried"})
+        if dead:
+            DEAD_LETTERS.add(1, {"service": self.service, "subject": contract_subject})
             log.error("dead-lettering %s seq %d after %d deliveries: %s", contract_subject,
                       message.metadata.sequence.stream, attempts, reason)
             headers = {

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 from eventsourcing.persistence import Notification
@@ -22,7 +22,7 @@ from opentelemetry import trace
 from dsi_shared import events
 from dsi_shared.bus import Naming, segment, service_stream
 from dsi_shared.store import ServiceApplication
-from dsi_shared.telemetry import extract, inject, tracer
+from dsi_shared.telemetry import MESSAGES_OUT, extract, inject, tracer
 
 log = logging.getLogger(__name__)
 MSG_ID = "Nats-Msg-Id"
@@ -31,8 +31,9 @@ T = TypeVar("T")
 
 class Relay:
     def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
-                 batch: int = 200, idle_poll: float = 0.5) -> None:
-        self.app, self.service, self.js, self.naming = app, service, js, naming
+                 batch: int = 200, idle_poll: float = 0.5, observe: Callable[[Any], None] | None = None) -> None:
+        """`observe` sees every recorded domain event once it is published (or kept back): service metrics."""
+        self.app, self.service, self.js, self.naming, self.observe = app, service, js, naming, observe
         self.batch, self.idle_poll = batch, idle_poll
         self.stream = naming.stream(service_stream(service))
         self.subjects = naming.subject(f"dsi.{segment(service)}.>")
@@ -88,6 +89,8 @@ class Relay:
 
     async def _publish(self, notification: Notification) -> None:
         domain_event, trace_context = self.app.tracing_mapper.decode_notification(notification)
+        if self.observe is not None:
+            self.observe(domain_event)
         if getattr(type(domain_event), "relay", True) is False:
             return  # kept in this service's store only (e.g. member demographics: minimum necessary)
         name = events.kebab(type(domain_event).__name__)
@@ -108,6 +111,7 @@ class Relay:
             span.set_attribute("dsi.notification_id", notification.id)
             headers = {MSG_ID: f"{self.service}:{notification.id}", **inject()}
             await self.js.publish(self.naming.subject(contract_subject), body, headers=headers, timeout=5)
+        MESSAGES_OUT.add(1, {"service": self.service, "subject": contract_subject})
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Keep trying while NATS is unreachable: nothing is skipped, order is kept."""

@@ -25,7 +25,7 @@ from dsi_shared.http import Auth, install_problem_handlers
 from dsi_shared.relay import Relay
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
-from dsi_shared.telemetry import TracingMiddleware, setup_telemetry
+from dsi_shared.telemetry import TracingMiddleware, metrics_snapshot, report_lag, setup_metrics, setup_telemetry
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "dsi.services"
@@ -104,6 +104,7 @@ class ServiceSpec:
     audit_order: int = 100
     on_start: Callable[[ServiceApplication], None] | None = None  # e.g. seed packaged configuration
     servers: tuple[Callable[[ServiceApplication], Worker], ...] = ()  # e.g. the MLLP listener
+    observe: Callable[[Any], None] | None = None  # sees every recorded domain event: the service's own metrics
 
 
 def discover() -> dict[str, ServiceSpec]:
@@ -117,12 +118,15 @@ class ServiceRuntime:
         self.spec = spec
         self.settings = settings or Settings(spec.name, spec.default_port)
         setup_telemetry(f"dsi-{spec.name}")
+        setup_metrics(f"dsi-{spec.name}")
         self.app = spec.application(self.settings.store)
         self.naming = Naming(self.settings.bus_prefix)
         self.auth = Auth(self.settings.tokens)
         self.nc: Client | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.sealer: Sealer | None = None
+        self.consumers: list[TrackingConsumer] = []
+        self._unreport_lag: Callable[[], None] = lambda: None
         self.workers: list[Worker] = []
         self.http = self._build_http()
 
@@ -133,7 +137,7 @@ class ServiceRuntime:
         js = self.nc.jetstream()
         await ensure_streams(js, self.naming)
         loop = asyncio.get_running_loop()
-        relay = Relay(self.app, self.spec.name, js, self.naming)
+        relay = Relay(self.app, self.spec.name, js, self.naming, observe=self.spec.observe)
         self.app.on_recorded(lambda: relay.wake_threadsafe(loop))
         sealer = self.sealer = Sealer(self.app, self.spec.name, js, self.naming, self.settings.checkpoint_seconds)
         self.app.on_recorded(lambda: sealer.wake_threadsafe(loop))
@@ -142,6 +146,9 @@ class ServiceRuntime:
                              ack_wait=self.settings.ack_wait_seconds, max_attempts=self.settings.max_attempts)
             for stream, handlers in by_stream(self.spec.subscriptions).items()
         ]
+        self.consumers = consumers
+        self._unreport_lag = report_lag(lambda: [({"service": self.spec.name, "consumer": c.durable}, c.lag)
+                                                 for c in self.consumers])
         self.workers = [relay, sealer, *consumers, *(server(self.app) for server in self.spec.servers)]
         self.tasks = [asyncio.create_task(worker.run(), name=f"{self.spec.name}-{i}")
                       for i, worker in enumerate(self.workers)]
@@ -156,6 +163,8 @@ class ServiceRuntime:
             os._exit(70)  # a service without its relay/consumer must not look healthy: let the supervisor restart it
 
     async def stop(self) -> None:
+        self._unreport_lag()
+        self._unreport_lag = lambda: None
         for worker in self.workers:
             worker.stopping.set()
         for task in self.tasks:
@@ -191,10 +200,18 @@ class ServiceRuntime:
             return {"status": "ok", "service": self.spec.name}
 
         @http.get("/readyz", tags=["health"])
-        def readyz() -> JSONResponse:
-            checks = {"nats": bool(self.nc and self.nc.is_connected), "store": self._store_reachable()}
+        async def readyz() -> JSONResponse:
+            """Ready: the store answers, NATS is connected, and no consumer is more than DSI_READY_MAX_LAG behind."""
+            lag = await self._lag()
+            checks = {"nats": bool(self.nc and self.nc.is_connected), "store": await asyncio.to_thread(self._store_reachable),
+                      "consumer_lag": lag is not None and lag <= self.settings.ready_max_lag}
             ready = all(checks.values())
-            return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+            return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
+
+        @http.get("/metrics", tags=["health"], dependencies=[Depends(self.auth.require("ops", "auditor"))])
+        def metrics() -> dict[str, Any]:
+            """This process's metrics now (also exported over OTLP when configured)."""
+            return {"service": self.spec.name, "metrics": metrics_snapshot()}
 
         @http.get("/audit/verify", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))])
         async def verify() -> dict[str, Any]:
@@ -209,6 +226,13 @@ class ServiceRuntime:
 
         http.include_router(self.spec.routes(self.app, self.auth))
         return http
+
+    async def _lag(self) -> int | None:
+        """The largest consumer lag now (None: the server could not be asked)."""
+        try:
+            return max([await c.lag_now() for c in self.consumers], default=0)
+        except Exception:  # noqa: BLE001 - any failure to ask means not ready
+            return None
 
     def _store_reachable(self) -> bool:
         try:

@@ -6,10 +6,13 @@ Span attributes carry only opaque ids (participant UUIDs, notification positions
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -85,3 +88,63 @@ class TracingMiddleware:
             if route:
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)
+
+
+# -- metrics -----------------------------------------------------------------------------------------------------
+# Instrument names, one place. Attributes are subjects, services, verdicts and reason codes: never ids or PHI.
+_meter_provider: MeterProvider | None = None
+_snapshot = InMemoryMetricReader()  # what `GET /metrics` shows
+_lag_sources: list[Callable[[], Iterable[tuple[dict[str, str], int]]]] = []
+
+
+def setup_metrics(service_name: str) -> MeterProvider:
+    """The process's meter provider (once): readable at `GET /metrics`, and exported over OTLP/HTTP when
+    `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
+    global _meter_provider
+    if _meter_provider is not None:
+        return _meter_provider
+    readers: list[MetricReader] = [_snapshot]
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    _meter_provider = MeterProvider(resource=Resource.create({SERVICE_NAME: service_name}), metric_readers=readers)
+    metrics.set_meter_provider(_meter_provider)
+    return _meter_provider
+
+
+_meter = metrics.get_meter("dsi")
+MESSAGES_OUT = _meter.create_counter("dsi.messages.out", description="events published, by subject")
+MESSAGES_IN = _meter.create_counter("dsi.messages.in", description="messages consumed, by subject and outcome")
+DEAD_LETTERS = _meter.create_counter("dsi.dead_letters", description="messages dead-lettered, by subject")
+VERDICTS = _meter.create_counter("dsi.submissions.verdicts", description="submission verdicts, by verdict and reason")
+PAID = _meter.create_counter("dsi.payments.paid", unit="USD", description="amount paid, by milestone")
+
+
+def _observe_lag(_: CallbackOptions) -> Iterable[Observation]:
+    for source in list(_lag_sources):
+        for attributes, lag in source():
+            yield Observation(lag, attributes)
+
+
+CONSUMER_LAG = _meter.create_observable_gauge("dsi.consumer.lag", callbacks=[_observe_lag],
+                                              description="messages waiting for a durable consumer")
+
+
+def report_lag(source: Callable[[], Iterable[tuple[dict[str, str], int]]]) -> Callable[[], None]:
+    """Observe `source` for the lag gauge until the returned function is called."""
+    _lag_sources.append(source)
+    return lambda: _lag_sources.remove(source)
+
+
+def metrics_snapshot() -> list[dict[str, Any]]:
+    """Every metric point this process holds now, as plain JSON."""
+    data = _snapshot.get_metrics_data()
+    points: list[dict[str, Any]] = []
+    for resource_metrics in data.resource_metrics if data else []:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    points.append({"name": metric.name, "attributes": dict(point.attributes or {}),
+                                   "value": getattr(point, "value", None)})
+    return sorted(points, key=lambda p: (p["name"], sorted(p["attributes"].items())))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, events_as_of, rebuild_aggregates
+from dsi_shared.telemetry import PAID
 
 from payments.api import routes
 from payments.application import Payments
@@ -41,6 +43,11 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     return report
 
 
+def observe(domain_event: Any) -> None:
+    if type(domain_event).__name__ == "PaymentIssued":
+        PAID.add(float(domain_event.amount), {"milestone": str(domain_event.milestone).split(":", 1)[0]})
+
+
 def rederive(milestones: dict[str, Decimal]) -> Decimal:
     total = ZERO
     for milestone in sorted(milestones):
@@ -55,5 +62,6 @@ service = ServiceSpec(
     routes=routes,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
+    observe=observe,
     audit_order=30,
 )

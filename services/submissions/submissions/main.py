@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, rebuild_aggregates
+from dsi_shared.telemetry import VERDICTS
 
 from submissions.api import routes
 from submissions.application import Submissions
@@ -25,6 +27,17 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     return report
 
 
+def observe(domain_event: Any) -> None:
+    """Verdicts by reason code (the part before any ':'), for operators' dashboards."""
+    name = type(domain_event).__name__
+    if name == "SubmissionCredited":
+        VERDICTS.add(1, {"verdict": "credited", "reason": "credited"})
+    elif name in ("SubmissionRejected", "SubmissionRecorded"):
+        verdict = "rejected" if name == "SubmissionRejected" else "recorded"
+        for reason in domain_event.reasons or ["unstated"]:
+            VERDICTS.add(1, {"verdict": verdict, "reason": str(reason).split(":", 1)[0]})
+
+
 def mllp_listener(app: ServiceApplication) -> MllpListener:
     assert isinstance(app, Submissions)
     return MllpListener(app, int(os.environ.get("SUBMISSIONS_MLLP_PORT", "2575")),
@@ -38,6 +51,7 @@ service = ServiceSpec(
     routes=routes,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
+    observe=observe,
     audit_order=15,
     servers=(mllp_listener,),
 )
