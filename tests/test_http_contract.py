@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.harness import FORM, STAFF, Stack, eventually, signature
@@ -75,3 +77,18 @@ async def test_unknown_participant_is_404_problem(services: Stack) -> None:
     assert signed.status_code == 404
     not_uuid = await services.clients["enrollment"].get("/participants/abc", headers=STAFF)
     assert not_uuid.status_code == 422
+
+
+async def test_an_auditor_token_is_refused_on_every_write_endpoint_of_every_service(stack: Stack) -> None:
+    names = ("enrollment", "submissions", "milestones", "payments", "qip-share")
+    await stack.start(*names)
+    checked = 0
+    for name in names:
+        for template, operations in stack.runtimes[name].http.openapi()["paths"].items():
+            for method in set(operations) - {"get", "head", "options"}:
+                path = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000001", template)
+                answer = await stack.clients[name].request(method.upper(), path, json={},
+                                                           headers={"Authorization": "Bearer auditor-token"})
+                assert answer.status_code == 403, f"{name} {method} {template} answered {answer.status_code}"
+                checked += 1
+    assert checked >= 21  # every write endpoint of the five services (21 today)
