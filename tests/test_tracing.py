@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+from uuid import UUID
+
+import hl7
+import hl7.mllp
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from tests.harness import FORM, STAFF, Stack, eventually, signature
+from tests.hl7_corpus import adt, combined
+from tests.test_submissions import MEMBER, post_hl7, ready_snf
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +54,60 @@ async def test_last_signature_request_and_the_payment_share_one_trace(stack: Sta
     for span in finished:
         text = span.name + repr(dict(span.attributes or {}))
         assert pid not in span.name and FORM["legal_name"] not in text and FORM["npi"] not in text
+
+
+async def test_a_quarter_payment_links_back_to_the_hl7_file_it_pays_for(stack: Stack, spans: InMemorySpanExporter) -> None:
+    pid = await ready_snf(stack)
+    await stack.start("payments")
+    spans.clear()
+    [credited] = (await post_hl7(stack, combined("A01", MEMBER), "2025-11-01T18:00:00-07:00"))["submissions"]
+    milestones = stack.runtimes["milestones"].app
+
+    async def credit_known() -> bool:
+        return credited["id"] in milestones.ledger_or_new(UUID(pid)).credits  # type: ignore[attr-defined]
+    await eventually(credit_known)
+    client = stack.clients["milestones"]
+    await client.post("/quarters/2025Q4/close", headers=STAFF)
+    [evaluation] = (await client.get("/evaluations", params={"state": "pending_validation"}, headers=STAFF)).json()["evaluations"]
+    await client.post(f"/evaluations/{evaluation['id']}/validate", headers=STAFF)
+
+    def named(name: str, scope: str) -> list[Any]:
+        return [s for s in spans.get_finished_spans() if s.name == name and s.instrumentation_scope.name == scope]
+
+    async def paid() -> list[Any]:
+        return named("process dsi.milestones.evaluation-validated", "dsi.payments")
+    await eventually(paid)
+    [ingress] = named("POST /hl7", "dsi.submissions")
+    [noted] = named("process dsi.submissions.submission-credited", "dsi.milestones")
+    assert noted.context.trace_id == ingress.context.trace_id  # the file's trace reaches the credit ledger
+    [evaluate] = named("evaluate participant", "dsi.milestones")
+    assert ingress.context.trace_id in {link.context.trace_id for link in evaluate.links}  # the close links to it
+    [validate] = named("validate evaluation", "dsi.milestones")
+    assert [link.context.trace_id for link in validate.links] == [evaluate.context.trace_id]
+    assert [s.context.trace_id for s in await paid()] == [validate.context.trace_id]
+
+    async def issued() -> bool:  # and so is the quarter's payment
+        return validate.context.trace_id in {s.context.trace_id for s in
+                                             named("publish dsi.payments.payment-issued", "dsi.payments")}
+    await eventually(issued)
+
+
+async def test_an_mllp_message_starts_the_trace_its_events_travel_in(stack: Stack, spans: InMemorySpanExporter) -> None:
+    await ready_snf(stack)
+    snf_stack = stack
+    spans.clear()
+    reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", snf_stack.mllp_port)
+    writer.writemessage(hl7.parse(adt("A01", MEMBER, control_id="TRACE1")))
+    await asyncio.wait_for(reader.readmessage(), 30)
+    writer.close()
+
+    def mllp() -> list[Any]:
+        return [s for s in spans.get_finished_spans() if s.name == "mllp message"]
+
+    async def published() -> list[Any]:
+        return [s for s in spans.get_finished_spans() if s.name.startswith("publish dsi.submissions.")
+                and mllp() and s.context.trace_id == mllp()[0].context.trace_id]
+    assert await eventually(published)
+    stored = [s for s in spans.get_finished_spans() if s.name == "store append"
+              and s.context.trace_id == mllp()[0].context.trace_id]
+    assert stored and stored[0].attributes["dsi.store"] == "submissions"

@@ -26,13 +26,14 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from psycopg.sql import SQL, Identifier
 
 from dsi_shared.config import eventsourcing_env
 from dsi_shared.errors import NotFound
 
 TRACE_KEY = "_trace_context"
+_TRACER = trace.get_tracer("dsi.store")
 A = TypeVar("A", bound=Aggregate)
 
 
@@ -119,6 +120,14 @@ class ServiceApplication(Application[UUID]):
             for listener in listeners:
                 listener()
 
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
+        """Every append to the store is a span (a child of whatever request or message caused it)."""
+        with _TRACER.start_as_current_span("store append") as span:
+            span.set_attribute("dsi.store", self.name)
+            span.set_attribute("db.system", "postgresql" if isinstance(self.recorder, PostgresProcessRecorder) else "sqlite")
+            span.set_attribute("dsi.events", len(processing_event.events))
+            return super()._record(processing_event)
+
     def has_processed(self, tracking: Tracking) -> bool:
         """Exactly this upstream position was recorded. (The library's `has_tracking_id` answers
         "max recorded id >= n", which in multi-row mode would call an unprocessed earlier event a duplicate.)"""
@@ -152,6 +161,18 @@ class ServiceApplication(Application[UUID]):
             raise
         self._notify(recordings)
         return True
+
+    def recorded_trace(self, aggregate_id: UUID, version: int = 1) -> dict[str, str]:
+        """The W3C trace context an aggregate's event was recorded under ({} when none was active)."""
+        stored = self.recorder.select_events(aggregate_id, gt=version - 1, lte=version, limit=1)
+        if not stored:
+            return {}
+        data = stored[0].state
+        if self.mapper.cipher is not None:
+            data = self.mapper.cipher.decrypt(data)
+        if self.mapper.compressor is not None:
+            data = self.mapper.compressor.decompress(data)
+        return dict(self.mapper.transcoder.decode(data).get(TRACE_KEY) or {})
 
     def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The aggregate, or None when it was never created. A different kind under that id is a bug."""

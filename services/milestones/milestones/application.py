@@ -12,8 +12,10 @@ from uuid import UUID
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.store import ServiceApplication
+from dsi_shared.telemetry import link_to, tracer
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
+from opentelemetry.trace import Link
 
 from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.earning import PCP_RULE, SNF_RULE, ZERO, PcpOutcome, pcp_quarter, snf_quarter
@@ -28,6 +30,7 @@ from milestones.ledger import (
     MemberAttribution,
 )
 
+TRACER = tracer("milestones")
 
 class QuarterNotClosable(PermanentError):
     pass
@@ -114,13 +117,25 @@ class Milestones(ServiceApplication):
 
     def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter) -> list[Evaluation]:
         for _ in range(10):
-            made = self.evaluate(progress, quarter)
-            try:
-                self.save(*made)
-                return [a for a in made if isinstance(a, Evaluation)]
-            except IntegrityError:  # a credit arrived for this participant meanwhile: evaluate again with it
-                progress = self.progress(progress.participant_id)
+            with TRACER.start_as_current_span("evaluate participant", links=self._credit_links(progress)) as span:
+                span.set_attribute("dsi.participant_id", str(progress.participant_id))
+                span.set_attribute("dsi.quarter", str(quarter))
+                made = self.evaluate(progress, quarter)
+                try:
+                    self.save(*made)
+                    return [a for a in made if isinstance(a, Evaluation)]
+                except IntegrityError:  # a credit arrived for this participant meanwhile: evaluate again with it
+                    progress = self.progress(progress.participant_id)
         raise RuntimeError("could not evaluate a participant: its credits kept changing")
+
+    def _credit_links(self, progress: ParticipantProgress) -> list[Link]:
+        """Links to the traces the participant's pending credits arrived in (each from an HL7 message or a
+        record), at most the 128 a span keeps."""
+        ledger = self.find(CreditLedger.create_id(progress.participant_id), CreditLedger)
+        if ledger is None:
+            return []
+        links = (link_to(c.get("trace")) for c in ledger.credits.values() if c["state"] == PENDING)
+        return [link for link in links if link is not None][:128]
 
     def evaluate(self, progress: ParticipantProgress, quarter: Quarter) -> list[Aggregate]:
         """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done."""
@@ -208,11 +223,14 @@ class Milestones(ServiceApplication):
             return evaluation
         if evaluation.state == REJECTED:
             raise DecisionConflict("this evaluation was rejected; it cannot be validated")
-        evaluation.validate(participant_id=evaluation.participant_id, quarter=evaluation.quarter,
-                            milestone=evaluation.milestone, earned=evaluation.earned,
-                            rule_version=evaluation.rule_version, credits=evaluation.paid_credits,
-                            validated_by=by, validated_at=now)
-        self.save(evaluation)
+        recorded = link_to(self.recorded_trace(evaluation.id))
+        with TRACER.start_as_current_span("validate evaluation", links=[recorded] if recorded else []) as span:
+            span.set_attribute("dsi.evaluation_id", str(evaluation.id))
+            evaluation.validate(participant_id=evaluation.participant_id, quarter=evaluation.quarter,
+                                milestone=evaluation.milestone, earned=evaluation.earned,
+                                rule_version=evaluation.rule_version, credits=evaluation.paid_credits,
+                                validated_by=by, validated_at=now)
+            self.save(evaluation)
         return evaluation
 
     def reject(self, evaluation_id: UUID, reason: str, by: str, now: datetime) -> Evaluation:

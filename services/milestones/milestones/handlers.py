@@ -10,6 +10,7 @@ from uuid import UUID
 from dsi_shared.consumer import Subscription
 from dsi_shared.events import IncomingEvent
 from dsi_shared.store import ServiceApplication
+from dsi_shared.telemetry import inject
 from eventsourcing.domain import Aggregate
 
 from milestones.application import Milestones
@@ -61,7 +62,7 @@ def on_submission_credited(app: ServiceApplication, event: IncomingEvent) -> lis
     data = event.data
     ledger = app.ledger_or_new(UUID(data["participant_id"]))
     ledger.note_credit(data["aggregate_id"], data["earning_rule"], data["member_id"], data["quarter"],
-                       Decimal(data["amount"]), data["rule_version"])
+                       Decimal(data["amount"]), data["rule_version"], trace=inject())
     return [ledger]
 
 

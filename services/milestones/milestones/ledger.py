@@ -35,17 +35,18 @@ class CreditLedger(Aggregate):
         self.carried = ZERO
 
     def note_credit(self, submission_id: str, earning_rule: str, member_id: str, quarter: str, amount: Decimal,
-                    rule_version: str) -> None:
+                    rule_version: str, trace: dict[str, str] | None = None) -> None:
         if submission_id not in self.credits:
             self.credit_noted(submission_id=submission_id, earning_rule=earning_rule, member_id=member_id,
-                              quarter=quarter, amount=amount, rule_version=rule_version)
+                              quarter=quarter, amount=amount, rule_version=rule_version, trace=trace or {})
 
     @event("CreditNoted")
     def credit_noted(self, submission_id: str, earning_rule: str, member_id: str, quarter: str, amount: Decimal,
-                     rule_version: str) -> None:
+                     rule_version: str, trace: dict[str, str] | None = None) -> None:
+        """`trace`: the W3C context the credit arrived under, so the close that counts it can link back to it."""
         self.credits[submission_id] = {"earning_rule": earning_rule, "member_id": member_id, "quarter": quarter,
                                        "amount": amount, "rule_version": rule_version, "state": PENDING,
-                                       "evaluation": None, "recovered": False}
+                                       "evaluation": None, "recovered": False, "trace": trace or {}}
 
     def note_reversal(self, submission_id: str) -> None:
         credit = self.credits.get(submission_id)
