@@ -117,3 +117,40 @@ async def test_a_service_may_publish_only_its_own_subjects(compose_nats: int, na
 async def test_outside_systems_may_publish_inputs_only(compose_nats: int) -> None:
     assert await may_publish(compose_nats, "integration", "dsi.in.agreement-signed")
     assert not await may_publish(compose_nats, "integration", "dsi.payments.payment-issued")
+
+
+def documented_settings() -> set[str]:
+    """Every variable named in README.md's configuration table (`<SERVICE>_X` expanded per service)."""
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    names = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    for template in re.findall(r"`<SERVICE>_([A-Z_]+)`", table):
+        names |= {env_name(name, template) for name in SERVICES}
+    return names
+
+
+def test_every_setting_compose_gives_a_service_is_documented_and_every_required_one_is_given() -> None:
+    documented = documented_settings()
+    for name in SERVICES:
+        env = environment(name)
+        assert set(env) <= documented, f"{name}: undocumented {sorted(set(env) - documented)}"
+        required = {"NATS_URL", "NATS_USER", "NATS_PASSWORD", "DSI_TOKENS", "DSI_HTTP_HOST", env_name(name, "STORE"),
+                    env_name(name, "PORT"), "OTEL_EXPORTER_OTLP_ENDPOINT"}
+        assert required <= set(env), f"{name}: missing {sorted(required - set(env))}"
+    assert "DSI_PAYLOAD_KEY" in environment("submissions") and "DSI_PAYLOAD_KEY" in environment("qip-share")
+
+
+def test_the_settings_the_code_reads_are_documented() -> None:
+    code = "\n".join(path.read_text() for path in (ROOT / "shared/dsi_shared").glob("*.py"))
+    read = set(re.findall(r"os\.environ(?:\.get)?\(\s*\"([A-Z][A-Z0-9_]+)\"", code))
+    read |= set(re.findall(r"os\.environ\[\"([A-Z][A-Z0-9_]+)\"\]", code))
+    undocumented = read - documented_settings() - {"USER"}  # USER: who replays a dead letter
+    assert not undocumented, f"read but not in README's table: {sorted(undocumented)}"
+
+
+def test_traces_reach_jaeger_and_metrics_prometheus_through_the_collector() -> None:
+    collector = yaml.safe_load((ROOT / "infra/otel-collector.yaml").read_text())
+    assert "jaeger" in COMPOSE["services"] and "16686:16686" in COMPOSE["services"]["jaeger"]["ports"]
+    assert collector["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"
+    assert "otlp/jaeger" in collector["service"]["pipelines"]["traces"]["exporters"]
+    assert collector["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus"]
+    assert "8889:8889" in COMPOSE["services"]["otel-collector"]["ports"]
