@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 from dsi_shared.service import events_as_of
+from milestones.application import Milestones
+from milestones.ledger import Evaluation
 from payments.application import Payments
 
 from tests.harness import STAFF, Stack, quiet, signature
@@ -86,3 +88,33 @@ async def test_replay_as_of_rebuilds_the_ledgers_as_they_stood_then(stack: Stack
     only = json.loads(replay(stack, tmp_path, "--json", "--service", "payments").stdout)
     assert list(only["services"]) == ["payments"] and only["participants"][pid]["total_paid"] == "10000.00"
     assert replay(stack, tmp_path, "--as-of", "last tuesday").returncode == 2
+
+
+async def test_replay_re_derives_milestones_from_upstream_facts_and_names_what_they_do_not_support(
+        stack: Stack, tmp_path: Path) -> None:
+    await stack.start("enrollment", "submissions", "milestones", "payments")
+    pid = await stack.register()
+    await stack.clients["enrollment"].post(f"/participants/{pid}/agreements", json=signature("LOA"), headers=STAFF)
+    await quiet(stack)
+    for name in list(stack.runtimes):
+        await stack.stop(name)
+    # Written straight into the milestones store: a Milestone 1 with only one agreement signed upstream, and a
+    # validated quarter paying for a submission that submissions never credited.
+    milestones = Milestones(stack.store_url_for("milestones"))
+    progress = milestones.progress(UUID(pid))
+    progress.achieve(participant_id=UUID(pid), milestone="M1", amount=Decimal("10000.00"),
+                     achieved_at=datetime(2024, 5, 1, 17, tzinfo=UTC), quarter="2024Q2", rule_version="2024.1",
+                     deadline=date(2024, 12, 31), basis=["forged"])
+    evaluation = Evaluation(UUID(pid), "2025Q4", "quarter", "SNF:2025Q4", "snf_per_file", "2024.1", Decimal("400.00"),
+                            "earned", {"credits": ["forged-submission"]})
+    evaluation.validate(participant_id=UUID(pid), quarter="2025Q4", milestone="SNF:2025Q4", earned=Decimal("400.00"),
+                        rule_version="2024.1", credits=["forged-submission"], validated_by="x", validated_at=datetime.now(UTC))
+    milestones.save(progress, evaluation)
+    milestones.close()
+    result = replay(stack, tmp_path, "--json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert problems == [
+        f"milestones: {pid} Milestone 1 recorded achieved 2024-05-01T17:00:00+00:00 $10000.00 (2024.1); re-derived "
+        "from enrollment's events: not yet",
+        f"milestones: {pid} 2025Q4 paid for 1 submission(s) submissions never credited: forged-submission"]

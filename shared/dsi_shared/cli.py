@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -231,6 +231,19 @@ def audit_replay(
     if service and (unknown := set(service) - set(specs)):
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
     facts: AuditFacts = {"as_of": moment} if moment else {}
+
+    def upstream(name: str) -> Iterator[Any]:
+        """Another service's published events, read from its store: what re-derivations start from."""
+        from dsi_shared.service import published_events
+
+        spec = discover()[name]
+        store = spec.application(Settings(name, spec.default_port).store)
+        try:
+            yield from published_events(store, name, facts)
+        finally:
+            store.close()
+
+    facts["upstream"] = upstream
     reports: dict[str, AuditReport] = {}
     started = time.monotonic()
     with Progress(console=console, transient=True, disable=as_json) as progress:
@@ -244,6 +257,7 @@ def audit_replay(
             finally:
                 application.close()
     facts.pop("progress", None)
+    facts.pop("upstream", None)
     seconds = time.monotonic() - started
     participants: dict[str, dict[str, str]] = {}
     for report in reports.values():

@@ -29,6 +29,22 @@ MSG_ID = "Nats-Msg-Id"
 T = TypeVar("T")
 
 
+def outgoing(service: str, notification_id: int, domain_event: Any) -> tuple[str, bytes] | None:
+    """The contract subject and CloudEvent body a recorded domain event is published as (None: never published).
+    The auditor uses it too, to hand downstream re-derivations exactly what the bus carried."""
+    if getattr(type(domain_event), "relay", True) is False:
+        return None
+    contract_subject = f"dsi.{segment(service)}.{events.kebab(type(domain_event).__name__)}"
+    state = dict(vars(domain_event))
+    aggregate_id = state.pop("originator_id")
+    timestamp = state.pop("timestamp")
+    state["aggregate_id"] = aggregate_id
+    # consumers of several subjects use it to apply an aggregate's facts in the order they happened
+    state["aggregate_version"] = state.pop("originator_version")
+    return contract_subject, events.encode(service, notification_id, contract_subject, state, time=timestamp,
+                                           subject=str(aggregate_id))
+
+
 class Relay:
     def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
                  batch: int = 200, idle_poll: float = 0.5, observe: Callable[[Any], None] | None = None) -> None:
@@ -91,18 +107,10 @@ class Relay:
         domain_event, trace_context = self.app.tracing_mapper.decode_notification(notification)
         if self.observe is not None:
             self.observe(domain_event)
-        if getattr(type(domain_event), "relay", True) is False:
+        message = outgoing(self.service, notification.id, domain_event)
+        if message is None:
             return  # kept in this service's store only (e.g. member demographics: minimum necessary)
-        name = events.kebab(type(domain_event).__name__)
-        contract_subject = f"dsi.{segment(self.service)}.{name}"
-        state = dict(vars(domain_event))
-        aggregate_id = state.pop("originator_id")
-        timestamp = state.pop("timestamp")
-        state["aggregate_id"] = aggregate_id
-        # consumers of several subjects use it to apply an aggregate's facts in the order they happened
-        state["aggregate_version"] = state.pop("originator_version")
-        body = events.encode(self.service, notification.id, contract_subject, state,
-                             time=timestamp, subject=str(aggregate_id))
+        contract_subject, body = message
         with self.tracer.start_as_current_span(
             f"publish {contract_subject}", context=extract(trace_context), kind=trace.SpanKind.PRODUCER
         ) as span:

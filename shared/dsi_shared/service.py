@@ -17,12 +17,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client
 
+from dsi_shared import events
 from dsi_shared.bus import Naming, connect, ensure_streams
 from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
+from dsi_shared.events import IncomingEvent
 from dsi_shared.http import Auth, install_problem_handlers
-from dsi_shared.relay import Relay
+from dsi_shared.relay import Relay, outgoing
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import TracingMiddleware, metrics_snapshot, report_lag, setup_metrics, setup_telemetry
@@ -80,6 +82,19 @@ def events_as_of(app: ServiceApplication, facts: AuditFacts) -> Iterator[Any]:
         domain_event: Any = app.mapper.to_domain_event(notification)
         if as_of is None or domain_event.timestamp <= as_of:
             yield domain_event
+
+
+def published_events(app: ServiceApplication, service: str, facts: AuditFacts) -> Iterator[IncomingEvent]:
+    """What this store put on the bus, in order, as its consumers received it (up to `facts["as_of"]`): the
+    upstream facts a downstream service's payouts are re-derived from."""
+    as_of = facts.get("as_of")
+    for notification in app.all_notifications():
+        domain_event: Any = app.mapper.to_domain_event(notification)
+        if as_of is not None and domain_event.timestamp > as_of:
+            continue
+        message = outgoing(service, notification.id, domain_event)
+        if message is not None:
+            yield events.decode(message[1], message[0], f"{service}:{notification.id}")
 
 
 def recorded_at(app: ServiceApplication, notification: Any) -> datetime:
