@@ -1,9 +1,10 @@
 """Bulk data (HL7 files, clinical documents, feeds) stored once, content-addressed by SHA-256, beside a
 service's event store and in the same database. Events carry the hash, never the bytes.
 
-Rows are only ever inserted (a second put of the same hash changes nothing). The bytes are kept in their own
-table, written with a plain INSERT, because multi-megabyte events stall the PostgreSQL event recorder's
-pipelined insert (psycopg pipeline mode; seen at 4 MB with eventsourcing 9.5.6 / psycopg 3.3).
+Rows are only ever inserted (a second put of the same hash changes nothing) — except that a key rotation
+re-encrypts a row's bytes under the new key (`reencrypt`): its clear content, and so its hash, never change.
+The bytes are kept in their own table, written with a plain INSERT, because multi-megabyte events stall the
+PostgreSQL event recorder's pipelined insert (psycopg pipeline mode; seen at 4 MB with eventsourcing 9.5.6 / psycopg 3.3).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
+from dsi_shared.cipher import PayloadCipher
 from dsi_shared.store import ServiceApplication
 
 
@@ -55,6 +57,45 @@ class BlobStore:
             with self.recorder.datastore.transaction(commit=True) as cursor:
                 cursor.execute(f'INSERT OR IGNORE INTO "{self.table}" (sha256, size, content_type, key_id, data) '
                                "VALUES (?, ?, ?, ?, ?)", row)
+
+    def reencrypt(self, cipher: PayloadCipher, batch: int = 100) -> int:
+        """Re-encrypt every blob encrypted under an older key with the current one; how many were."""
+        done = 0
+        while True:
+            rows = self._rows_to_rotate(cipher.key_id, batch)
+            if not rows:
+                return done
+            for key, old_key_id, data in rows:
+                aad = key.split(":", 1)[-1]  # `chunk:<hash>` and `<hash>` are both encrypted under the hash
+                fresh = cipher.encrypt(cipher.decrypt(data, aad, old_key_id), aad)
+                self._replace(key, old_key_id, cipher.key_id, fresh)
+                done += 1
+
+    def _rows_to_rotate(self, current: str, batch: int) -> list[tuple[str, str, bytes]]:
+        if isinstance(self.recorder, PostgresProcessRecorder):
+            query = SQL("SELECT sha256, key_id, data FROM {0} WHERE key_id <> '' AND key_id <> %s LIMIT %s").format(self._name)
+            with self.recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (current, batch), binary=True)
+                rows = cursor.fetchall()
+        else:
+            assert isinstance(self.recorder, SQLiteProcessRecorder)
+            with self.recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f'SELECT sha256, key_id, data FROM "{self.table}" WHERE key_id <> \'\' AND key_id <> ? '
+                               "LIMIT ?", (current, batch))
+                rows = cursor.fetchall()
+        found = [list(r.values()) if isinstance(r, dict) else list(r) for r in rows]
+        return [(str(r[0]), str(r[1]), bytes(r[2])) for r in found]
+
+    def _replace(self, key: str, old_key_id: str, new_key_id: str, data: bytes) -> None:
+        if isinstance(self.recorder, PostgresProcessRecorder):
+            update = SQL("UPDATE {0} SET data = %b, key_id = %s WHERE sha256 = %s AND key_id = %s").format(self._name)
+            with self.recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(update, (data, new_key_id, key, old_key_id))
+        else:
+            assert isinstance(self.recorder, SQLiteProcessRecorder)
+            with self.recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(f'UPDATE "{self.table}" SET data = ?, key_id = ? WHERE sha256 = ? AND key_id = ?',
+                               (data, new_key_id, key, old_key_id))
 
     def has(self, sha256: str) -> bool:
         if isinstance(self.recorder, PostgresProcessRecorder):

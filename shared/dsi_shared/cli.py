@@ -29,7 +29,7 @@ audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", n
 app.add_typer(audit_app, name="audit")
 quarter_app = typer.Typer(help="Quarter closes (the milestones service).", no_args_is_help=True)
 app.add_typer(quarter_app, name="quarter")
-ops_app = typer.Typer(help="Operations: dead letters.", no_args_is_help=True)
+ops_app = typer.Typer(help="Operations: dead letters, key rotation.", no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
 dead_letters_app = typer.Typer(help="Messages a consumer gave up on, with the reason.", no_args_is_help=True)
 ops_app.add_typer(dead_letters_app, name="dead-letters")
@@ -421,6 +421,25 @@ def audit_verify(
         console.print(f"{events:,} events in {seconds:.1f} s ({events / max(seconds, 1e-9):,.0f} events/s)"
                       + ("; checkpoints not checked (--offline)" if offline else ""))
     raise typer.Exit(1 if failed else 0)
+
+
+@ops_app.command("reencrypt")
+def ops_reencrypt(service: Annotated[list[str] | None, typer.Option(help="only these services")] = None) -> None:
+    """After a key rotation (new DSI_PAYLOAD_KEY, the old one in DSI_PAYLOAD_OLD_KEYS): re-encrypt every stored
+    payload, feed and delivery chunk under the new key, so the old key can be retired."""
+    from dsi_shared.blobs import BlobStore
+    from dsi_shared.cipher import PayloadCipher
+
+    cipher = PayloadCipher()
+    for name, spec in discover().items():
+        if service and name not in service:
+            continue
+        application = spec.application(Settings(name, spec.default_port).store)
+        try:
+            count = BlobStore(application).reencrypt(cipher)
+        finally:
+            application.close()
+        console.print(f"{name}: {count} blob(s) re-encrypted under key {cipher.key_id}")
 
 
 def _qip_store() -> Any:

@@ -61,7 +61,7 @@ class FileStore:
             blob = self.blobs.get(f"chunk:{chunk_hash}")
             if blob is None:
                 raise MissingFile(f"chunk {chunk_hash[:12]} of file {sha256[:12]} is missing")
-            data = self.cipher.decrypt(blob.data, chunk_hash) if blob.key_id else blob.data
+            data = self.cipher.decrypt(blob.data, chunk_hash, blob.key_id) if blob.key_id else blob.data
             if hashlib.sha256(data).hexdigest() != chunk_hash:
                 raise MissingFile(f"chunk {chunk_hash[:12]} of file {sha256[:12]} does not match its hash")
             yield data

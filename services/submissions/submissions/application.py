@@ -116,7 +116,7 @@ class Submissions(ServiceApplication):
         stored = self.blobs.get(sha256)
         if stored is None:
             raise NotFound("no such payload")
-        return self.cipher.decrypt(stored.data, sha256)
+        return self.cipher.decrypt(stored.data, sha256, stored.key_id)
 
     def _store_payload(self, data: bytes, content_type: str) -> str:
         """Kept before the submission's events are saved: a payload without a submission (a crash between the
