@@ -118,3 +118,15 @@ async def test_replay_re_derives_milestones_from_upstream_facts_and_names_what_t
         f"milestones: {pid} Milestone 1 recorded achieved 2024-05-01T17:00:00+00:00 $10000.00 (2024.1); re-derived "
         "from enrollment's events: not yet",
         f"milestones: {pid} 2025Q4 paid for 1 submission(s) submissions never credited: forged-submission"]
+
+
+async def test_each_service_answers_its_own_replay_over_http_to_auditors(stack: Stack) -> None:
+    pid = await paid_participant(stack)
+    auditor = {"Authorization": "Bearer auditor-token"}
+    payments = stack.clients["payments"]
+    assert (await payments.get("/audit/replay", headers=STAFF)).status_code == 403
+    now = (await payments.get("/audit/replay", headers=auditor)).json()
+    assert now["participants"][pid]["total_paid"] == "10000.00" and now["problems"] == []
+    before = (await payments.get("/audit/replay", params={"as_of": "2020-01-01T00:00:00+00:00"}, headers=auditor)).json()
+    assert before["participants"] == {} and before["events"] == 0
+    assert (await payments.get("/audit/replay", params={"as_of": "2020-01-01T00:00:00"}, headers=auditor)).status_code == 422

@@ -239,6 +239,20 @@ class ServiceRuntime:
                     "sealed_head": report.sealed_head, "unsealed": report.unsealed, "checkpoints": report.checkpoints,
                     "problems": report.problems}
 
+        @http.get("/audit/replay", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))])
+        async def replay(as_of: datetime | None = None) -> dict[str, Any]:
+            """This store rebuilt from its events (as of a time, if given): its rows per participant and any
+            difference it finds on its own. `dsi audit replay` adds the re-derivation across services."""
+            audit = self.spec.audit
+            if audit is None:
+                raise HTTPException(404, "this service has no audit")
+            if as_of is not None and as_of.tzinfo is None:
+                raise HTTPException(422, "as_of needs a UTC offset, e.g. 2025-12-31T23:59:59-08:00")
+            report = await asyncio.to_thread(audit, self.app, {"as_of": as_of} if as_of else {})
+            return {"service": self.spec.name, "as_of": as_of.isoformat() if as_of else None,
+                    "aggregates": report.aggregates, "events": report.events, "participants": report.rows,
+                    "problems": report.problems}
+
         http.include_router(self.spec.routes(self.app, self.auth))
         return http
 
