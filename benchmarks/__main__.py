@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from benchmarks import enrollment_import, qip, quarters, spine, submissions
+from benchmarks import audit, enrollment_import, qip, quarters, spine, submissions
 
 BENCHMARKS = {"spine": spine.main, "enrollment": enrollment_import.main, "submissions": submissions.main,
-              "quarters": quarters.main, "qip": qip.main}
+              "quarters": quarters.main, "qip": qip.main, "audit": audit.main}
 
 
 def main() -> None:

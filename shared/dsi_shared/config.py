@@ -30,6 +30,8 @@ def store_url(service: str) -> str:
 def eventsourcing_env(url: str) -> dict[str, str]:
     """Translate a store URL into the environment the eventsourcing library reads."""
     parts = urlsplit(url)
+    if parts.scheme == "memory":  # a scratch store (the auditor's re-derivations): gone when the process ends
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if parts.scheme == "sqlite":
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else parts.path
         if path != ":memory:":

@@ -20,7 +20,7 @@ UPSTREAMS = ("enrollment", "submissions")
 
 def shadow_from(upstream: Callable[[str], Iterable[IncomingEvent]]) -> Milestones:
     """A scratch milestones store fed only with the upstream events this service subscribes to."""
-    shadow = Milestones("sqlite:///:memory:")
+    shadow = Milestones("memory://")
     handlers = {s.subject: s.handler for s in SUBSCRIPTIONS}
     for service in UPSTREAMS:
         for event in upstream(service):
