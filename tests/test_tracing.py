@@ -9,6 +9,8 @@ from uuid import UUID
 import hl7
 import hl7.mllp
 import pytest
+from dsi_shared.telemetry import inject
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -111,3 +113,27 @@ async def test_an_mllp_message_starts_the_trace_its_events_travel_in(stack: Stac
     stored = [s for s in spans.get_finished_spans() if s.name == "store append"
               and s.context.trace_id == mllp()[0].context.trace_id]
     assert stored and stored[0].attributes["dsi.store"] == "submissions"
+
+
+async def test_one_trace_joins_all_five_services(stack: Stack, spans: InMemorySpanExporter) -> None:
+    """A caller's W3C trace context, sent with its requests, is continued by every service the requests reach:
+    the last signature (enrollment → milestones → payments, and submissions learns the milestone) and a roster
+    naming the member's QIP entity (enrollment → qip-share)."""
+    await stack.start("enrollment", "submissions", "milestones", "payments", "qip-share")
+    pid = await stack.register()
+    enrollment = stack.clients["enrollment"]
+    for agreement in ("LOA", "DSA"):
+        await enrollment.post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+    spans.clear()
+    with trace.get_tracer("tests").start_as_current_span("caller") as caller:
+        headers = {**STAFF, **inject()}
+        await enrollment.post(f"/participants/{pid}/agreements", json=signature("HIE"), headers=headers)
+        roster = f"member_id,kind,assignee,start,end\n{MEMBER},qip,1992753880,2025-01-01,\n"
+        await enrollment.post("/attributions/import", content=roster, headers={**headers, "content-type": "text/csv"})
+    trace_id = caller.get_span_context().trace_id
+
+    async def joined() -> set[str]:
+        scopes = {s.instrumentation_scope.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+        wanted = {"dsi.enrollment", "dsi.submissions", "dsi.milestones", "dsi.payments", "dsi.qip-share"}
+        return scopes if wanted <= scopes else set()
+    await eventually(joined)
