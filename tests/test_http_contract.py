@@ -23,7 +23,7 @@ async def test_every_service_is_live_and_ready_without_a_token(services: Stack) 
     for name, client in services.clients.items():
         assert (await client.get("/healthz")).json() == {"status": "ok", "service": name}
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True, "store": True}, name
+        assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True, "store": True, "consumer_lag": True}, name
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic c3RhZmY="}])
