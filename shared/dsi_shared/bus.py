@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from dsi_shared.config import Settings
@@ -96,3 +98,22 @@ async def delete_streams(js: JetStreamContext, naming: Naming) -> None:
             await js.delete_stream(naming.stream(name))
         except nats.js.errors.NotFoundError:
             pass
+
+
+async def read_all(js: JetStreamContext, subject: str, timeout: float = 2.0) -> AsyncIterator[Msg]:
+    """Every message a stream holds on `subject`, oldest first, then stop (an ordered, ephemeral consumer)."""
+    try:
+        subscription = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    except nats.js.errors.NotFoundError:
+        return
+    try:
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=timeout)
+            except nats.errors.TimeoutError:
+                return
+            yield message
+            if message.metadata.num_pending == 0:
+                return
+    finally:
+        await subscription.unsubscribe()

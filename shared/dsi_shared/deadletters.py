@@ -13,9 +13,8 @@ from datetime import datetime
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
-from dsi_shared.bus import Naming
+from dsi_shared.bus import Naming, read_all
 
 STREAM = "DSI_DEAD_LETTERS"
 REPLAYED = "dsi.dead-letter.replayed"
@@ -42,32 +41,18 @@ async def list_dead_letters(js: JetStreamContext, naming: Naming, service: str |
     """Every dead letter (of one service, or all), oldest first, with whether it was replayed."""
     letters: list[DeadLetter] = []
     replayed: set[int] = set()
-    try:
-        subscription = await js.subscribe(naming.subject("dsi.dead-letter.>"), ordered_consumer=True,
-                                          deliver_policy=DeliverPolicy.ALL)
-    except nats.js.errors.NotFoundError:
-        return letters
-    try:
-        while True:
-            try:
-                message = await subscription.next_msg(timeout=timeout)
-            except nats.errors.TimeoutError:
-                break
-            subject = naming.contract_subject(message.subject)
-            headers = message.headers or {}
-            if subject == REPLAYED:
-                replayed.add(int(headers.get("Dsi-Replay-Of", "0")))
-            else:
-                owner = subject.removeprefix("dsi.dead-letter.")
-                if service is None or owner == service:
-                    letters.append(DeadLetter(
-                        message.metadata.sequence.stream, message.metadata.timestamp, owner,
-                        headers.get("Dsi-Original-Subject", "?"), headers.get("Dsi-Consumer", "?"),
-                        int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), False))
-            if message.metadata.num_pending == 0:
-                break
-    finally:
-        await subscription.unsubscribe()
+    async for message in read_all(js, naming.subject("dsi.dead-letter.>"), timeout):
+        subject = naming.contract_subject(message.subject)
+        headers = message.headers or {}
+        if subject == REPLAYED:
+            replayed.add(int(headers.get("Dsi-Replay-Of", "0")))
+            continue
+        owner = subject.removeprefix("dsi.dead-letter.")
+        if service is None or owner == service:
+            letters.append(DeadLetter(
+                message.metadata.sequence.stream, message.metadata.timestamp, owner,
+                headers.get("Dsi-Original-Subject", "?"), headers.get("Dsi-Consumer", "?"),
+                int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), False))
     return [DeadLetter(**{**vars(d), "replayed": d.sequence in replayed}) for d in letters]
 
 

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 import nats
 from eventsourcing.persistence import IntegrityError
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
-from dsi_shared.bus import Naming, segment
+from dsi_shared.bus import Naming, read_all, segment
 from dsi_shared.chain import Checkpoint, HashChain, Seal
 from dsi_shared.store import ServiceApplication
 
@@ -38,24 +37,10 @@ async def publish_checkpoint(js: JetStreamContext, naming: Naming, service: str,
 async def read_checkpoints(js: JetStreamContext, naming: Naming, service: str, timeout: float = 2.0) -> list[Checkpoint]:
     """Every checkpoint the service ever published, oldest first."""
     found: list[Checkpoint] = []
-    try:
-        subscription = await js.subscribe(checkpoint_subject(naming, service), ordered_consumer=True,
-                                          deliver_policy=DeliverPolicy.ALL)
-    except nats.js.errors.NotFoundError:
-        return found
-    try:
-        while True:
-            try:
-                message = await subscription.next_msg(timeout=timeout)
-            except nats.errors.TimeoutError:
-                break
-            data = json.loads(message.data)
-            found.append(Checkpoint(data["service"], int(data["position"]), data["chain_hash"],
-                                    datetime.fromisoformat(data["at"])))
-            if message.metadata.num_pending == 0:
-                break
-    finally:
-        await subscription.unsubscribe()
+    async for message in read_all(js, checkpoint_subject(naming, service), timeout):
+        data = json.loads(message.data)
+        found.append(Checkpoint(data["service"], int(data["position"]), data["chain_hash"],
+                                datetime.fromisoformat(data["at"])))
     return found
 
 
