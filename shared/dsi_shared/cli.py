@@ -395,8 +395,9 @@ def audit_verify(
             application = spec.application(Settings(name, spec.default_port).store)
             try:
                 task = progress.add_task(f"verifying {name}", total=application.recorder.max_notification_id() or 0)
-                reports.append(HashChain(application).verify(checkpoints[name],
-                                                             progress=lambda t=task: progress.advance(t)))
+                report = HashChain(application).verify(checkpoints[name], progress=lambda t=task: progress.advance(t))
+                report.service = name
+                reports.append(report)
             finally:
                 application.close()
     seconds = time.monotonic() - started

@@ -235,7 +235,7 @@ class ServiceRuntime:
                 raise HTTPException(503, "not connected to NATS: checkpoints cannot be read")
             checkpoints = await read_checkpoints(self.nc.jetstream(), self.naming, self.spec.name)
             report = await asyncio.to_thread(lambda: HashChain(self.app).verify(checkpoints))
-            return {"service": report.service, "intact": report.intact, "events": report.events,
+            return {"service": self.spec.name, "intact": report.intact, "events": report.events,
                     "sealed_head": report.sealed_head, "unsealed": report.unsealed, "checkpoints": report.checkpoints,
                     "problems": report.problems}
 
