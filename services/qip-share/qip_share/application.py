@@ -273,9 +273,12 @@ class QipShare(ServiceApplication):
                             result.totals, len(result.members), result.manifest["extension"]["scope_sha256"],
                             requested_by, due, plan_day(now) <= due)
         assert delivery.id == request.delivery_id
-        self.save(delivery)
+        try:
+            self.save(delivery)
+        except IntegrityError:  # another replica built the same delivery (same inputs, same bytes) and recorded it
+            delivery = self.delivery(request.delivery_id)
         self._record_disclosures(delivery, result)
-        return delivery
+        return self.delivery(request.delivery_id)
 
     def complete_interrupted_deliveries(self) -> int:
         """Deliveries recorded whose per-member disclosures were not all saved (the process stopped midway):
@@ -303,8 +306,12 @@ class QipShare(ServiceApplication):
                 self._save_missing(pending)
                 pending = []
         self._save_missing(pending)
-        delivery.note_disclosures_recorded(len(result.members))
-        self.save(delivery)
+        if delivery.disclosures_recorded is None:
+            delivery.note_disclosures_recorded(len(result.members))
+            try:
+                self.save(delivery)
+            except IntegrityError:  # another replica completed the same delivery first
+                pass
 
     def _save_missing(self, disclosures: list[Disclosure]) -> None:
         try:

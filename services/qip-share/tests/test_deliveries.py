@@ -311,3 +311,26 @@ def test_immunizations_and_lab_results_may_come_as_fhir_ndjson(app: QipShare, wo
         "pharmacy is taken as CSV only (FHIR NDJSON: immunizations, lab_results)")
     delivery = deliver(app, world["dph"].id)
     assert sorted(i["occurrenceDateTime"] for i in ndjson(app, delivery, "Immunization")) == ["2025-03-15", "2025-04-02"]
+
+
+def test_two_replicas_building_the_same_delivery_record_it_once(app: QipShare, world: dict[str, Any]) -> None:
+    request = app.delivery_request(world["dph"].id, "QIP-PY2025", None, None)
+    other = QipShare(f"sqlite:///{app.env['SQLITE_DBNAME']}")  # a second replica on the same store
+    original_find = QipShare.find
+    calls = {"n": 0}
+
+    def blind_once(self: QipShare, aggregate_id: Any, kind: Any) -> Any:
+        if kind is Delivery and calls["n"] == 0:  # the first replica looks before the second has recorded it
+            calls["n"] += 1
+            return None
+        return original_find(self, aggregate_id, kind)
+
+    first = other.deliver(request, "replica-a", DELIVERED)
+    QipShare.find = blind_once  # type: ignore[method-assign]
+    try:
+        second = app.deliver(request, "replica-b", DELIVERED)
+    finally:
+        QipShare.find = original_find  # type: ignore[method-assign]
+    assert second.id == first.id and second.requested_by == "replica-a" and second.disclosures_recorded == 3
+    assert len(app.disclosures_of(SALLY)) == 1 and len(app.deliveries()) == 1
+    other.close()
