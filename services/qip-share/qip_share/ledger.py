@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from qip_share.reference import _id
+from qip_share.reference import qip_id
 
 
 class FeedFile(Aggregate):
@@ -19,7 +19,7 @@ class FeedFile(Aggregate):
 
     @staticmethod
     def create_id(kind: str, sha256: str) -> UUID:
-        return _id(f"feed/{kind}/{sha256}")
+        return qip_id(f"feed/{kind}/{sha256}")
 
     @event("FeedIngested")
     def __init__(self, kind: str, sha256: str, size: int, rows: int, accepted: int, rejected: int,
@@ -41,7 +41,7 @@ class QipMember(Aggregate):
 
     @staticmethod
     def create_id(cin: str) -> UUID:
-        return _id(f"member/{cin}")
+        return qip_id(f"member/{cin}")
 
     @event("MemberNoted")
     def __init__(self, cin: str) -> None:
@@ -72,7 +72,7 @@ class Requirement(Aggregate):
 
     @staticmethod
     def create_id(code: str) -> UUID:
-        return _id(f"requirement/{code.strip().upper()}")
+        return qip_id(f"requirement/{code.strip().upper()}")
 
     @event("RequirementDefined")
     def __init__(self, code: str, title: str, feed_kinds: list[str], value_set_urls: list[str], period_start: date,
@@ -86,7 +86,7 @@ class Delivery(Aggregate):
 
     @staticmethod
     def create_id(entity_id: UUID, requirement: str, period_start: date, period_end: date, position: int) -> UUID:
-        return _id(f"delivery/{entity_id}/{requirement.upper()}/{period_start}/{period_end}/{position}")
+        return qip_id(f"delivery/{entity_id}/{requirement.upper()}/{period_start}/{period_end}/{position}")
 
     @event("DeliveryRecorded")
     def __init__(self, entity_id: UUID, entity_name: str, recipients: list[dict[str, Any]], requirement: str,
@@ -113,7 +113,7 @@ class Disclosure(Aggregate):
 
     @staticmethod
     def create_id(delivery_id: UUID, cin: str) -> UUID:
-        return _id(f"disclosure/{delivery_id}/{cin}")
+        return qip_id(f"disclosure/{delivery_id}/{cin}")
 
     @event("DisclosureRecorded")
     def __init__(self, cin: str, delivery_id: UUID, disclosed_at: datetime, recipients: list[dict[str, Any]],

@@ -14,7 +14,7 @@ from eventsourcing.domain import Aggregate, event
 ENTITY_KINDS = ("DPH", "DMPH")
 
 
-def _id(path: str) -> UUID:
+def qip_id(path: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"/dsi/qip/{path}")
 
 
@@ -27,7 +27,7 @@ class QipEntity(Aggregate):
     def create_id(kind: str, identifiers: dict[str, str]) -> UUID:
         """One entity per kind and primary identifier (the first by name, e.g. `npi`)."""
         name, value = sorted(identifiers.items())[0]
-        return _id(f"entity/{kind}/{name.lower()}:{value.strip().upper()}")
+        return qip_id(f"entity/{kind}/{name.lower()}:{value.strip().upper()}")
 
     @event("EntityRegistered")
     def __init__(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
@@ -55,7 +55,7 @@ class ValueSetVersion(Aggregate):
 
     @staticmethod
     def create_id(url: str, value_set_version: str) -> UUID:
-        return _id(f"value-set/{url}|{value_set_version}")
+        return qip_id(f"value-set/{url}|{value_set_version}")
 
     @event("ValueSetPublished")
     def __init__(self, url: str, name: str, value_set_version: str, code_count: int, digest: str, source: str,
@@ -70,7 +70,7 @@ class ValueSetCatalog(Aggregate):
 
     @staticmethod
     def create_id() -> UUID:
-        return _id("value-set-catalog")
+        return qip_id("value-set-catalog")
 
     @event("CatalogStarted")
     def __init__(self) -> None:
@@ -95,7 +95,7 @@ class SensitivityPolicy(Aggregate):
 
     @staticmethod
     def create_id() -> UUID:
-        return _id("sensitivity-policy")
+        return qip_id("sensitivity-policy")
 
     @event("PolicyStarted")
     def __init__(self) -> None:
