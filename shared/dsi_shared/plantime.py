@@ -53,6 +53,9 @@ class Quarter:
     def next(self) -> Quarter:
         return Quarter(self.year + self.number // 4, self.number % 4 + 1)
 
+    def previous(self) -> Quarter:
+        return Quarter(self.year - (self.number == 1), (self.number - 2) % 4 + 1)
+
     def index_from(self, first: Quarter) -> int:
         """1 for the participant's first data-sharing quarter, 2 for the second, …; 0 or less before it."""
         return (self.year - first.year) * 4 + (self.number - first.number) + 1

@@ -1,7 +1,8 @@
-"""Program rules (DOMAIN.md A1, A5) as versioned data, and the eligibility rule as a pure function.
+"""Program rules (DOMAIN.md A1, A5) as published, effective-dated versions, and the eligibility rule.
 
-The provider-type schedule is configuration: a correction or a new provider type is a new rules version
-(`RulesPublished`), never a code change. Every verdict names the version it applied.
+The document's shape and dating live in `dsi_shared.rulebook`; enrollment is where staff publish versions
+(`ProgramRules`, one record, versions only ever added) and where an interest form is judged under the version in
+force on the day it was submitted. Every verdict names the version it applied.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ from importlib.resources import files
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from dsi_shared.errors import Unprocessable
+from dsi_shared.errors import PermanentError, Unprocessable
+from dsi_shared.rulebook import (
+    CoveragePerPeriod,
+    InvalidRulesDocument,
+    PerQualifyingFile,
+    RuleBook,
+    RulesDocument,
+    parse_document,
+)
 from eventsourcing.domain import Aggregate, event
+from pydantic import ValidationError
 
 # Stable reason codes (A1): clients and reports key on these, so never rename one.
 TYPE_NOT_IN_PROGRAM = "provider_type_not_in_program"
@@ -23,7 +33,10 @@ OUTSIDE_SERVICE_AREA = "no_service_area_county"
 NO_EHR = "no_ehr"
 HOSPITAL = "hospital"
 UMBRELLA_MEMBER = "umbrella_member_not_ehr_manager"
+NO_RULES_IN_FORCE = "no_rules_in_force"
 HOSPITAL_FACILITY_KINDS = frozenset({"hospital", "acute_care_hospital", "ltach"})  # A1: an LTACH is a hospital
+# Flags: shown to staff, never a reason to refuse.
+FORM_AFTER_MILESTONE1_DATE = "form_after_type_milestone1_date"
 
 
 class InvalidRules(Unprocessable):
@@ -34,104 +47,49 @@ class UnknownProviderType(Unprocessable):
     pass
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """One provider type's row of table A5."""
-
-    provider_type: str
-    label: str
-    participation_opens: date
-    sign_plan_agreements_by: date
-    milestone1_by: date
-    data_sharing_starts: date
-    earning_rule: str | None  # None: rules "forthcoming": data recorded, nothing credited
-    participation_closes: date  # forms after this cannot reach Milestone 1; defaults to milestone1_by
-
-    def window_open_on(self, day: date) -> bool:
-        return self.participation_opens <= day <= self.participation_closes
+class LowersSignedTerms(PermanentError):
+    """A version that would lower what participants earn under terms they signed: staff must confirm (409)."""
 
 
-def parse_rules(document: dict[str, Any]) -> dict[str, Any]:
-    """Validate a rules document and return it normalised (dates as ISO strings, sorted keys)."""
+def parse_rules(document: Any) -> RulesDocument:
     try:
-        version = str(document["version"]).strip()
-        counties = sorted({str(c).strip() for c in document["service_area_counties"]})
-        others = sorted({str(t).strip() for t in document.get("other_provider_types", [])} - set(document["provider_types"]))
-        types = document["provider_types"]
-        if not version or not counties or not isinstance(types, dict) or not types:
-            raise InvalidRules("version, service_area_counties and provider_types are required")
-        normalised = {}
-        for name, row in types.items():
-            schedule = _schedule(name, row)
-            if not schedule.participation_opens <= min(schedule.participation_closes, schedule.milestone1_by):
-                raise InvalidRules(f"provider type {name}: participation must open before it closes and before Milestone 1")
-            normalised[name] = {
-                "label": schedule.label, "participation_opens": schedule.participation_opens.isoformat(),
-                "participation_closes": schedule.participation_closes.isoformat(),
-                "sign_plan_agreements_by": schedule.sign_plan_agreements_by.isoformat(),
-                "milestone1_by": schedule.milestone1_by.isoformat(),
-                "data_sharing_starts": schedule.data_sharing_starts.isoformat(), "earning_rule": schedule.earning_rule,
-            }
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, InvalidRules):
-            raise
-        raise InvalidRules(f"malformed rules document ({type(exc).__name__}: {exc})") from None
-    return {"version": version, "service_area_counties": counties, "other_provider_types": others,
-            "provider_types": dict(sorted(normalised.items()))}
-
-
-def _schedule(name: str, row: dict[str, Any]) -> Schedule:
-    milestone1_by = date.fromisoformat(row["milestone1_by"])
-    return Schedule(
-        provider_type=name,
-        label=str(row.get("label", name)),
-        participation_opens=date.fromisoformat(row["participation_opens"]),
-        sign_plan_agreements_by=date.fromisoformat(row["sign_plan_agreements_by"]),
-        milestone1_by=milestone1_by,
-        data_sharing_starts=date.fromisoformat(row["data_sharing_starts"]),
-        earning_rule=row.get("earning_rule"),
-        participation_closes=date.fromisoformat(row.get("participation_closes") or row["milestone1_by"]),
-    )
-
-
-@dataclass(frozen=True)
-class Rules:
-    """One version of the program rules."""
-
-    document: dict[str, Any]
-
-    @property
-    def version(self) -> str:
-        return str(self.document["version"])
-
-    @property
-    def counties(self) -> frozenset[str]:
-        return frozenset(self.document["service_area_counties"])
-
-    def knows(self, provider_type: str) -> bool:
-        """A program type, or a recognised type outside the program (ineligible, with that reason)."""
-        return provider_type in self.document["provider_types"] or provider_type in self.document["other_provider_types"]
-
-    def schedule(self, provider_type: str) -> Schedule | None:
-        row = self.document["provider_types"].get(provider_type)
-        return _schedule(provider_type, row) if row is not None else None
+        return parse_document(document)
+    except InvalidRulesDocument as exc:
+        raise InvalidRules(str(exc)) from None
 
 
 def default_rules_document() -> dict[str, Any]:
-    return parse_rules(json.loads(files("enrollment").joinpath("program_rules.json").read_text()))
+    return parse_rules(json.loads(files("enrollment").joinpath("program_rules.json").read_text())).as_stored()
 
 
-def eligibility_reasons(rules: Rules, *, provider_type: str, counties: list[str], ehr_product: str | None,
-                        is_hospital: bool, facility_kind: str | None, umbrella_group: str | None,
-                        manages_ehr: bool, submitted_on: date) -> list[str]:
-    """Every A1 condition the interest form fails (empty = eligible)."""
-    reasons = []
-    schedule = rules.schedule(provider_type)
-    if schedule is None:
+def knows(rules: RulesDocument, provider_type: str) -> bool:
+    """A program type, or a recognised type outside the program (ineligible, with that reason)."""
+    return provider_type in rules.provider_types or provider_type in rules.other_provider_types
+
+
+@dataclass(frozen=True)
+class EligibilityVerdict:
+    reasons: list[str]
+    flags: list[str]
+
+
+def judge_interest_form(rules: RulesDocument | None, *, provider_type: str, counties: list[str],
+                        ehr_product: str | None, is_hospital: bool, facility_kind: str | None,
+                        umbrella_group: str | None, manages_ehr: bool, submitted_on: date) -> EligibilityVerdict:
+    """A1 under the version in force on `submitted_on`: every condition the form fails (empty = eligible), and
+    what staff should look at. "DSI Interest Forms may be submitted as soon as participation opens": the page
+    sets no closing date, so a form after the type's Milestone 1 date is accepted and flagged."""
+    if rules is None:
+        return EligibilityVerdict([NO_RULES_IN_FORCE], [])
+    reasons, flags = [], []
+    row = rules.provider_type(provider_type)
+    if row is None:
         reasons.append(TYPE_NOT_IN_PROGRAM)
-    elif not schedule.window_open_on(submitted_on):
+    elif submitted_on < row.participation_opens:
         reasons.append(WINDOW_NOT_OPEN)
-    if not {c.strip().casefold() for c in counties} & {c.casefold() for c in rules.counties}:
+    elif submitted_on > row.milestone1_by:
+        flags.append(FORM_AFTER_MILESTONE1_DATE)
+    if not {c.strip().casefold() for c in counties} & {c.casefold() for c in rules.service_area_counties}:
         reasons.append(OUTSIDE_SERVICE_AREA)
     if not (ehr_product or "").strip():
         reasons.append(NO_EHR)
@@ -139,11 +97,64 @@ def eligibility_reasons(rules: Rules, *, provider_type: str, counties: list[str]
         reasons.append(HOSPITAL)
     if umbrella_group and not manages_ehr:
         reasons.append(UMBRELLA_MEMBER)
-    return reasons
+    return EligibilityVerdict(reasons, flags)
+
+
+def eligibility_reasons(rules: RulesDocument | None, **form: Any) -> list[str]:
+    return judge_interest_form(rules, **form).reasons
+
+
+def lowered_terms(before: RulesDocument, after: RulesDocument) -> list[str]:
+    """What `after` takes away from participants compared with `before` (the version it replaces on its date):
+    lower amounts or cap, a shorter window, fewer qualifying events, higher thresholds, later data sharing, an
+    earlier Milestone 1 date, a type or earning rule removed. Empty when nothing is lowered."""
+    found: list[str] = []
+    if after.program.cap < before.program.cap:
+        found.append("program.cap lowered")
+    for name, old in before.provider_types.items():
+        new = after.provider_types.get(name)
+        at = f"provider_types.{name}"
+        if new is None:
+            found.append(f"{at} removed")
+            continue
+        if new.milestone1_amount < old.milestone1_amount:
+            found.append(f"{at}.milestone1_amount lowered")
+        if new.milestone1_by < old.milestone1_by:
+            found.append(f"{at}.milestone1_by earlier")
+        if new.data_sharing_starts > old.data_sharing_starts:
+            found.append(f"{at}.data_sharing_starts later")
+        found.extend(f"{at}.earning_rule{what}" for what in _rule_lowered(old.earning_rule, new.earning_rule))
+    return found
+
+
+def _rule_lowered(old: PerQualifyingFile | CoveragePerPeriod | None,
+                  new: PerQualifyingFile | CoveragePerPeriod | None) -> list[str]:
+    if old is None:
+        return []
+    if new is None or new.kind != old.kind:
+        return [" removed or replaced"]
+    found = [".amount lowered"] if new.amount < old.amount else []
+    if isinstance(old, PerQualifyingFile) and isinstance(new, PerQualifyingFile):
+        if new.timeliness_hours < old.timeliness_hours:
+            found.append(".timeliness_hours shortened")
+        if set(old.qualifying_events) - set(new.qualifying_events):
+            found.append(".qualifying_events removed")
+        if set(new.associated_message_types) - set(old.associated_message_types):
+            found.append(".associated_message_types added (more to be complete)")
+    if isinstance(old, CoveragePerPeriod) and isinstance(new, CoveragePerPeriod):
+        periods = range(max(len(old.thresholds), len(new.thresholds)))
+        if any(_percent(new, i) > _percent(old, i) for i in periods):
+            found.append(".thresholds raised")
+    return found
+
+
+def _percent(rule: CoveragePerPeriod, period: int) -> int:
+    """The threshold of a data-sharing period (0-based); past the list, the last one."""
+    return rule.thresholds[min(period, len(rule.thresholds) - 1)].percent
 
 
 class ProgramRules(Aggregate):
-    """The single, versioned rules record. Versions are only ever added."""
+    """The single, versioned rules record. Versions are only ever added, each with its reason."""
 
     @staticmethod
     def create_id() -> UUID:
@@ -154,25 +165,45 @@ class ProgramRules(Aggregate):
         self.versions: list[dict[str, Any]] = []
 
     @property
-    def current(self) -> Rules:
-        if not self.versions:
+    def book(self) -> RuleBook:
+        """The versions of today's schema (one of an older schema is history, never applied)."""
+        valid = []
+        for document in self.versions:
+            try:
+                valid.append(RulesDocument.model_validate(document))
+            except ValidationError:
+                continue
+        return RuleBook(tuple(valid))
+
+    @property
+    def current(self) -> RulesDocument:
+        latest = self.book.latest
+        if latest is None:
             raise InvalidRules("no program rules published")
-        return Rules(self.versions[-1])
+        return latest
 
-    def rules_version(self, version: str) -> Rules | None:
-        return next((Rules(v) for v in self.versions if v["version"] == version), None)
-
-    def publish(self, document: dict[str, Any], reason: str) -> bool:
-        """Add a version; the same document again is no change; a known version with other content is refused."""
+    def publish(self, document: Any, reason: str, confirm_lowering: bool = False) -> bool:
+        """Add a version; the same document again is no change; a known version with other content is refused;
+        one that lowers signed terms needs `confirm_lowering` (staff, with the reason)."""
         rules = parse_rules(document)
-        known = self.rules_version(rules["version"])
+        if not reason.strip():
+            raise InvalidRules("reason: a rules version needs a reason")
+        book = self.book
+        known = book.version(rules.version)
         if known is not None:
-            if known.document == rules:
+            if known == rules:
                 return False
-            raise InvalidRules(f"rules version {rules['version']} already exists with other content: use a new version")
-        self.rules_published(document=rules, reason=reason)
+            raise InvalidRules(f"version: {rules.version} already exists with other content: use a new version")
+        replaced = book.in_force(rules.effective_from) or book.latest
+        lowered = lowered_terms(replaced, rules) if replaced is not None else []
+        if lowered and not confirm_lowering:
+            raise LowersSignedTerms("this version lowers terms participants signed under (the Letter of Agreement "
+                                    f"governs): {'; '.join(lowered)}. Preview it with what-if, then publish with "
+                                    "confirm_lowering and a reason")
+        self.rules_published(document=rules.as_stored(), reason=reason, lowered=lowered)
         return True
 
     @event("RulesPublished")
-    def rules_published(self, document: dict[str, Any], reason: str) -> None:
+    def rules_published(self, document: dict[str, Any], reason: str, lowered: list[str] | None = None) -> None:
+        """`lowered`: what staff confirmed this version takes away (empty for most versions)."""
         self.versions.append(document)

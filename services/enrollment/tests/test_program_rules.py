@@ -1,0 +1,70 @@
+"""Publishing rules versions (issue 11 §1–§2): every number is data, versions are effective-dated, a malformed
+document names the field, and a version that lowers signed terms needs staff confirmation."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from enrollment.rules import InvalidRules, LowersSignedTerms, ProgramRules, lowered_terms, parse_rules
+
+from tests.rulesdoc import amended, packaged
+
+
+def published() -> ProgramRules:
+    record = ProgramRules()
+    record.publish(packaged(), "packaged")
+    return record
+
+
+def test_a_correction_effective_earlier_is_published_with_its_reason_and_in_force_from_its_date() -> None:
+    """The program page's SNF/LTC data-sharing start "Oct. 1, 2025" is shipped as written; staff correct it to
+    2024-10-01 as a new version, effective 2024-10-01."""
+    record = published()
+    correction = amended("2024.2", "2024-10-01", {"provider_types.skilled_nursing.data_sharing_starts": "2024-10-01"})
+    assert record.publish(correction, "SNF data sharing starts the day after the Milestone 1 deadline") is True
+    assert record.book.in_force(date(2024, 9, 30)).version == "2024.1"  # type: ignore[union-attr]
+    assert record.book.in_force(date(2024, 10, 1)).version == "2024.2"  # type: ignore[union-attr]
+    [event] = [e for e in record.collect_events() if type(e).__name__ == "RulesPublished"][-1:]
+    assert event.reason.startswith("SNF data sharing") and event.lowered == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("path", "value", "lowered"), [
+    ("program.cap", "30000.00", "program.cap lowered"),
+    ("provider_types.skilled_nursing.earning_rule.amount", "300.00",
+     "provider_types.skilled_nursing.earning_rule.amount lowered"),
+    ("provider_types.skilled_nursing.earning_rule.timeliness_hours", 48,
+     "provider_types.skilled_nursing.earning_rule.timeliness_hours shortened"),
+    ("provider_types.primary_care.earning_rule.thresholds",
+     [{"milestone": "M2", "percent": 80}, {"milestone": "M3", "percent": 90}, {"milestone": "M4", "percent": 95}],
+     "provider_types.primary_care.earning_rule.thresholds raised"),
+    ("provider_types.primary_care.data_sharing_starts", "2025-04-01", "provider_types.primary_care.data_sharing_starts later"),
+    ("provider_types.skilled_nursing.milestone1_amount", "5000.00", "provider_types.skilled_nursing.milestone1_amount lowered"),
+])
+def test_a_version_that_lowers_signed_terms_is_refused_unless_staff_confirm(path: str, value: object, lowered: str) -> None:
+    """"A version that would lower what a participant earned under terms it already signed is refused unless staff
+    confirm it with a reason (the Letter of Agreement governs)" """
+    record = published()
+    lower = amended("2025.1", "2025-01-01", {path: value})
+    assert lowered in lowered_terms(parse_rules(packaged()), parse_rules(lower))
+    with pytest.raises(LowersSignedTerms, match="confirm_lowering"):
+        record.publish(lower, "budget")
+    assert record.publish(lower, "budget cut agreed with the providers", confirm_lowering=True) is True
+
+
+def test_raising_terms_needs_no_confirmation() -> None:
+    record = published()
+    richer = amended("2025.1", "2025-01-01", {"provider_types.skilled_nursing.earning_rule.timeliness_hours": 96,
+                                              "program.cap": "50000.00"})
+    assert record.publish(richer, "more generous") is True
+
+
+def test_bad_documents_get_422_naming_the_field_and_nothing_is_published() -> None:
+    record = published()
+    unknown_kind = amended("2025.1", "2025-01-01", {"provider_types.specialist.earning_rule": {"kind": "per_visit"}})
+    with pytest.raises(InvalidRules, match=r"provider_types\.specialist\.earning_rule"):
+        record.publish(unknown_kind, "x")
+    no_reason = amended("2025.2", "2025-01-01", {})
+    with pytest.raises(InvalidRules, match="reason"):
+        record.publish(no_reason, "  ")
+    assert [v["version"] for v in record.versions] == ["2024.1"]
