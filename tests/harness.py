@@ -24,6 +24,7 @@ from nats.aio.client import Client
 TOKENS = {"staff": "program-staff", "auditor-token": "auditor", "ops-token": "ops", "hie-token": "hie"}
 TOKENS_RAW = ",".join(f"{token}:{role}" for token, role in TOKENS.items())
 STAFF = {"Authorization": "Bearer staff"}
+AGREEMENTS = ("LOA", "DSA", "HIE")
 
 FORM = {
     "legal_name": "Sunrise Skilled Nursing", "npi": "1234567893", "tin": "941234567",
@@ -108,6 +109,27 @@ class Stack:
         response = await self.clients["enrollment"].post("/participants", json=form, headers=STAFF)
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
+
+    async def accept_agreements(self, participant_id: str, kinds: tuple[str, ...] = AGREEMENTS,
+                                base_url: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Staff accept the participant's signed agreements in one action (DOMAIN.md A2.4: "signed and accepted"),
+        once each of `kinds` is recorded (signatures sent over NATS arrive asynchronously). Returns the view."""
+        path = f"/participants/{participant_id}"
+
+        async def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+            if base_url:
+                async with httpx.AsyncClient(base_url=base_url) as client:
+                    return await client.request(method, url, headers=STAFF, **kwargs)
+            return await self.clients["enrollment"].request(method, url, headers=STAFF, **kwargs)
+
+        async def signed() -> bool:
+            shown = (await request("GET", path)).json()
+            return all((shown.get("agreements") or {}).get(kind) for kind in kinds)
+
+        await eventually(signed)
+        response = await request("POST", f"{path}/agreements/acceptance", json={"reason": reason} if reason else {})
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
 
     async def payments_of(self, participant_id: str, base_url: str | None = None) -> dict[str, Any] | None:
         path = f"/participants/{participant_id}/payments"

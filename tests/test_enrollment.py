@@ -30,9 +30,10 @@ async def test_an_ineligible_form_is_kept_with_every_reason(enrollment: Stack) -
     assert shown["reasons"] == ["provider_type_not_in_program", "no_service_area_county", "no_ehr", "hospital"]
     listed = (await client.get("/participants", params={"status": "ineligible"}, headers=STAFF)).json()
     assert [p["id"] for p in listed["participants"]] == [pid]
-    # an ineligible participant's signatures earn nothing
+    # an ineligible participant's signatures earn nothing, even accepted
     for agreement in ("LOA", "DSA", "HIE"):
         await client.post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+    await enrollment.accept_agreements(pid)
     await quiet(enrollment)
     statement = await enrollment.payments_of(pid)
     assert statement is not None and statement["payments"] == []
@@ -80,6 +81,7 @@ async def test_a_dsa_signed_before_the_interest_form_is_attached_and_counts(enro
     assert shown["agreements"]["DSA"]["signed_at"] == "2024-02-01T09:00:00-08:00"
     for agreement in ("LOA", "HIE"):
         await client.post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+    await enrollment.accept_agreements(pid)
     statement = await enrollment.wait_paid(pid)
     assert [p["amount"] for p in statement["payments"]] == ["10000.00"]
 
@@ -91,6 +93,7 @@ async def test_a_late_completion_is_recorded_as_missed_and_earns_nothing(enrollm
     await client.post(f"/participants/{pid}/agreements", json=signature("DSA"), headers=STAFF)
     await client.post(f"/participants/{pid}/agreements", json=signature("HIE", "2024-10-01T00:00:00-07:00"),
                       headers=STAFF)
+    await enrollment.accept_agreements(pid)
 
     async def missed() -> dict | None:  # type: ignore[type-arg]
         shown = (await client.get(f"/participants/{pid}", headers=STAFF)).json()
@@ -109,15 +112,59 @@ async def test_a_rejected_signature_does_not_count_until_replaced(enrollment: St
     await client.post(f"/participants/{pid}/agreements", json=signature("LOA"), headers=STAFF)
     reviewed = await client.post(f"/participants/{pid}/agreements/LOA/reviews", headers=STAFF,
                                  json={"document_id": "doc-LOA", "decision": "rejected", "reason": "unsigned page 3"})
-    assert reviewed.json()["agreements"]["LOA"] is None
+    assert reviewed.json()["agreements"]["LOA"]["status"] == "rejected"
     for agreement in ("DSA", "HIE"):
         await client.post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+    accepted = await enrollment.accept_agreements(pid, kinds=("DSA", "HIE"))
+    assert [a["agreement"] for a in accepted["accepted"]] == ["DSA", "HIE"]  # the rejected LOA stays rejected
     await quiet(enrollment)
     assert (await enrollment.payments_of(pid))["payments"] == []  # type: ignore[index]
     await client.post(f"/participants/{pid}/agreements", headers=STAFF,
                       json={**signature("LOA", "2024-07-01T10:00:00-07:00"), "document_id": "doc-LOA-2"})
+    await enrollment.accept_agreements(pid)
     statement = await enrollment.wait_paid(pid)
     assert statement["payments"][0]["quarter"] == "2024Q3"
+
+
+async def test_acceptances_from_every_source_go_out_as_agreement_reviewed(enrollment: Stack) -> None:
+    """"Once all these documents have been signed and accepted, you will have completed Milestone 1." The
+    contracts system's acceptance (`dsi.in.agreement-accepted`, here before its signature: held, then applied),
+    the DSA signatory list and staff all end in `dsi.enrollment.agreement-reviewed` (decision accepted, the reason
+    naming the source), which milestones consumes."""
+    client = enrollment.clients["enrollment"]
+    js = (await enrollment.nc()).jetstream()
+    seen = await js.subscribe(enrollment.naming.subject("dsi.enrollment.agreement-reviewed"),
+                              stream=enrollment.naming.stream("DSI_ENROLLMENT"))
+    pid = await enrollment.register(npi="1444444444", legal_name="Bayview Care LLC")
+    await enrollment.publish("dsi.in.agreement-accepted", {"participant_id": pid, "agreement": "HIE", "document_id": "doc-HIE",
+                                                          "accepted_at": "2024-06-21T09:00:00-07:00"})
+    await enrollment.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature("HIE")})
+    signatories = "legal_name,npi,tin,signed_on\nBayview Care,1444444444,,2024-04-20\n"
+    report = (await client.post("/agreements/dsa-signatories", params={"list_date": "2024-05-01"}, content=signatories,
+                                headers={**STAFF, "content-type": "text/csv"})).json()
+    assert [(r["matched_by"], r["participant_id"], r["outcome"]) for r in report["results"]] == [("npi", pid, "recorded")]
+    await client.post(f"/participants/{pid}/agreements", json=signature("LOA"), headers=STAFF)
+    await enrollment.accept_agreements(pid, reason="LOA countersigned")
+
+    async def accepted() -> dict | None:  # type: ignore[type-arg]
+        shown = (await client.get(f"/participants/{pid}", headers=STAFF)).json()
+        return shown if shown["agreements_accepted"] else None
+
+    shown = await eventually(accepted)
+    assert {k: a["review"]["decided_by"] for k, a in shown["agreements"].items()} == {
+        "LOA": "staff", "DSA": "dsa-signatory-list", "HIE": "contracts-system"}
+    reviews = []
+    for _ in range(3):
+        message = await seen.next_msg(timeout=10)
+        reviews.append(json.loads(message.data)["data"])
+    assert sorted((r["agreement"], r["decision"], r["reason"]) for r in reviews) == [
+        ("DSA", "accepted", "DSA signatory list 2024-05-01"), ("HIE", "accepted", "accepted by the contracts system"),
+        ("LOA", "accepted", "LOA countersigned")]
+    assert all(r["aggregate_id"] == pid and r["document_id"] for r in reviews)
+    await seen.unsubscribe()
+    await quiet(enrollment)
+    dead = await js.stream_info(enrollment.naming.stream("DSI_DEAD_LETTERS"))
+    assert dead.state.messages == 0
 
 
 async def test_withdrawal_is_an_event_and_shows_in_status(enrollment: Stack) -> None:

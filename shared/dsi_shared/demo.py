@@ -1,4 +1,5 @@
-"""The thin flow, driven from outside like a real client: HTTP for staff, NATS for the contracts system."""
+"""The thin flow, driven from outside like a real client: HTTP for staff, NATS for the contracts system. Staff
+accept the three signed agreements in one action before Milestone 1 is paid."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ async def run_demo(run: dict[str, Any], console: Console) -> int:
             await nc.jetstream().publish(subject, json.dumps(message).encode())
         await nc.close()
         console.print("NATS  HIE signed, published twice on dsi.in.agreement-signed")
+        # "Once all these documents have been signed and accepted": staff look at the three and accept them at once
+        for _ in range(100):
+            shown = (await http.get(f"{urls['enrollment']}/participants/{pid}", headers=staff)).json()
+            if all((shown.get("agreements") or {}).get(kind) for kind in ("LOA", "DSA", "HIE")):
+                break
+            await asyncio.sleep(0.1)
+        response = await http.post(f"{urls['enrollment']}/participants/{pid}/agreements/acceptance", headers=staff,
+                                   json={"reason": "demo: signatures checked"})
+        accepted = response.json().get("accepted", []) if response.status_code == 200 else []
+        console.print(f"HTTP  staff accepted {', '.join(a['agreement'] for a in accepted) or 'nothing'} → "
+                      f"{response.status_code}")
         statement: dict[str, Any] = {}
         for _ in range(100):
             response = await http.get(f"{urls['payments']}/participants/{pid}/payments", headers=staff)

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import date
-from typing import Any, Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from dsi_shared.errors import PermanentError
+from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth, problem, read_body
+from dsi_shared.plantime import plan_day
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from enrollment import rosters
 from enrollment.application import Enrollment
-from enrollment.domain import AGREEMENTS, DuplicateParticipant, Participant
+from enrollment.domain import AGREEMENTS, PLAN_AGREEMENTS, DuplicateParticipant, Participant
+from enrollment.dsa_list import parse_signatory_csv
 from enrollment.members import PCP, QIP, Member
 
+STAFF_ACCEPTANCE = "accepted by program staff after review"
 MAX_UPLOAD_BYTES = int(os.environ.get("DSI_MAX_UPLOAD_BYTES", str(40 * 1024 * 1024)))
 
 
@@ -36,6 +39,9 @@ class InterestForm(BaseModel):
     umbrella_group: str | None = None
     manages_ehr: bool = True
     sending_facilities: list[str] = Field(default_factory=list, max_length=100)
+    individual_npis: list[Annotated[str, Field(pattern=r"^[0-9]{10}$")]] = Field(
+        default_factory=list, max_length=1000,
+        description="NPIs of the individual PCPs it manages (an umbrella group): attribution files may name them")
     contact_email: str = Field(min_length=3, max_length=320)
     submitted_on: date
 
@@ -67,6 +73,23 @@ class ReviewIn(BaseModel):
     reason: str | None = Field(default=None, max_length=1000)
 
 
+class AcceptanceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class DueDateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    due_on: date = Field(description="the participant's own agreement (Milestone 1) due date")
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class SigningExtensionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    until: date = Field(description="plan agreements signed by this plan-local date are not flagged late")
+    reason: str = Field(min_length=1, max_length=1000)
+
+
 class DepartureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     effective_on: date
@@ -76,10 +99,13 @@ class DepartureIn(BaseModel):
 class RulesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=1000)
-    rules: dict[str, Any]
+    rules: dict[str, Any] = Field(description="the whole rules document (see GET /program-rules)")
+    confirm_lowering: bool = Field(default=False, description="staff confirm a version that lowers signed terms")
 
 
 def participant_view(app: Enrollment, participant: Participant, with_history: bool = False) -> dict[str, Any]:
+    schedule = schedule_view(app, participant.provider_type)
+    deadline = _signing_deadline(participant, schedule)
     view: dict[str, Any] = {
         "id": str(participant.id),
         "legal_name": participant.legal_name,
@@ -90,14 +116,21 @@ def participant_view(app: Enrollment, participant: Participant, with_history: bo
         "ehr_product": participant.ehr_product,
         "umbrella_group": participant.umbrella_group,
         "sending_facilities": participant.sending_facilities,
+        "individual_npis": participant.individual_npis,
         "submitted_on": participant.submitted_on.isoformat(),
         "eligible": participant.eligible,
         "reasons": participant.reasons,
         "rule_version": participant.rule_version,
-        "schedule": participant.schedule,
+        "schedule": schedule,
+        "cap_scope": schedule["cap_scope"] if schedule else None,
+        "flags": participant.flags,
         "status": participant.status,
         "departure": to_jsonable(participant.departure),
-        "agreements": {kind: _signature(participant.agreement(kind)) for kind in AGREEMENTS},
+        **_applications(app, participant),
+        "agreements": {kind: _signature(participant.agreement_state(kind), deadline) for kind in AGREEMENTS},
+        "agreements_accepted": all(participant.accepted(kind) for kind in AGREEMENTS),
+        "agreement_due_date": _due_date(participant, schedule),
+        "signing": _signing(participant, schedule, deadline),
         "signatures": to_jsonable(participant.signatures),
         "milestone1": _milestone(participant.milestones.get("M1")),
     }
@@ -106,11 +139,68 @@ def participant_view(app: Enrollment, participant: Participant, with_history: bo
     return view
 
 
-def _signature(signature: dict[str, Any] | None) -> dict[str, Any] | None:
+def _applications(app: Enrollment, participant: Participant) -> dict[str, Any]:
+    """A1, applying again, shown both ways: the application this one follows and those that followed it; the
+    organization's participations (one per provider type joined)."""
+    applications = app.applications_under(participant)
+    return {
+        "previous_application": str(participant.previous_application) if participant.previous_application else None,
+        "later_applications": [str(p.id) for p in applications if p.previous_application == participant.id],
+        "organization_id": str(participant.organization_id) if participant.organization_id else None,
+        "organization_participations": [str(p.id) for p in applications
+                                        if p.organization == participant.organization and p.eligible],
+    }
+
+
+def _due_date(participant: Participant, schedule: dict[str, Any] | None) -> dict[str, Any]:
+    """The participant's own due date when staff set one at LOA execution, else the type's Milestone 1 date."""
+    if participant.due_date is not None:
+        return {"due_on": participant.due_date["due_on"].isoformat(), "set_by_staff": True,
+                "reason": participant.due_date["reason"]}
+    return {"due_on": schedule["milestone1_by"] if schedule else None, "set_by_staff": False, "reason": None}
+
+
+def _signing_deadline(participant: Participant, schedule: dict[str, Any] | None) -> date | None:
+    """"Deadline to Sign Alliance Agreements" (the type's `sign_plan_agreements_by` in the rules in force), or
+    the staff extension when later."""
+    dates = [date.fromisoformat(schedule["sign_plan_agreements_by"])] if schedule else []
+    if participant.signing_extension is not None:
+        dates.append(participant.signing_extension["until"])
+    return max(dates) if dates else None
+
+
+def _signing(participant: Participant, schedule: dict[str, Any] | None, deadline: date | None) -> dict[str, Any]:
+    """Plan agreements signed after the deadline are flagged for staff, never refused."""
+    late = [{"agreement": s["agreement"], "document_id": s["document_id"], "signed_on": plan_day(s["signed_at"]).isoformat()}
+            for s in participant.signatures if _late(s, deadline)]
+    return {"sign_plan_agreements_by": schedule["sign_plan_agreements_by"] if schedule else None,
+            "extension": to_jsonable(participant.signing_extension),
+            "deadline": deadline.isoformat() if deadline else None, "late_signatures": late}
+
+
+def _late(signature: dict[str, Any], deadline: date | None) -> bool:
+    return (deadline is not None and signature["agreement"] in PLAN_AGREEMENTS
+            and plan_day(signature["signed_at"]) > deadline)
+
+
+def schedule_view(app: Enrollment, provider_type: str) -> dict[str, Any] | None:
+    """The type's row in the version in force today: never a copy frozen at registration."""
+    rules = app.rulebook().in_force(plan_day(datetime.now(UTC)))
+    row = rules.provider_type(provider_type) if rules else None
+    if rules is None or row is None:
+        return None
+    return {"rule_version": rules.version, "effective_from": rules.effective_from.isoformat(),
+            **row.model_dump(mode="json"), "cap": str(rules.program.cap), "cap_scope": rules.program.cap_scope}
+
+
+def _signature(signature: dict[str, Any] | None, deadline: date | None) -> dict[str, Any] | None:
+    """One agreement: the signature that counts, `signed`, `status` (accepted, rejected, awaiting_review) and
+    `late` (a plan agreement signed after the signing deadline). None when never signed."""
     if signature is None:
         return None
-    return {"signed_at": signature["signed_at"].isoformat(), "document_id": signature["document_id"],
-            "channel": signature["channel"], "review": signature["review"]}
+    return {"signed": signature["signed"], "status": signature["status"], "signed_at": signature["signed_at"].isoformat(),
+            "document_id": signature["document_id"], "channel": signature["channel"],
+            "review": to_jsonable(signature["review"]), "late": _late(signature, deadline)}
 
 
 def _milestone(milestone: dict[str, Any] | None) -> dict[str, Any]:
@@ -181,9 +271,7 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         """A signature matched on NPI/TIN: the DSA may arrive before the interest form and is kept until then."""
         if not (body.npi or body.tin):
             raise PermanentError("name the provider by npi or tin")
-        owner, aggregates = app.sign_by_identity(body.npi, body.tin, body.agreement, body.signed_at, body.document_id,
-                                                 "http")
-        app.save(*aggregates)
+        owner = app.sign_by_identity_and_save(body.npi, body.tin, body.agreement, body.signed_at, body.document_id, "http")
         return {"participant_id": str(owner) if owner else None, "held_until_interest_form": owner is None}
 
     @router.post("/participants/{participant_id}/agreements/{agreement}/reviews", dependencies=[Depends(staff)],
@@ -191,6 +279,41 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
     def review(participant_id: UUID, agreement: Literal["LOA", "DSA", "HIE"], body: ReviewIn) -> dict[str, Any]:
         changed = app.review_agreement(participant_id, agreement, body.document_id, body.decision, body.reason)
         return {**participant_view(app, app.participant(participant_id)), "changed": changed}
+
+    @router.post("/participants/{participant_id}/agreements/acceptance", dependencies=[Depends(staff)],
+                 tags=["agreements"])
+    def accept_all(participant_id: UUID, body: AcceptanceIn | None = None) -> dict[str, Any]:
+        """Staff accept, after a look at them, every signed document not yet reviewed (one AgreementReviewed,
+        decision accepted, each). Rejected and already accepted documents are left alone."""
+        reason = (body.reason if body and body.reason and body.reason.strip() else None) or STAFF_ACCEPTANCE
+        accepted = app.accept_agreements(participant_id, reason)
+        return {**participant_view(app, app.participant(participant_id)), "accepted": accepted}
+
+    @router.post("/participants/{participant_id}/agreement-due-date", dependencies=[Depends(staff)],
+                 tags=["agreements"])
+    def set_due_date(participant_id: UUID, body: DueDateIn) -> dict[str, Any]:
+        """The participant's own agreement due date, set when the LOA is executed (default: the type's
+        Milestone 1 date in the rules in force)."""
+        changed = app.set_due_date(participant_id, body.due_on, body.reason)
+        return {**participant_view(app, app.participant(participant_id)), "changed": changed}
+
+    @router.post("/participants/{participant_id}/signing-extension", dependencies=[Depends(staff)],
+                 tags=["agreements"])
+    def extend_signing(participant_id: UUID, body: SigningExtensionIn) -> dict[str, Any]:
+        """Plan agreements signed by `until` are not flagged late. Nothing is refused for lateness either way."""
+        changed = app.extend_signing(participant_id, body.until, body.reason)
+        return {**participant_view(app, app.participant(participant_id)), "changed": changed}
+
+    @router.post("/agreements/dsa-signatories", dependencies=[Depends(staff)], tags=["agreements"],
+                 openapi_extra={"requestBody": {"content": {"text/csv": {}}}})
+    async def import_dsa_signatories(request: Request, list_date: date | None = None) -> dict[str, Any]:
+        """The DxF DSA signatory list (CSV: legal_name, and optional npi, tin, signed_on; other columns ignored).
+        Matched by NPI/TIN: DSA signed and accepted; by legal name only: signed, left for staff review; the rest
+        reported. The same list again changes nothing."""
+        data = await read_body(request, MAX_UPLOAD_BYTES)
+        parsed = parse_signatory_csv(_text(data))
+        day = list_date or plan_day(datetime.now(UTC))
+        return await asyncio.to_thread(app.import_dsa_list, parsed, day)
 
     @router.post("/participants/{participant_id}/withdrawal", dependencies=[Depends(staff)], tags=["participants"])
     def withdraw(participant_id: UUID, body: DepartureIn) -> dict[str, Any]:
@@ -204,13 +327,20 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
 
     # -- program rules --------------------------------------------------------------------------------------------
     @router.get("/program-rules", dependencies=[Depends(readers)], tags=["program rules"])
-    def rules() -> dict[str, Any]:
-        record = app.program_rules()
-        return {"current": record.current.document, "versions": [v["version"] for v in record.versions]}
+    def rules(on: date | None = None) -> dict[str, Any]:
+        """The latest published version (`current`), the one in force on `on` (default today), and every
+        version with its effective date."""
+        book = app.rulebook()
+        if book.latest is None:
+            raise NotFound("no program rules published yet")
+        in_force = book.in_force(on or plan_day(datetime.now(UTC)))
+        return {"current": book.latest.as_stored(), "in_force": in_force.as_stored() if in_force else None,
+                "versions": [v.version for v in book.versions],
+                "effective": [{"version": v.version, "effective_from": v.effective_from.isoformat()} for v in book.versions]}
 
     @router.post("/program-rules", dependencies=[Depends(staff)], tags=["program rules"])
     def publish_rules(body: RulesIn, response: Response) -> Any:
-        version, changed = app.publish_rules(body.rules, body.reason)
+        version, changed = app.publish_rules(body.rules, body.reason, body.confirm_lowering)
         response.status_code = status.HTTP_201_CREATED if changed else status.HTTP_200_OK
         return {"version": version, "changed": changed}
 

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.rulebook import RuleBook, RulesDocument
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
-from enrollment.domain import Participant, ProviderIdentity, identity_keys
+from enrollment.domain import DuplicateParticipant, Participant, ProviderIdentity, identity_keys
+from enrollment.dsa_list import SignatoryList, match_signatories
 from enrollment.members import CinAlias, Member, normalise_cin
 from enrollment.rosters import AttributionRow, EligibilityRow, RowError
-from enrollment.rules import ProgramRules, Rules, UnknownProviderType, default_rules_document, eligibility_reasons
+from enrollment.rules import ProgramRules, UnknownProviderType, default_rules_document, judge_interest_form, knows
 
+T = TypeVar("T")
 CHUNK = 500  # rows saved per transaction on import: the PostgreSQL recorder serialises writers, so batch
 MAX_REPORTED_ERRORS = 1000
 
@@ -48,15 +51,18 @@ class Enrollment(ServiceApplication):
         except AggregateNotFoundError:
             raise NotFound("no program rules published yet") from None
 
-    def current_rules(self) -> Rules:
+    def current_rules(self) -> RulesDocument:
         return self.program_rules().current
 
-    def publish_rules(self, document: dict[str, Any], reason: str) -> tuple[str, bool]:
+    def rulebook(self) -> RuleBook:
+        return self.program_rules().book
+
+    def publish_rules(self, document: dict[str, Any], reason: str, confirm_lowering: bool = False) -> tuple[str, bool]:
         try:
             rules = self.program_rules()
         except NotFound:
             rules = ProgramRules()
-        changed = rules.publish(document, reason)
+        changed = rules.publish(document, reason, confirm_lowering)
         if changed:
             self.save(rules)
         return rules.current.version, changed
@@ -73,23 +79,35 @@ class Enrollment(ServiceApplication):
     # -- participants ----------------------------------------------------------------------------------------
     def register_participant(self, form: dict[str, Any]) -> UUID:
         """Record the interest form with its eligibility verdict (every failed reason), claim its NPI/TIN,
-        and attach any DSA signed before the form. Raises DuplicateParticipant for a known NPI/TIN."""
+        and attach any DSA signed (or acceptance reported) before the form. An NPI/TIN already known may apply
+        again after an ineligible form, or for another provider type (A1); DuplicateParticipant when an eligible
+        participant of the same provider type has it."""
         for attempt in range(3):
-            rules = self.current_rules()
-            if not rules.knows(form["provider_type"]):
-                raise UnknownProviderType(f"unknown provider type {form['provider_type']!r} in rules {rules.version}")
-            participant = Participant(**form)
-            reasons = eligibility_reasons(
-                rules, provider_type=form["provider_type"], counties=form["counties"], ehr_product=form["ehr_product"],
-                is_hospital=form["is_hospital"], facility_kind=form.get("facility_kind"),
-                umbrella_group=form["umbrella_group"], manages_ehr=form["manages_ehr"], submitted_on=form["submitted_on"])
-            schedule = rules.document["provider_types"].get(form["provider_type"])
-            participant.determine_eligibility(eligible=not reasons, reasons=reasons, rule_version=rules.version,
-                                              schedule=schedule)
+            book = self.rulebook()
+            rules = book.in_force(form["submitted_on"]) or book.latest
+            if rules is None or not knows(rules, form["provider_type"]):
+                version = rules.version if rules else "none"
+                raise UnknownProviderType(f"unknown provider type {form['provider_type']!r} in rules {version}")
             identities = [self._identity(key) for key in identity_keys(form.get("npi"), form.get("tin"))]
+            previous, organization = None, None
             for identity in identities:
-                for held in identity.claim(participant.id):
+                previous, organization = self._application_links(identity, form["provider_type"])
+            participant = Participant(**form, previous_application=previous, organization_id=organization)
+            verdict = judge_interest_form(
+                book.in_force(form["submitted_on"]), provider_type=form["provider_type"], counties=form["counties"],
+                ehr_product=form["ehr_product"], is_hospital=form["is_hospital"], facility_kind=form.get("facility_kind"),
+                umbrella_group=form["umbrella_group"], manages_ehr=form["manages_ehr"], submitted_on=form["submitted_on"])
+            # No schedule is copied onto the participant: every service reads the type's row from the version in
+            # force on the date a decision concerns, so a correction reaches participants already enrolled.
+            participant.determine_eligibility(eligible=not verdict.reasons, reasons=verdict.reasons,
+                                              rule_version=rules.version, schedule=None, flags=verdict.flags)
+            for identity in identities:
+                signatures, acceptances = identity.claim(participant.id)
+                for held in signatures:
                     participant.sign(held["agreement"], held["signed_at"], held["document_id"], "before-interest-form")
+                for held in acceptances:
+                    participant.accept(held["agreement"], held["document_id"], held["reason"], held["decided_by"],
+                                       held["accepted_at"])
             try:
                 self.save(participant, *identities)
                 return participant.id
@@ -103,6 +121,34 @@ class Enrollment(ServiceApplication):
             return self.repository.get(ProviderIdentity.create_id(key))
         except AggregateNotFoundError:
             return ProviderIdentity(key)
+
+    def _application_links(self, identity: ProviderIdentity, provider_type: str) -> tuple[UUID | None, UUID | None]:
+        """A1, applying again: after an ineligible form the new one links to it (`previous_application`, the latest
+        ineligible one, of the same type if there is one); an organization already eligible under another provider
+        type joins a later round (`organization_id` = its first participation). The same provider type while an
+        earlier application of it is eligible: DuplicateParticipant."""
+        earlier = [self.participant(pid) for pid in identity.participants]  # (previous, organization_id)
+        for p in earlier:
+            if p.provider_type == provider_type and p.eligible:
+                raise DuplicateParticipant(identity.key, p.id)
+        ineligible = [p for p in earlier if not p.eligible]
+        same_type = [p for p in ineligible if p.provider_type == provider_type]
+        previous = (same_type or ineligible)[-1].id if ineligible else None
+        eligible = [p for p in earlier if p.eligible]
+        return previous, eligible[0].organization if eligible else None
+
+    def applications_under(self, participant: Participant) -> list[Participant]:
+        """Every application made under this participant's NPI (or TIN), oldest first, itself included."""
+        identity = self._identity(identity_keys(participant.npi, participant.tin)[0])
+        return [self.participant(pid) for pid in identity.participants] or [participant]
+
+    def current_participant(self, identity: ProviderIdentity) -> Participant | None:
+        """Whom a signature or acceptance naming only the NPI/TIN is for: the latest eligible application under
+        it, else the latest application."""
+        if not identity.participants:
+            return None
+        applications = [self.participant(pid) for pid in identity.participants]
+        return next((p for p in reversed(applications) if p.eligible), applications[-1])
 
     def participant(self, participant_id: UUID) -> Participant:
         try:
@@ -129,39 +175,96 @@ class Enrollment(ServiceApplication):
             yield from page
             last = page[-1].id
 
+    def update(self, participant_id: UUID, change: Callable[[Participant], T]) -> T:
+        """Load, change and save one participant; a concurrent change (a signature arriving on NATS while staff
+        act over HTTP) is a version conflict: reload and apply the change again."""
+        for attempt in range(5):
+            participant = self.participant(participant_id)
+            result = change(participant)
+            if not participant.pending_events:
+                return result
+            try:
+                self.save(participant)
+                return result
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
     def sign_agreement(self, participant_id: UUID, agreement: str, signed_at: datetime, document_id: str,
                        channel: str) -> bool:
         """True when this is a new signature, False when the same signature was already recorded."""
-        participant = self.participant(participant_id)
-        recorded = participant.sign(agreement, signed_at, document_id, channel)
-        if recorded:
-            self.save(participant)
-        return recorded
+        return self.update(participant_id, lambda p: p.sign(agreement, signed_at, document_id, channel))
 
     def sign_by_identity(self, npi: str | None, tin: str | None, agreement: str, signed_at: datetime,
                          document_id: str, channel: str) -> tuple[UUID | None, list[Aggregate]]:
         """A signature that names the provider by NPI/TIN: signed onto its participant when one exists,
         else held until the interest form arrives (only the DSA may come first). Returns what to save."""
         identity = self._identity(identity_keys(npi, tin)[0])
-        if identity.participant_id is not None:
-            participant = self.participant(identity.participant_id)
+        participant = self.current_participant(identity)
+        if participant is not None:
             participant.sign(agreement, signed_at, document_id, channel)
             return participant.id, [participant]
         identity.hold(agreement, signed_at, document_id)
         return None, [identity]
 
+    def sign_by_identity_and_save(self, npi: str | None, tin: str | None, agreement: str, signed_at: datetime,
+                                  document_id: str, channel: str) -> UUID | None:
+        """`sign_by_identity`, saved; a concurrent change is retried."""
+        for attempt in range(5):
+            owner, aggregates = self.sign_by_identity(npi, tin, agreement, signed_at, document_id, channel)
+            try:
+                self.save(*aggregates)
+                return owner
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def accept_by_identity(self, npi: str | None, tin: str | None, agreement: str, document_id: str, reason: str,
+                           decided_by: str, accepted_at: datetime | None) -> tuple[UUID | None, list[Aggregate]]:
+        """An acceptance naming the provider by NPI/TIN: applied to its participant (held there until the
+        signature arrives), or held on the identity until the interest form arrives. Returns what to save."""
+        identity = self._identity(identity_keys(npi, tin)[0])
+        participant = self.current_participant(identity)
+        if participant is not None:
+            participant.accept(agreement, document_id, reason, decided_by, accepted_at)
+            return participant.id, [participant]
+        identity.hold_acceptance(agreement, document_id, reason, decided_by, accepted_at)
+        return None, [identity]
+
+    def accept_agreements(self, participant_id: UUID, reason: str) -> list[dict[str, str]]:
+        """Staff accept every signed, not yet reviewed document of a participant in one action."""
+        return self.update(participant_id, lambda p: p.accept_signed(reason))
+
+    def set_due_date(self, participant_id: UUID, due_on: date, reason: str) -> bool:
+        return self.update(participant_id, lambda p: p.set_due_date(due_on, reason))
+
+    def extend_signing(self, participant_id: UUID, until: date, reason: str) -> bool:
+        return self.update(participant_id, lambda p: p.extend_signing(until, reason))
+
+    def import_dsa_list(self, parsed: SignatoryList, list_date: date) -> dict[str, Any]:
+        """The DxF DSA signatory list (see `dsa_list`): a participant found by NPI/TIN gets its DSA signed and
+        accepted with the list as evidence; one found by legal name only gets it signed, left for staff review.
+        Document ids come from the rows, so the same list again changes nothing. One transaction."""
+        for attempt in range(3):
+            participants = self.participants()
+            report, changed = match_signatories(parsed, participants, list_date)
+            try:
+                if changed:
+                    self.save(*changed)
+                return report
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def review_agreement(self, participant_id: UUID, agreement: str, document_id: str, decision: str,
                          reason: str | None) -> bool:
-        participant = self.participant(participant_id)
-        changed = participant.review(agreement, document_id, decision, reason)
-        if changed:
-            self.save(participant)
-        return changed
+        return self.update(participant_id, lambda p: p.review(agreement, document_id, decision, reason))
 
     def depart(self, participant_id: UUID, kind: str, effective_on: date, reason: str) -> None:
-        participant = self.participant(participant_id)
-        participant.leave(kind, effective_on, reason)
-        self.save(participant)
+        self.update(participant_id, lambda p: p.leave(kind, effective_on, reason))
 
     def history(self, aggregate_id: UUID) -> list[dict[str, Any]]:
         return [{"version": e.originator_version, "event": type(e).__name__, "recorded_at": getattr(e, "timestamp", None)}

@@ -13,7 +13,9 @@ from eventsourcing.domain import Aggregate
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from enrollment.application import Enrollment
-from enrollment.domain import participant_id
+from enrollment.domain import BY_CONTRACTS_SYSTEM, participant_id
+
+CONTRACTS_SYSTEM_ACCEPTANCE = "accepted by the contracts system"
 
 
 class AgreementSignedMessage(BaseModel):
@@ -47,6 +49,42 @@ def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[A
     return aggregates
 
 
+class AgreementAcceptedMessage(BaseModel):
+    """`dsi.in.agreement-accepted` from the contracts system: the counterparty accepted a signed agreement
+    (A2.4: "Once all these documents have been signed and accepted"). Named like a signature: `participant_id`, or
+    `npi`/`tin`; `accepted_at` with a UTC offset."""
+
+    model_config = ConfigDict(extra="ignore")
+    participant_id: str | None = None
+    npi: str | None = None
+    tin: str | None = None
+    agreement: str
+    document_id: str
+    accepted_at: datetime
+
+    @model_validator(mode="after")
+    def names_the_provider(self) -> AgreementAcceptedMessage:
+        if not (self.participant_id or self.npi or self.tin):
+            raise PermanentError("participant_id: missing (or name the provider by npi/tin)")
+        if self.accepted_at.tzinfo is None:
+            raise PermanentError("accepted_at: must carry a UTC offset")
+        return self
+
+
+def on_agreement_accepted(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """Recorded as an AgreementReviewed (accepted, decided by the contracts system); an acceptance of a signature
+    not recorded yet is held and applied when the signature arrives."""
+    assert isinstance(app, Enrollment)
+    m = AgreementAcceptedMessage.model_validate(event.data)
+    if m.participant_id:
+        participant = app.participant(participant_id(m.participant_id))
+        participant.accept(m.agreement, m.document_id, CONTRACTS_SYSTEM_ACCEPTANCE, BY_CONTRACTS_SYSTEM, m.accepted_at)
+        return [participant]
+    _, aggregates = app.accept_by_identity(m.npi, m.tin, m.agreement, m.document_id, CONTRACTS_SYSTEM_ACCEPTANCE,
+                                           BY_CONTRACTS_SYSTEM, m.accepted_at)
+    return aggregates
+
+
 def on_milestone_decided(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     """Milestones tells enrollment what became of Milestone 1, so the participant record shows it."""
     assert isinstance(app, Enrollment)
@@ -61,6 +99,7 @@ def on_milestone_decided(app: ServiceApplication, event: IncomingEvent) -> list[
 
 SUBSCRIPTIONS = (
     Subscription("DSI_IN", "dsi.in.agreement-signed", on_agreement_signed),
+    Subscription("DSI_IN", "dsi.in.agreement-accepted", on_agreement_accepted),
     Subscription("DSI_MILESTONES", "dsi.milestones.milestone-achieved", on_milestone_decided),
     Subscription("DSI_MILESTONES", "dsi.milestones.milestone-missed", on_milestone_decided),
 )

@@ -19,8 +19,9 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
         if isinstance(participant, Participant):
             names[str(participant.id)] = participant.legal_name
             signed = [kind for kind in ("LOA", "DSA", "HIE") if participant.agreement(kind)]
+            accepted = [kind for kind in ("LOA", "DSA", "HIE") if participant.accepted(kind)]
             report.rows[str(participant.id)] = {"name": participant.legal_name, "agreements": "+".join(signed) or "-",
-                                                "status": participant.status}
+                                                "accepted": "+".join(accepted) or "-", "status": participant.status}
     return report
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from enrollment.rules import (
+    FORM_AFTER_MILESTONE1_DATE,
     HOSPITAL,
     NO_EHR,
     OUTSIDE_SERVICE_AREA,
@@ -16,19 +17,20 @@ from enrollment.rules import (
     WINDOW_NOT_OPEN,
     InvalidRules,
     ProgramRules,
-    Rules,
     default_rules_document,
     eligibility_reasons,
+    judge_interest_form,
+    parse_rules,
 )
 from hypothesis import given
 from hypothesis import strategies as st
 
-RULES = Rules(default_rules_document())
+RULES = parse_rules(default_rules_document())
 GOOD: dict[str, Any] = {"provider_type": "skilled_nursing", "counties": ["Monterey"], "ehr_product": "PointClickCare",
                         "is_hospital": False, "facility_kind": "snf", "umbrella_group": None, "manages_ehr": True,
                         "submitted_on": date(2024, 3, 1)}
 
-# (type, participation opens, Milestone 1 deadline = last day a form is accepted) — DOMAIN.md A5
+# (type, participation opens, Milestone 1 date: a later form is accepted and flagged) — DOMAIN.md A5
 WINDOWS = [("skilled_nursing", date(2024, 1, 1), date(2024, 9, 30)), ("long_term_care", date(2024, 1, 1), date(2024, 9, 30)),
            ("primary_care", date(2024, 7, 1), date(2024, 12, 31)), ("specialist", date(2025, 4, 1), date(2025, 9, 30)),
            ("behavioral_health", date(2025, 10, 1), date(2026, 3, 31)),
@@ -48,17 +50,19 @@ def test_each_provider_type_window_opens_and_closes_on_its_dates(provider_type: 
     assert reasons(provider_type=provider_type, submitted_on=opens - timedelta(days=1)) == [WINDOW_NOT_OPEN]
     assert reasons(provider_type=provider_type, submitted_on=opens) == []
     assert reasons(provider_type=provider_type, submitted_on=closes) == []
-    assert reasons(provider_type=provider_type, submitted_on=closes + timedelta(days=1)) == [WINDOW_NOT_OPEN]
+    # "the page sets no closing date": a form after the type's Milestone 1 date is eligible, flagged for staff
+    late = judge_interest_form(RULES, **{**GOOD, "provider_type": provider_type, "submitted_on": closes + timedelta(days=1)})
+    assert (late.reasons, late.flags) == ([], [FORM_AFTER_MILESTONE1_DATE])
 
 
 def test_schedule_rows_match_table_a5() -> None:
-    snf = RULES.schedule("skilled_nursing")
-    pcp = RULES.schedule("primary_care")
+    snf = RULES.provider_type("skilled_nursing")
+    pcp = RULES.provider_type("primary_care")
     assert snf and (snf.sign_plan_agreements_by, snf.milestone1_by, snf.data_sharing_starts) == (
         date(2024, 4, 1), date(2024, 9, 30), date(2025, 10, 1))
     assert pcp and (pcp.sign_plan_agreements_by, pcp.milestone1_by, pcp.data_sharing_starts) == (
         date(2024, 10, 1), date(2024, 12, 31), date(2025, 1, 1))
-    assert RULES.schedule("specialist").earning_rule is None  # type: ignore[union-attr]  # "forthcoming"
+    assert RULES.provider_type("specialist").earning_rule is None  # type: ignore[union-attr]  # "forthcoming"
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
@@ -112,8 +116,8 @@ def test_rules_versions_are_added_never_rewritten() -> None:
     corrected["provider_types"]["dental_clinic"] = {**corrected["provider_types"]["specialist"], "label": "Dental"}
     assert record.publish(corrected, "correction + a new provider type, as data") is True
     assert [v["version"] for v in record.versions] == ["2024.1", "2024.2"]
-    assert record.current.schedule("skilled_nursing").data_sharing_starts == date(2025, 7, 1)  # type: ignore[union-attr]
-    assert record.rules_version("2024.1").schedule("skilled_nursing").data_sharing_starts == date(2025, 10, 1)  # type: ignore[union-attr]
+    assert record.current.provider_type("skilled_nursing").data_sharing_starts == date(2025, 7, 1)  # type: ignore[union-attr]
+    assert record.book.version("2024.1").provider_type("skilled_nursing").data_sharing_starts == date(2025, 10, 1)  # type: ignore[union-attr]
     dental = {**GOOD, "provider_type": "dental_clinic", "submitted_on": date(2025, 5, 1)}
     assert eligibility_reasons(record.current, **dental) == []
 
