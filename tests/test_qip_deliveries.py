@@ -100,7 +100,10 @@ async def test_assignments_feeds_a_delivery_and_the_accounting_of_disclosures(st
         return answer.json() if answer.status_code == 200 and answer.json()["status"] == "complete" else None
     delivery = await eventually(recorded)
     assert delivery["on_time"] is False  # delivered today, after the PY2025 due date
-    assert delivery["totals"]["records"] == {"Coverage": 2, "Immunization": 2, "Observation": 1, "Patient": 2}
+    # "a member assigned at any time in the period brings all their in-window records": Cal's March and August doses
+    # go to the DPH (January–June) and to the DMPH (from July) alike, no longer day by day.
+    assert delivery["totals"]["records"] == {"Coverage": 2, "Immunization": 3, "Observation": 1, "Patient": 2}
+    assert delivery["rules_version"] == "2026.1" and delivery["policy_version"] == "2026.1"
     manifest_bytes = (await qip.get(f"/deliveries/{delivery['id']}/manifest", headers=AUDITOR)).content
     assert hashlib.sha256(manifest_bytes).hexdigest() == delivery["manifest"]["sha256"]
     for output in json.loads(manifest_bytes)["output"]:
@@ -110,13 +113,16 @@ async def test_assignments_feeds_a_delivery_and_the_accounting_of_disclosures(st
     assert BEN.encode() not in b"".join([(await qip.get(f"/{o['url']}", headers=AUDITOR)).content
                                          for o in json.loads(manifest_bytes)["output"]])
     to_dmph = await qip.post("/deliveries?wait=true", json={**order, "entity_id": dmph["id"]}, headers=STAFF)
-    assert to_dmph.status_code == 201 and to_dmph.json()["totals"]["records"]["Immunization"] == 1
+    assert to_dmph.status_code == 201 and to_dmph.json()["totals"]["records"]["Immunization"] == 2
 
     accounting = (await qip.get(f"/members/{CAL}/disclosures", headers=AUDITOR)).json()
     assert [d["recipients"][0]["name"] for d in accounting["disclosures"]] == ["Valley Medical Center",
                                                                                 "Hill District Hospital"]
-    assert accounting["disclosures"][1]["recipients"][1] == {"name": "Valley Clinic", "address": "1 Main St, Merced CA",
-                                                              "role": "community_partner"}
+    # "for a partner that is not itself a covered entity: through the DMPH, as its business associate"
+    assert accounting["disclosures"][1]["recipients"][1] == {
+        "name": "Valley Clinic", "address": "1 Main St, Merced CA", "role": "community_partner",
+        "legal_basis": "through the DMPH, as its business associate (45 CFR 164.502(e), 164.504(e)): a state-approved "
+                       "community partner that is not itself a covered entity"}
     assert (await qip.get(f"/members/{BEN}/disclosures", headers=AUDITOR)).json()["count"] == 0
     not_cin = await qip.get("/members/BEN-SMITH/disclosures", headers=AUDITOR)
     assert not_cin.status_code == 422 and "BEN-SMITH" not in not_cin.text
@@ -134,3 +140,20 @@ async def test_assignments_feeds_a_delivery_and_the_accounting_of_disclosures(st
     assert json.loads(result.stdout)["manifest"]["rebuilt"] == delivery["manifest"]["sha256"]
     table = await asyncio.to_thread(cli, stack, tmp_path, "disclosures", "--member", CAL)
     assert table.returncode == 0 and "Hill District Hospital" in table.stdout and "Valley Clinic" in table.stdout
+
+    # Letter 002: only "participating DPH and DMPH systems" receive data. An entity marked not participating gets a
+    # 409 problem on POST /deliveries, and nothing is recorded.
+    left = await qip.post(f"/entities/{dmph['id']}/participation", headers=STAFF,
+                          json={"participating": False, "reason": "not on the state's PY2026 list"})
+    assert left.status_code == 200 and left.json()["participating"] is False and left.json()["changed"] is True
+    recorded_before = (await qip.get("/deliveries", headers=AUDITOR)).json()["deliveries"]
+    refused = await qip.post("/deliveries?wait=true", json={**order, "entity_id": dmph["id"]}, headers=STAFF)
+    assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json", refused.text
+    assert CAL not in refused.text
+    assert (await qip.get("/deliveries", headers=AUDITOR)).json()["deliveries"] == recorded_before
+    outsider = await qip.post("/entities", headers=STAFF, json={
+        "kind": "DPH", "name": "Not In QIP", "identifiers": {"npi": "1234567893"}, "address": "3 Elm St, Fresno CA",
+        "endpoint": "sftp://x.example", "participating": False})
+    assert outsider.status_code == 201 and outsider.json()["participating"] is False
+    assert (await qip.post("/deliveries", json={**order, "entity_id": outsider.json()["id"]},
+                           headers=STAFF)).status_code == 409

@@ -44,6 +44,6 @@ async def test_reference_data_over_http(stack: Stack) -> None:
     assert [(v["name"], v["current_version"]) for v in catalog] == [("Childhood Immunization", "2025")]
 
     policy = (await client.get("/sensitivity-policy", headers=AUDITOR)).json()
-    assert policy["current_version"] == "2025.1" and "sud_42cfr2" in policy["policy"]["categories"]
+    assert policy["current_version"] == "2026.1" and "sud_42cfr2" in policy["policy"]["categories"]
     assert (await client.post("/sensitivity-policy", json={"policy": {"version": ""}, "reason": "x y z"},
                               headers=STAFF)).status_code == 422

@@ -30,6 +30,9 @@ class Partner(BaseModel):
     identifiers: dict[str, str] = {}
     address: str = Field(min_length=5, max_length=500)
     endpoint: str = Field(min_length=5, max_length=500)
+    covered_entity: bool = Field(False, description=(
+        "the partner is itself a HIPAA covered entity (it then receives under 164.506(c)(4)); otherwise, the default, "
+        "it receives through the DMPH, as its business associate"))
 
 
 class EntityForm(BaseModel):
@@ -40,6 +43,15 @@ class EntityForm(BaseModel):
     address: str = Field(min_length=5, max_length=500, description="for the accounting of disclosures (164.528)")
     endpoint: str = Field(min_length=5, max_length=500, description="where deliveries go (SFTP or HTTPS URL)")
     community_partners: list[Partner] = []
+    participating: bool = Field(True, description=(
+        "the state lists it as a participating DPH/DMPH system (only participants receive deliveries); entities are "
+        "registered from that list, hence the default"))
+
+
+class ParticipationForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    participating: bool
+    reason: str = Field(min_length=3, max_length=1000, description="e.g. the state's list of participating entities")
 
 
 class PolicyForm(BaseModel):
@@ -51,18 +63,25 @@ class PolicyForm(BaseModel):
 def entity_view(entity: QipEntity) -> dict[str, Any]:
     return {"id": str(entity.id), "kind": entity.kind, "name": entity.name, "identifiers": entity.identifiers,
             "address": entity.address, "endpoint": entity.endpoint, "community_partners": entity.community_partners,
+            "participating": entity.participating, "participation": to_jsonable(entity.participation),
             "recipients": entity.recipients}
 
 
 def routes(app: QipShare, auth: Auth) -> APIRouter:
     router = APIRouter(tags=["qip-share"])
     staff = auth.require("program-staff")
+    staff_actor = auth.require_actor("program-staff")
     readers = auth.require("program-staff", "auditor")
 
     @router.post("/entities", status_code=201, dependencies=[Depends(staff)])
     def register(form: EntityForm) -> dict[str, Any]:
         return entity_view(app.register_entity(form.kind, form.name, form.identifiers, form.address, form.endpoint,
-                                               [p.model_dump() for p in form.community_partners]))
+                                               [p.model_dump() for p in form.community_partners], form.participating))
+
+    @router.post("/entities/{entity_id}/participation")
+    def participation(entity_id: UUID, form: ParticipationForm, actor: str = Depends(staff_actor)) -> dict[str, Any]:
+        entity, changed = app.record_participation(entity_id, form.participating, form.reason, actor, datetime.now(UTC))
+        return {**entity_view(entity), "changed": changed}
 
     @router.get("/entities", dependencies=[Depends(readers)])
     def entities() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -22,10 +23,10 @@ from dsi_shared.plantime import plan_day
 from dsi_shared.store import ServiceApplication
 from eventsourcing.persistence import IntegrityError
 
-from qip_share.delivery import DeliveryPlan, DeliveryResult, LegalBasis, MemberScope, build_delivery
+from qip_share.delivery import RULES_VERSION, DeliveryPlan, DeliveryResult, LegalBasis, MemberScope, build_delivery
 from qip_share.feeds import FEED_KINDS, BadHeader, RowError, ignored_columns, is_ndjson, read_feed
 from qip_share.ledger import Delivery, Disclosure, FeedFile, QipMember, Requirement
-from qip_share.policy import check_policy, default_policy
+from qip_share.policy import check_policy, shipped_policies
 from qip_share.reference import (
     ENTITY_KINDS,
     QipEntity,
@@ -35,6 +36,8 @@ from qip_share.reference import (
     codes_digest,
 )
 from qip_share.valuesets import ParseReport
+
+log = logging.getLogger(__name__)
 
 
 class Conflict(PermanentError):
@@ -51,7 +54,7 @@ class QipShare(ServiceApplication):
 
     # -- entities --------------------------------------------------------------------------------------------
     def register_entity(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
-                        community_partners: list[dict[str, Any]]) -> QipEntity:
+                        community_partners: list[dict[str, Any]], participating: bool = True) -> QipEntity:
         if kind not in ENTITY_KINDS:
             raise Conflict(f"kind must be one of {', '.join(ENTITY_KINDS)}")
         if community_partners and kind != "DMPH":
@@ -60,9 +63,18 @@ class QipShare(ServiceApplication):
             raise Conflict("at least one identifier is required")
         if self.find(QipEntity.create_id(kind, identifiers), QipEntity) is not None:
             raise Conflict("an entity with this identifier is already registered")
-        entity = QipEntity(kind, name, identifiers, address, endpoint, community_partners)
+        entity = QipEntity(kind, name, identifiers, address, endpoint, community_partners, participating)
         self.save(entity)
         return entity
+
+    def record_participation(self, entity_id: UUID, participating: bool, reason: str, recorded_by: str,
+                             now: datetime) -> tuple[QipEntity, bool]:
+        """Whether the state lists the entity as a participating DPH/DMPH system (only participants receive data)."""
+        entity = self.entity(entity_id)
+        changed = entity.change_participation(participating, reason, recorded_by, now)
+        if changed:
+            self.save(entity)
+        return entity, changed
 
     def entity(self, entity_id: UUID) -> QipEntity:
         return self.get(entity_id, QipEntity, "QIP entity")
@@ -124,9 +136,27 @@ class QipShare(ServiceApplication):
             self.save(policy)
         return changed
 
-    def ensure_default_policy(self) -> None:
-        if self.find(SensitivityPolicy.create_id(), SensitivityPolicy) is None:
-            self.publish_policy(default_policy(), "default policy (DOMAIN.md Part B)")
+    def ensure_default_policy(self) -> list[str]:
+        """Run at start. A fresh store publishes the newest version shipped in `sensitivity_policy.json`; a store
+        whose current version is an older shipped one publishes each newer shipped version it lacks, oldest first
+        (a store holding 2025.1 gains 2026.1 as its current version and keeps 2025.1, as stored, for the deliveries
+        recorded under it). A store whose current version staff published (not a shipped one) keeps it current: the
+        shipped version is left for staff to adopt. Returns the versions published."""
+        shipped = shipped_policies()
+        names = [document["version"] for document in shipped]
+        policy = self.find(SensitivityPolicy.create_id(), SensitivityPolicy)
+        if policy is None:
+            self.publish_policy(shipped[-1], f"shipped policy {names[-1]} (DOMAIN.md Part B)")
+            return [names[-1]]
+        if policy.current_version not in names:
+            log.warning("shipped sensitivity policy versions not adopted: the current version was published by staff")
+            return []
+        published: list[str] = []
+        for document in shipped[names.index(policy.current_version) + 1:]:
+            if document["version"] not in policy.versions and self.publish_policy(
+                    document, f"shipped policy {document['version']} (DOMAIN.md Part B)"):
+                published.append(document["version"])
+        return published
 
     # -- feeds -----------------------------------------------------------------------------------------------
     @property
@@ -200,12 +230,16 @@ class QipShare(ServiceApplication):
 
     # -- requirements ----------------------------------------------------------------------------------------
     def define_requirement(self, code: str, title: str, feed_kinds: list[str], value_set_urls: list[str],
-                           period_start: date, period_end: date, due_date: date, source: str) -> tuple[Requirement, bool]:
+                           period_start: date, period_end: date, due_date: date, source: str,
+                           data_window_start: date | None = None,
+                           data_window_end: date | None = None) -> tuple[Requirement, bool]:
         unknown = [k for k in feed_kinds if k not in FEED_KINDS]
         if unknown:
             raise Conflict(f"unknown feed kind(s): {', '.join(unknown)}")
         if period_end < period_start:
             raise Conflict("period_end is before period_start")
+        if (data_window_end or period_end) < (data_window_start or period_start):
+            raise Conflict("the data window ends before it starts")
         catalog = self.catalog()
         if missing := [u for u in value_set_urls if u not in catalog.current]:
             raise Conflict(f"{len(missing)} value set url(s) not published yet")
@@ -213,11 +247,13 @@ class QipShare(ServiceApplication):
         known = self.find(Requirement.create_id(code), Requirement)
         if known is not None:
             same = (known.title, known.feed_kinds, known.value_set_urls, known.period_start, known.period_end,
-                    known.due_date) == (title, kinds, urls, period_start, period_end, due_date)
+                    known.due_date, known.data_window_start, known.data_window_end) == (
+                title, kinds, urls, period_start, period_end, due_date, data_window_start, data_window_end)
             if not same:
                 raise Conflict(f"requirement {code} exists with other content: name the new one differently")
             return known, False
-        requirement = Requirement(code, title, kinds, urls, period_start, period_end, due_date, source)
+        requirement = Requirement(code, title, kinds, urls, period_start, period_end, due_date, source,
+                                  data_window_start, data_window_end)
         self.save(requirement)
         return requirement, True
 
@@ -240,9 +276,14 @@ class QipShare(ServiceApplication):
                          period_end: date | None) -> DeliveryRequest:
         """What a delivery asked now would cover, pinned to the current end of the log."""
         entity, requirement = self.entity(entity_id), self.requirement(requirement_code)
+        if not entity.participating:  # refused before anything is recorded
+            raise Conflict("the QIP entity is not a participating DPH/DMPH system: only participants receive data")
         start, end = period_start or requirement.period_start, period_end or requirement.period_end
         if end < start:
             raise Conflict("period end is before its start")
+        window_start, window_end = requirement.data_window(start, end)
+        if window_end < window_start:
+            raise Conflict("the requirement's data window ends before it starts for this period")
         position = self.recorder.max_notification_id() or 0
         return DeliveryRequest(Delivery.create_id(entity.id, requirement.code, start, end, position), entity,
                                requirement, start, end, position)
@@ -255,13 +296,15 @@ class QipShare(ServiceApplication):
         value_sets = self._value_sets_as_of(request.requirement, request.position)
         policy_version, policy = self._policy_as_of(request.position)
         recipients = request.entity.recipients
+        window = request.requirement.data_window(request.period_start, request.period_end)
         fixed = _manifest_fixed(request.delivery_id, request.entity.id, request.entity.name, recipients,
                                 request.requirement.code, request.period_start, request.period_end, now, value_sets,
                                 policy_version)
         plan = DeliveryPlan(str(request.delivery_id), entity_keys(request.entity), request.period_start,
                             request.period_end, self._feeds_as_of(request.position),
                             frozenset(request.requirement.feed_kinds), self._codes(value_sets), policy,
-                            self.members_as_of(entity_keys(request.entity), request.position), fixed)
+                            self.members_as_of(entity_keys(request.entity), request.position), fixed,
+                            RULES_VERSION, window)
         writers: dict[str, FileWriter] = {}
         result = build_delivery(plan, self.files.open, lambda t: _StoredSink(writers.setdefault(t, self.files.writer(NDJSON))))
         manifest_file = self.files.put(result.manifest_bytes, "application/json")
@@ -271,7 +314,7 @@ class QipShare(ServiceApplication):
                             [{"kind": k, "sha256": h} for k, h in plan.feeds], value_sets, policy_version,
                             PURPOSE, LEGAL_BASIS, result.files, {"sha256": manifest_file.sha256, "size": manifest_file.size},
                             result.totals, len(result.members), result.manifest["extension"]["scope_sha256"],
-                            requested_by, due, plan_day(now) <= due)
+                            requested_by, due, plan_day(now) <= due, RULES_VERSION, *window)
         assert delivery.id == request.delivery_id
         try:
             self.save(delivery)
@@ -346,6 +389,9 @@ class QipShare(ServiceApplication):
             problems.append("the value-set versions current at the delivery's position differ from those it recorded")
         if self._policy_as_of(delivery.position)[0] != delivery.policy_version:
             problems.append("the policy version current at the delivery's position differs from the one it recorded")
+        if delivery.rules_version is not None and self.requirement(delivery.requirement).data_window(
+                delivery.period_start, delivery.period_end) != (delivery.data_window_start, delivery.data_window_end):
+            problems.append("the requirement's data window differs from the one the delivery recorded")
         if result.manifest["extension"]["scope_sha256"] != delivery.scope_digest:
             problems.append("the members in scope rebuilt from the log differ from those recorded")
         return Reproduction(delivery, [{"type": t, "recorded": recorded.get(t), "rebuilt": rebuilt.get(t)}
@@ -361,10 +407,13 @@ class QipShare(ServiceApplication):
         fixed = _manifest_fixed(delivery.id, entity.id, delivery.entity_name, delivery.recipients, delivery.requirement,
                                 delivery.period_start, delivery.period_end, delivery.transaction_time,
                                 delivery.value_sets, delivery.policy_version)
+        window = None
+        if delivery.data_window_start is not None and delivery.data_window_end is not None:
+            window = (delivery.data_window_start, delivery.data_window_end)
         plan = DeliveryPlan(str(delivery.id), keys, delivery.period_start, delivery.period_end, feeds,
                             frozenset(self.requirement(delivery.requirement).feed_kinds), self._codes(delivery.value_sets),
                             self.policy().versions[delivery.policy_version], self.members_as_of(keys, delivery.position),
-                            fixed)
+                            fixed, delivery.rules_version, window)
         return build_delivery(plan, self.files.open, lambda _: _HashSink()), feeds
 
     def _value_sets_as_of(self, requirement: Requirement, position: int) -> dict[str, str]:
@@ -427,7 +476,8 @@ def _manifest_fixed(delivery_id: UUID, entity_id: UUID, entity_name: str, recipi
                     policy_version: str) -> dict[str, Any]:
     return {"transactionTime": at.isoformat(), "request": f"$qip-export?requirement={requirement}&period={start}/{end}",
             "extension": {"delivery_id": str(delivery_id), "entity": {"id": str(entity_id), "name": entity_name},
-                          "recipients": [{k: r[k] for k in ("name", "address", "role")} for r in recipients],
+                          "recipients": [{k: r[k] for k in ("name", "address", "role", "legal_basis") if k in r}
+                                         for r in recipients],
                           "requirement": requirement, "period": {"start": start.isoformat(), "end": end.isoformat()},
                           "value_sets": value_sets, "policy_version": policy_version, "purpose": PURPOSE,
                           "legal_basis": LEGAL_BASIS}}

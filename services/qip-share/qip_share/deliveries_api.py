@@ -47,6 +47,10 @@ class RequirementForm(BaseModel):
     period_end: date
     due_date: date
     source: str = Field(default="", max_length=300, description="e.g. the state's letter and its date")
+    data_window_start: date | None = Field(None, description=(
+        "first day of the data window (a measure's lookback, e.g. 9 years before the period for colorectal cancer "
+        "screening); default: the delivery's period start"))
+    data_window_end: date | None = Field(None, description="last day of the data window; default: the period end")
 
 
 class DeliveryForm(BaseModel):
@@ -76,6 +80,8 @@ def requirement_view(requirement: Requirement, deliveries: list[Delivery]) -> di
     return {"code": requirement.code, "title": requirement.title, "feed_kinds": requirement.feed_kinds,
             "value_set_urls": requirement.value_set_urls, "period_start": requirement.period_start.isoformat(),
             "period_end": requirement.period_end.isoformat(), "due_date": requirement.due_date.isoformat(),
+            "data_window_start": requirement.data_window_start.isoformat() if requirement.data_window_start else None,
+            "data_window_end": requirement.data_window_end.isoformat() if requirement.data_window_end else None,
             "source": requirement.source, "entities": status}
 
 
@@ -88,13 +94,15 @@ def delivery_view(delivery: Delivery) -> dict[str, Any]:
         "on_time": delivery.on_time, "value_sets": delivery.value_sets, "policy_version": delivery.policy_version,
         "purpose": delivery.purpose, "legal_basis": delivery.legal_basis, "feeds": delivery.feeds,
         "files": delivery.files, "manifest": delivery.manifest, "totals": delivery.totals, "members": delivery.members,
-        "requested_by": delivery.requested_by})
+        "requested_by": delivery.requested_by, "rules_version": delivery.rules_version,
+        "data_window": {"start": delivery.data_window_start, "end": delivery.data_window_end}
+        if delivery.data_window_start is not None else None})
 
 
 def disclosure_view(d: Disclosure) -> dict[str, Any]:
     return to_jsonable({
         "delivery_id": str(d.delivery_id), "date": d.disclosed_at,
-        "recipients": [{k: r.get(k) for k in ("name", "address", "role")} for r in d.recipients],
+        "recipients": [{k: r[k] for k in ("name", "address", "role", "legal_basis") if k in r} for r in d.recipients],
         "description": "records from " + ", ".join(k.replace("_", " ") for k in d.categories) if d.categories
         else "no records (all withheld)", "purpose": d.purpose, "legal_basis": d.legal_basis,
         "period_start": d.period_start, "period_end": d.period_end, "categories": d.categories,
@@ -150,7 +158,8 @@ def feed_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
     @router.post("/requirements", status_code=201)
     def define(form: RequirementForm, response: Response, _: str = Depends(staff)) -> dict[str, Any]:
         requirement, new = app.define_requirement(form.code, form.title, form.feed_kinds, form.value_set_urls,
-                                                  form.period_start, form.period_end, form.due_date, form.source)
+                                                  form.period_start, form.period_end, form.due_date, form.source,
+                                                  form.data_window_start, form.data_window_end)
         if not new:
             response.status_code = 200
         return requirement_view(requirement, [])

@@ -1,9 +1,13 @@
 """A delivery to a QIP entity, as a pure function of its inputs (DOMAIN.md Part B): the same plan over the same
 stored feeds gives the same bytes, which is what lets `dsi audit reproduce` prove a past delivery.
 
-Selection, record by record:
-1. the member is assigned to the entity on the record's date (a span record: on some day of it) within the period
-   — a member reassigned mid-period goes with each record to whoever held the member that day;
+Selection, record by record (rules `RULES_VERSION`; DOMAIN.md Part B "Whose data"):
+1. the member is one of the entity's assigned lives — assigned to it on at least one day of the requirement's
+   period — and the record lies inside the requirement's data window (a span record: overlaps it); every such
+   record is delivered, whatever day of the period the assignment started, so a member reassigned mid-period
+   brings all their in-window records to each entity that held them in the period.
+   (Deliveries recorded before the rules were versioned — `rules_version` None — were built under the original
+   reading and are rebuilt under it: the member assigned to the entity on the record's date within the period.)
 2. the record's kind is one the requirement names; a clinical record has a code in the value sets
    (eligibility and coverage records carry no codes: they place the member in denominators);
 3. the sensitivity policy withholds it unless a legal basis recorded for the member lifts the category:
@@ -30,6 +34,8 @@ from qip_share.resources import patient, resource_of
 
 Interval = tuple[date, date]
 LegalBasis = tuple[str, date, date | None]
+RULES_VERSION = "2026.1"  # assigned at any time in the period; every value-set record in the data window
+PROVIDER_COLUMNS = ("billing_npi", "rendering_npi")  # the provider a record comes from (e.g. a Part 2 program)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class DeliveryPlan:
     policy: dict[str, Any]
     members: dict[str, MemberScope]
     manifest: dict[str, Any]  # the manifest's fixed part: transactionTime, request, extension
+    rules_version: str | None = RULES_VERSION  # None: the original rules (see the module's docstring)
+    data_window: Interval | None = None  # None: the period
 
 
 class Sink(Protocol):
@@ -147,6 +155,15 @@ def build_delivery(plan: DeliveryPlan, open_feed: Callable[[str], IO[bytes]],
     outputs = _Outputs(sink)
     newest_first = list(reversed(plan.feeds))
 
+    window_start, window_end = plan.data_window or (plan.period_start, plan.period_end)
+    labels_seen: Counter[str] = Counter()
+
+    def in_window(record: FeedRecord) -> bool:
+        if record.day is not None:
+            return window_start <= record.day <= window_end
+        assert record.start is not None
+        return record.start <= window_end and window_start <= (record.end or date.max)
+
     def on_assigned_day(cin: str, record: FeedRecord) -> bool:
         if record.day is not None:
             return any(a <= record.day <= b for a, b in intervals[cin])
@@ -161,8 +178,12 @@ def build_delivery(plan: DeliveryPlan, open_feed: Callable[[str], IO[bytes]],
             excluded["superseded_by_a_later_file"] += 1
             return
         seen.add(key)
-        if not on_assigned_day(record.cin, record):
-            excluded["outside_period_or_assignment"] += 1
+        if plan.rules_version is None:
+            if not on_assigned_day(record.cin, record):
+                excluded["outside_period_or_assignment"] += 1
+                return
+        elif not in_window(record):
+            excluded["outside_data_window"] += 1
             return
         tally = tallies.setdefault(record.cin, MemberTally())
         if kind.clinical:
@@ -172,7 +193,10 @@ def build_delivery(plan: DeliveryPlan, open_feed: Callable[[str], IO[bytes]],
                 return
             bases = [b for b, s, e in plan.members[record.cin].legal_bases if s <= record.day and (e is None or record.day <= e)]
             age = _age(demographics.get(record.cin, {}).get("birth_date"), record.day)
-            reason = withheld_by(plan.policy, record.codes, record.labels, record.kind, age, bases)
+            labels_seen.update(record.labels)
+            reason = withheld_by(plan.policy, record.codes, record.labels, record.kind, age, bases,
+                                 [record.fields[c] for c in PROVIDER_COLUMNS if c in record.fields],
+                                 record.fields.get("record_type"))
             if reason is not None:
                 tally.withheld[reason] += 1
                 return
@@ -203,13 +227,18 @@ def build_delivery(plan: DeliveryPlan, open_feed: Callable[[str], IO[bytes]],
     for tally in tallies.values():
         withheld.update(tally.withheld)
     totals = {"records": {f["type"]: f["count"] for f in files}, "withheld": dict(sorted(withheld.items())),
-              "excluded": dict(sorted(excluded.items())), "members_in_scope": len(intervals),
+              "excluded": dict(sorted(excluded.items())), "security_labels_seen": dict(sorted(labels_seen.items())),
+              "members_in_scope": len(intervals),
               "members_disclosed": sum(1 for t in tallies.values() if t.records)}
     manifest = {**plan.manifest, "requiresAccessToken": True, "error": [],
                 "output": [{"type": f["type"], "url": f"deliveries/{plan.delivery_id}/files/{f['type']}.ndjson",
                             "count": f["count"], "extension": {"sha256": f["sha256"], "size": f["size"]}} for f in files]}
     manifest["extension"] = {**manifest.get("extension", {}), "withheld": totals["withheld"],
                              "scope_sha256": scope_digest(plan.members, intervals)}
+    if plan.rules_version is not None:  # the original rules' manifests had neither (their bytes must not change)
+        manifest["extension"] |= {"rules_version": plan.rules_version,
+                                  "data_window": {"start": window_start.isoformat(), "end": window_end.isoformat()},
+                                  "security_labels_seen": totals["security_labels_seen"]}
     manifest_bytes = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False).encode() + b"\n"
     return DeliveryResult(files, manifest, manifest_bytes, {c: t for c, t in tallies.items() if t.records or t.withheld},
                           totals)

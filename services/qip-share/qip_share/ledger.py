@@ -68,7 +68,9 @@ class QipMember(Aggregate):
 
 
 class Requirement(Aggregate):
-    """A data requirement the state names: which feeds and value sets, for which period, due when."""
+    """A data requirement the state names: which feeds and value sets, for which period, due when — and the data
+    window its measures look back over (`data_window_start`/`data_window_end`; each unset bound is the delivery's
+    period bound). Requirements defined before the window existed have none: their window is the period."""
 
     @staticmethod
     def create_id(code: str) -> UUID:
@@ -76,13 +78,25 @@ class Requirement(Aggregate):
 
     @event("RequirementDefined")
     def __init__(self, code: str, title: str, feed_kinds: list[str], value_set_urls: list[str], period_start: date,
-                 period_end: date, due_date: date, source: str) -> None:
+                 period_end: date, due_date: date, source: str, data_window_start: date | None = None,
+                 data_window_end: date | None = None) -> None:
         self.code, self.title, self.feed_kinds, self.value_set_urls = code, title, feed_kinds, value_set_urls
         self.period_start, self.period_end, self.due_date, self.source = period_start, period_end, due_date, source
+        self.data_window_start, self.data_window_end = data_window_start, data_window_end
+
+    def data_window(self, period_start: date, period_end: date) -> tuple[date, date]:
+        """The window a delivery for this period reads records in: the requirement's bounds where set, else the
+        period's."""
+        return self.data_window_start or period_start, self.data_window_end or period_end
 
 
 class Delivery(Aggregate):
-    """One delivery to a QIP entity (and its community partners): everything needed to rebuild it byte for byte."""
+    """One delivery to a QIP entity (and its community partners): everything needed to rebuild it byte for byte.
+
+    `rules_version` names the selection rules it was built under (`qip_share.delivery.RULES_VERSION`); deliveries
+    recorded before rules were versioned have none and are rebuilt under the original rules (each record went to
+    whoever held the member on its date; the window was the period). `data_window_start`/`data_window_end` bound
+    the window records were read in."""
 
     @staticmethod
     def create_id(entity_id: UUID, requirement: str, period_start: date, period_end: date, position: int) -> UUID:
@@ -93,13 +107,17 @@ class Delivery(Aggregate):
                  period_start: date, period_end: date, position: int, transaction_time: datetime,
                  feeds: list[dict[str, str]], value_sets: dict[str, str], policy_version: str, purpose: str,
                  legal_basis: str, files: list[dict[str, Any]], manifest: dict[str, Any], totals: dict[str, Any],
-                 members: int, scope_digest: str, requested_by: str, due_date: date | None, on_time: bool | None) -> None:
+                 members: int, scope_digest: str, requested_by: str, due_date: date | None, on_time: bool | None,
+                 rules_version: str | None = None, data_window_start: date | None = None,
+                 data_window_end: date | None = None) -> None:
         self.entity_id, self.entity_name, self.recipients = entity_id, entity_name, recipients
         self.requirement, self.period_start, self.period_end = requirement, period_start, period_end
         self.position, self.transaction_time, self.feeds = position, transaction_time, feeds
         self.value_sets, self.policy_version, self.purpose, self.legal_basis = value_sets, policy_version, purpose, legal_basis
         self.files, self.manifest, self.totals, self.members = files, manifest, totals, members
         self.scope_digest, self.requested_by, self.due_date, self.on_time = scope_digest, requested_by, due_date, on_time
+        self.rules_version = rules_version
+        self.data_window_start, self.data_window_end = data_window_start, data_window_end
         self.disclosures_recorded: int | None = None
 
     @event("DisclosuresRecorded")

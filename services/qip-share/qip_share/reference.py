@@ -12,6 +12,14 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 ENTITY_KINDS = ("DPH", "DMPH")
+# The legal basis for each recipient of a delivery (DOMAIN.md Part B), recorded with every delivery made under
+# the current selection rules.
+ENTITY_BASIS = ("45 CFR 164.506(c)(4): the QIP entity's own quality assessment and improvement, as a covered entity "
+                "and network provider with a relationship with the member")
+PARTNER_COVERED_BASIS = ("45 CFR 164.506(c)(4): a state-approved community partner that is itself a covered entity, "
+                         "for its quality assessment and improvement")
+PARTNER_BA_BASIS = ("through the DMPH, as its business associate (45 CFR 164.502(e), 164.504(e)): a state-approved "
+                    "community partner that is not itself a covered entity")
 
 
 def qip_id(path: str) -> UUID:
@@ -31,9 +39,26 @@ class QipEntity(Aggregate):
 
     @event("EntityRegistered")
     def __init__(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
-                 community_partners: list[dict[str, Any]]) -> None:
+                 community_partners: list[dict[str, Any]], participating: bool = True) -> None:
+        """`participating`: the state lists the entity as a participating DPH/DMPH system. Entities registered
+        before the flag existed were registered as participants, hence the default."""
         self.kind, self.name, self.identifiers = kind, name, identifiers
         self.address, self.endpoint, self.community_partners = address, endpoint, community_partners
+        self.participating = participating
+        self.participation: list[dict[str, Any]] = []
+
+    def change_participation(self, participating: bool, reason: str, recorded_by: str, recorded_at: datetime) -> bool:
+        if participating == self.participating:
+            return False
+        self.participation_changed(participating=participating, reason=reason, recorded_by=recorded_by,
+                                   recorded_at=recorded_at)
+        return True
+
+    @event("ParticipationChanged")
+    def participation_changed(self, participating: bool, reason: str, recorded_by: str, recorded_at: datetime) -> None:
+        self.participating = participating
+        self.participation.append({"participating": participating, "reason": reason, "recorded_by": recorded_by,
+                                   "recorded_at": recorded_at})
 
     def change_partners(self, partners: list[dict[str, Any]], reason: str) -> None:
         if partners != self.community_partners:
@@ -45,9 +70,14 @@ class QipEntity(Aggregate):
 
     @property
     def recipients(self) -> list[dict[str, Any]]:
-        """Who receives a delivery for this entity: itself, and for a DMPH its state-approved partners."""
-        return [{"name": self.name, "address": self.address, "endpoint": self.endpoint, "role": self.kind},
-                *({**p, "role": "community_partner"} for p in self.community_partners)]
+        """Who receives a delivery for this entity: itself, and for a DMPH its state-approved partners — each
+        with the legal basis it receives the data under (a partner that is not itself a covered entity receives
+        it through the DMPH, as the DMPH's business associate)."""
+        return [{"name": self.name, "address": self.address, "endpoint": self.endpoint, "role": self.kind,
+                 "legal_basis": ENTITY_BASIS},
+                *({**p, "role": "community_partner", "covered_entity": bool(p.get("covered_entity", False)),
+                   "legal_basis": PARTNER_COVERED_BASIS if p.get("covered_entity") else PARTNER_BA_BASIS}
+                  for p in self.community_partners)]
 
 
 class ValueSetVersion(Aggregate):

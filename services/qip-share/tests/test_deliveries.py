@@ -1,6 +1,8 @@
 """QIP deliveries (DOMAIN.md Part B) on the qip-share store (SQLite): feeds checked row by row and stored once,
-assigned lives only, value-set codes only, the period, withholding with counts and reasons, a DMPH's community
-partners, a reassignment mid-period, two value-set versions, per-member disclosures and byte-for-byte reproduction."""
+assigned lives only, value-set codes only, the data window, withholding exactly what law restricts (with counts and
+reasons), participating entities only, a DMPH's community partners and each recipient's basis, a member reassigned
+mid-period, two value-set versions, per-member disclosures and byte-for-byte reproduction — also of a delivery
+recorded under the original rules and policy 2025.1."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from qip_share.delivery import assigned_intervals
 from qip_share.feeds import FEED_KINDS, FeedRecord, RowError, read_feed
 from qip_share.handlers import on_attribution_recorded
 from qip_share.ledger import Delivery
+from qip_share.policy import check_policy, shipped_policies
+from qip_share.reference import PARTNER_BA_BASIS, PARTNER_COVERED_BASIS, QipEntity, SensitivityPolicy
 from qip_share.valuesets import from_fhir
 
 LOADED = datetime(2026, 1, 10, tzinfo=UTC)
@@ -39,6 +43,7 @@ def value_set(version: str, codes: list[tuple[str, str]]) -> bytes:
 
 V1 = value_set("2025", [("http://loinc.org", "4548-4"), ("http://loinc.org", "7917-8"),
                         ("http://www.ama-assn.org/go/cpt", "99213"), ("http://hl7.org/fhir/sid/cvx", "03"),
+                        ("http://www.ama-assn.org/go/cpt", "90834"),
                         ("http://hl7.org/fhir/sid/ndc", "00002751001")])
 V2 = value_set("2026", [("http://loinc.org", "4548-4"), ("http://hl7.org/fhir/sid/cvx", "03")])
 
@@ -58,11 +63,15 @@ L6,12345,2025-03-01,4548-4,8.0,%,
 L7,{SALLY},2025-13-01,4548-4,8.0,%,
 L8,{SALLY},2025-05-01,,8.0,%,
 """
-CLAIMS = f"""claim_id,line_number,cin,service_date,billing_npi,procedure_code,diagnosis_codes,paid_amount
-C1,1,{SALLY},2025-02-10,1234567893,99213,E11.9,120.00
-C2,1,{SALLY},2025-06-10,1234567893,99213,F11.20,120.00
-C3,1,{TEEN},2025-06-11,1234567893,99213,Z30.09,80.00
-C4,1,{TEEN},2025-06-12,1234567893,ABCDE,Z00.00,80.00
+CLAIMS = f"""claim_id,line_number,cin,service_date,billing_npi,procedure_code,diagnosis_codes,paid_amount,security_labels
+C1,1,{SALLY},2025-02-10,1234567893,99213,E11.9,120.00,
+C2,1,{SALLY},2025-06-10,1234567893,99213,F11.20,120.00,
+C3,1,{TEEN},2025-06-11,1234567893,99213,Z30.09,80.00,SEX
+C4,1,{TEEN},2025-06-12,1234567893,ABCDE,Z00.00,80.00,
+C5,1,{SALLY},2025-06-20,1234567893,99213,F11.20,95.00,42CFRPart2
+"""
+SMH = f"""claim_id,line_number,cin,service_date,billing_npi,procedure_code,diagnosis_codes,security_labels
+S1,1,{SALLY},2025-04-01,1234567893,90834,F32.1,PSY
 """
 IMMUNIZATIONS = f"""immunization_id,cin,administered_date,cvx
 I1,{ROVER},2025-03-15,03
@@ -99,6 +108,10 @@ def ndjson(app: QipShare, delivery: Delivery, resource_type: str) -> list[dict[s
 
 @pytest.fixture
 def world(app: QipShare) -> dict[str, Any]:
+    return build_world(app)
+
+
+def build_world(app: QipShare) -> dict[str, Any]:
     dph = app.register_entity("DPH", "County General", {"npi": DPH_NPI}, "1 County Way, Fresno CA", "sftp://dph", [])
     dmph = app.register_entity("DMPH", "Hill District Hospital", {"npi": DMPH_NPI}, "2 Hill Rd, Hollister CA",
                                "sftp://hill", [{"name": "Valley Clinic", "address": "1 Main St, Merced CA",
@@ -111,7 +124,7 @@ def world(app: QipShare) -> dict[str, Any]:
     assign(app, ROVER, DPH_NPI, "2025-01-01")
     assign(app, ROVER, DMPH_NPI, "2025-07-01", version=3)  # reassigned mid-period (the earlier span stays open)
     for kind, text in (("eligibility", ELIGIBILITY), ("lab_results", LABS), ("medical_claims", CLAIMS),
-                       ("immunizations", IMMUNIZATIONS), ("pharmacy", PHARMACY)):
+                       ("immunizations", IMMUNIZATIONS), ("pharmacy", PHARMACY), ("specialty_mental_health", SMH)):
         load(app, kind, text)
     return {"dph": dph, "dmph": dmph}
 
@@ -167,14 +180,16 @@ def test_a_reassignment_splits_the_period_between_the_entities() -> None:
         (date(2025, 7, 1), date(2025, 9, 30)), (date(2025, 11, 1), date(2025, 12, 31))]
 
 
-def test_a_delivery_selects_assigned_lives_value_set_codes_and_the_period_and_withholds_sensitive_records(
+def test_a_delivery_selects_assigned_lives_value_set_codes_and_the_data_window_and_withholds_what_law_restricts(
         app: QipShare, world: dict[str, Any]) -> None:
+    """Letter 002: "all the data the Plan has for each QIP entity's assigned lives that aligns with the QIP Value
+    Sets … regardless of whether the data comes from the Plan's provider network, from DHCS … or any other source"."""
     delivery = deliver(app, world["dph"].id)
-    assert delivery.on_time is True and delivery.disclosures_recorded == 3
-    assert delivery.totals["records"] == {"Coverage": 3, "ExplanationOfBenefit": 1, "Immunization": 1,
-                                          "Observation": 1, "Patient": 3}
-    assert delivery.totals["withheld"] == {"hiv_test_results": 1, "minor_sensitive_services": 1, "sud_42cfr2": 1}
-    assert delivery.totals["excluded"] == {"not_in_value_sets": 1, "outside_period_or_assignment": 2}
+    assert delivery.on_time is True and delivery.disclosures_recorded == 3 and delivery.policy_version == "2026.1"
+    assert delivery.totals["records"] == {"Coverage": 3, "ExplanationOfBenefit": 4, "Immunization": 1,
+                                          "MedicationDispense": 1, "Observation": 1, "Patient": 3}
+    assert delivery.totals["withheld"] == {"hiv_test_results": 1, "sud_42cfr2": 1}
+    assert delivery.totals["excluded"] == {"not_in_value_sets": 1, "outside_data_window": 1}
     [observation] = ndjson(app, delivery, "Observation")
     assert observation["code"]["coding"] == [{"system": "http://loinc.org", "code": "4548-4"}]
     assert observation["valueQuantity"] == {"value": 6.9, "unit": "%"}
@@ -189,29 +204,129 @@ def test_a_delivery_selects_assigned_lives_value_set_codes_and_the_period_and_wi
     manifest = json.loads(app.files.read(delivery.manifest["sha256"]))
     assert [(o["type"], o["count"]) for o in manifest["output"]] == [(f["type"], f["count"]) for f in delivery.files]
     assert manifest["extension"]["value_sets"] == {"http://example.org/ValueSet/qip-measures": "2025"}
+    assert manifest["extension"]["rules_version"] == delivery.rules_version == "2026.1"
+    assert manifest["extension"]["data_window"] == {"start": "2025-01-01", "end": "2025-12-31"}
 
 
-def test_a_member_reassigned_mid_period_goes_with_each_record_to_whoever_held_them_that_day(
+def test_specialty_mental_health_claims_are_shared_and_a_psychotherapy_code_on_a_claim_is_not_a_note(
         app: QipShare, world: dict[str, Any]) -> None:
+    """Letter 002: "Examples of data … that should be shared with QIP entities include Specialty Mental Health data,
+    Pharmacy data, Dental data, and Fee-for-Service data". Psychotherapy *notes* (45 CFR 164.501) stay withheld:
+    "a claim is not a note — so a psychotherapy CPT code on a claim is shared"; PSY labels are "recorded (counted in
+    the delivery as labels seen), not a reason to withhold"."""
+    delivery = deliver(app, world["dph"].id)
+    claims = ndjson(app, delivery, "ExplanationOfBenefit")
+    [smh] = [c for c in claims if c["meta"]["source"] == "#specialty_mental_health"]
+    assert smh["item"][0]["productOrService"]["coding"] == [{"system": "http://www.ama-assn.org/go/cpt", "code": "90834"}]
+    assert "psychotherapy_lps" not in delivery.totals["withheld"]
+    assert delivery.totals["security_labels_seen"] == {"42CFRPART2": 1, "PSY": 1, "SEX": 1}
+    manifest = json.loads(app.files.read(delivery.manifest["sha256"]))
+    assert manifest["extension"]["security_labels_seen"] == {"42CFRPART2": 1, "PSY": 1, "SEX": 1}
+    [sally] = app.disclosures_of(SALLY)
+    assert "specialty_mental_health" in sally.categories
+
+
+def test_only_part2_program_records_hiv_results_and_psychotherapy_notes_are_withheld_minors_services_are_shared(
+        app: QipShare, world: dict[str, Any]) -> None:
+    """Withheld by default is "exactly what law restricts beyond this letter": "42 CFR Part 2 SUD records (from
+    Part 2 programs) without consent; HIV test results (California HSC §120975 ff.) …; psychotherapy *notes*".
+    "Minors' sensitive services are **shared**: the Family Code §§6920–6929 protections govern consent and parental
+    access, not disclosure to a QIP entity for quality measures". "Every withholding is counted by reason"."""
+    delivery = deliver(app, world["dph"].id)
+    claims = {c["id"]: c for c in ndjson(app, delivery, "ExplanationOfBenefit")}
+    diagnoses = sorted(d["diagnosisCodeableConcept"]["coding"][0]["code"] for c in claims.values() for d in c["diagnosis"])
+    assert diagnoses == ["E119", "F1120", "F321", "Z3009"]  # an SUD diagnosis from a non-Part 2 provider; a teen's
+    teen = app.disclosures_of(TEEN)
+    assert [(d.records, d.withheld) for d in teen] == [({"Coverage": 1, "ExplanationOfBenefit": 1, "Patient": 1}, {})]
+    [sally] = app.disclosures_of(SALLY)
+    assert sally.withheld == {"hiv_test_results": 1, "sud_42cfr2": 1}  # C5 (42CFRPart2 label), L4 (HIV LOINC)
+    note = (f"claim_id,line_number,cin,service_date,billing_npi,procedure_code,record_type\n"
+            f"N1,1,{SALLY},2025-05-01,1234567893,90834,psychotherapy_note\n")
+    load(app, "specialty_mental_health", note)
+    assert deliver(app, world["dph"].id).totals["withheld"] == {"hiv_test_results": 1, "psychotherapy_notes": 1,
+                                                                "sud_42cfr2": 1}
+
+
+def test_a_member_assigned_at_any_time_in_the_period_brings_all_their_in_window_records(
+        app: QipShare, world: dict[str, Any]) -> None:
+    """Issue 11 / DOMAIN.md Part B: "the members assigned to it at any time in the requirement's period. For them,
+    every value-set record the plan holds inside the requirement's data window … is shared, whatever day the
+    assignment started" — no longer routed day by day to whoever held the member that day."""
     to_dph, to_dmph = deliver(app, world["dph"].id), deliver(app, world["dmph"].id)
-    assert [i["occurrenceDateTime"] for i in ndjson(app, to_dph, "Immunization")] == ["2025-03-15"]
-    assert ndjson(app, to_dph, "MedicationDispense") == []
-    [dispense] = ndjson(app, to_dmph, "MedicationDispense")
-    assert dispense["medicationCodeableConcept"]["coding"] == [{"system": "http://hl7.org/fhir/sid/ndc",
-                                                                "code": "00002751001"}]
-    assert to_dmph.totals["records"] == {"Coverage": 1, "MedicationDispense": 1, "Patient": 1}
+    for delivery in (to_dph, to_dmph):  # Rover: DPH from January, DMPH from July — both get March and September
+        assert [i["occurrenceDateTime"] for i in ndjson(app, delivery, "Immunization")] == ["2025-03-15"]
+        [dispense] = ndjson(app, delivery, "MedicationDispense")
+        assert dispense["medicationCodeableConcept"]["coding"] == [{"system": "http://hl7.org/fhir/sid/ndc",
+                                                                    "code": "00002751001"}]
+    assert to_dmph.totals["records"] == {"Coverage": 1, "Immunization": 1, "MedicationDispense": 1, "Patient": 1}
     assert [r["role"] for r in to_dmph.recipients] == ["DMPH", "community_partner"]
 
     accounting = app.disclosures_of(ROVER)
     assert [(d.recipients[0]["name"], d.records) for d in accounting] == [
-        ("County General", {"Coverage": 1, "Immunization": 1, "Patient": 1}),
-        ("Hill District Hospital", {"Coverage": 1, "MedicationDispense": 1, "Patient": 1})]
+        ("County General", {"Coverage": 1, "Immunization": 1, "MedicationDispense": 1, "Patient": 1}),
+        ("Hill District Hospital", {"Coverage": 1, "Immunization": 1, "MedicationDispense": 1, "Patient": 1})]
     assert [r["name"] for r in accounting[1].recipients] == ["Hill District Hospital", "Valley Clinic"]
     assert accounting[1].legal_basis.startswith("45 CFR 164.506(c)(4)") and accounting[1].categories == [
-        "eligibility", "pharmacy"]
+        "eligibility", "immunizations", "pharmacy"]
     assert app.disclosures_of(NOT_OURS) == []
-    [sally] = app.disclosures_of(SALLY)
-    assert sally.withheld == {"hiv_test_results": 1, "sud_42cfr2": 1}
+
+    # A member assigned only on the period's last day still brings the whole period's records.
+    assign(app, SALLY, DMPH_NPI, "2025-12-31", version=5)
+    late = deliver(app, world["dmph"].id)
+    assert late.totals["records"]["Observation"] == 1 and late.totals["records"]["ExplanationOfBenefit"] == 3
+
+
+def test_a_requirement_may_set_its_own_data_window(app: QipShare, world: dict[str, Any]) -> None:
+    """"A requirement may set its own data window (a measure's lookback …) — default: its period." Sally's
+    HbA1c of 2024-11-30 is outside PY2025 but inside a window that looks back to 2024."""
+    app.define_requirement("QIP-PY2025-LB", "PY2025 with a lookback", ["lab_results"], [], date(2025, 1, 1),
+                           date(2025, 12, 31), date(2026, 3, 31), "state letter", data_window_start=date(2024, 1, 1))
+    delivery = app.deliver(app.delivery_request(world["dph"].id, "QIP-PY2025-LB", None, None), "program-staff#t",
+                           DELIVERED)
+    assert sorted(o["effectiveDateTime"] for o in ndjson(app, delivery, "Observation")) == ["2024-11-30", "2025-03-01"]
+    assert (delivery.data_window_start, delivery.data_window_end) == (date(2024, 1, 1), date(2025, 12, 31))
+    assert "outside_data_window" not in delivery.totals["excluded"]
+    assert app.reproduce(delivery.id).problems == []
+    with pytest.raises(Conflict, match="data window"):
+        app.define_requirement("QIP-BAD-WINDOW", "bad", [], [], date(2025, 1, 1), date(2025, 12, 31),
+                               date(2026, 3, 31), "", data_window_start=date(2026, 1, 1))
+
+
+def test_only_participating_entities_receive_data_and_a_refusal_is_recorded_nowhere(
+        app: QipShare, world: dict[str, Any]) -> None:
+    """Letter 002: the plan shares with "participating DPH and DMPH systems": "an entity not marked participating …
+    gets a 409/422 problem on POST /deliveries, recorded nowhere"."""
+    outsider = app.register_entity("DPH", "Not In The Program", {"npi": "3333333336"}, "3 Elm St, Fresno CA",
+                                   "sftp://x", [], participating=False)
+    assign(app, SALLY, "3333333336", "2025-02-01", version=7)
+    position = app.recorder.max_notification_id()
+    with pytest.raises(Conflict, match="not a participating"):
+        app.delivery_request(outsider.id, "QIP-PY2025", None, None)
+    assert app.recorder.max_notification_id() == position and app.deliveries() == []
+    app.record_participation(world["dph"].id, False, "left the program (state list 2026-01)", "program-staff#t", LOADED)
+    with pytest.raises(Conflict):
+        app.delivery_request(world["dph"].id, "QIP-PY2025", None, None)
+    entity, changed = app.record_participation(world["dph"].id, True, "rejoined", "program-staff#t", LOADED)
+    assert changed and entity.participating and [p["participating"] for p in entity.participation] == [False, True]
+    assert deliver(app, world["dph"].id).members == 3
+
+
+def test_each_recipient_is_recorded_with_its_legal_basis(app: QipShare, world: dict[str, Any]) -> None:
+    """DOMAIN.md Part B: "for a DMPH community partner that is not itself a covered entity, through the DMPH as its
+    business associate. Each delivery records the basis per recipient."
+    """
+    covered = app.register_entity("DMPH", "Bay District Hospital", {"npi": "4444444448"}, "4 Bay Rd, Monterey CA",
+                                  "sftp://bay", [{"name": "Bay Clinic", "address": "5 Bay Rd, Monterey CA",
+                                                  "endpoint": "sftp://bay-clinic", "covered_entity": True}])
+    assert covered.recipients[1]["legal_basis"] == PARTNER_COVERED_BASIS
+    delivery = deliver(app, world["dmph"].id)
+    assert [r["legal_basis"].split(":")[0] for r in delivery.recipients] == [
+        "45 CFR 164.506(c)(4)", "through the DMPH, as its business associate (45 CFR 164.502(e), 164.504(e))"]
+    assert delivery.recipients[1]["legal_basis"] == PARTNER_BA_BASIS
+    manifest = json.loads(app.files.read(delivery.manifest["sha256"]))
+    assert [r["legal_basis"] for r in manifest["extension"]["recipients"]] == [r["legal_basis"] for r in delivery.recipients]
+    [rover] = app.disclosures_of(ROVER)
+    assert rover.recipients[1]["legal_basis"] == PARTNER_BA_BASIS
 
 
 def test_a_legal_basis_lifts_its_category_for_that_member_only(app: QipShare, world: dict[str, Any]) -> None:
@@ -220,8 +335,8 @@ def test_a_legal_basis_lifts_its_category_for_that_member_only(app: QipShare, wo
     app.record_legal_basis(SALLY, "part2_consent", date(2025, 1, 1), None, "consent form 2025-17", "program-staff#t",
                            LOADED)
     delivery = deliver(app, world["dph"].id)
-    assert delivery.totals["withheld"] == {"hiv_test_results": 1, "minor_sensitive_services": 1}
-    assert delivery.totals["records"]["ExplanationOfBenefit"] == 2
+    assert delivery.totals["withheld"] == {"hiv_test_results": 1}
+    assert delivery.totals["records"]["ExplanationOfBenefit"] == 5
 
 
 def test_a_past_delivery_is_reproduced_byte_for_byte_whatever_changed_since(app: QipShare, world: dict[str, Any]) -> None:
@@ -334,3 +449,44 @@ def test_two_replicas_building_the_same_delivery_record_it_once(app: QipShare, w
     assert second.id == first.id and second.requested_by == "replica-a" and second.disclosures_recorded == 3
     assert len(app.disclosures_of(SALLY)) == 1 and len(app.deliveries()) == 1
     other.close()
+
+
+def store_as_the_previous_release_left_it(app: QipShare) -> None:
+    """Policy 2025.1 current, as the previous release stored it (labels as written)."""
+    first = shipped_policies()[0]
+    stored = check_policy(first)
+    for name, category in stored["categories"].items():
+        category["security_labels"] = first["categories"][name]["security_labels"]
+    aggregate = SensitivityPolicy()
+    aggregate.publish("2025.1", stored, "default policy (DOMAIN.md Part B)")
+    app.save(aggregate)
+
+
+def test_a_delivery_recorded_under_the_original_rules_and_policy_2025_1_still_reproduces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"old deliveries recorded under the old policy version must still reproduce under the policy version they
+    recorded": a delivery recorded before rules were versioned (day-by-day routing, minors' services and the specialty
+    mental health feed withheld by 2025.1) is rebuilt byte for byte after the store gains 2026.1."""
+    monkeypatch.setenv("DSI_PAYLOAD_KEY", base64.b64encode(os.urandom(32)).decode())
+    app = QipShare(f"sqlite:///{tmp_path / 'old.db'}")
+    store_as_the_previous_release_left_it(app)
+    with monkeypatch.context() as old:  # the previous release: no rules version, recipients without a basis
+        old.setattr("qip_share.application.RULES_VERSION", None)
+        old.setattr(QipEntity, "recipients", property(lambda self: [
+            {"name": self.name, "address": self.address, "endpoint": self.endpoint, "role": self.kind},
+            *({**p, "role": "community_partner"} for p in self.community_partners)]))
+        people = build_world(app)
+        before = deliver(app, people["dph"].id)
+    assert before.policy_version == "2025.1" and before.rules_version is None
+    assert before.totals["withheld"] == {"hiv_test_results": 1, "minor_sensitive_services": 1,
+                                         "psychotherapy_lps": 1, "sud_42cfr2": 2}
+    assert "MedicationDispense" not in before.totals["records"]  # Rover's September fill went to the DMPH
+    manifest = json.loads(app.files.read(before.manifest["sha256"]))
+    assert "rules_version" not in manifest["extension"] and "legal_basis" not in manifest["extension"]["recipients"][0]
+
+    assert app.ensure_default_policy() == ["2026.1"]  # the new release starts on the old store
+    after = deliver(app, people["dph"].id)
+    assert after.policy_version == "2026.1" and after.totals["records"]["MedicationDispense"] == 1
+    reproduction = app.reproduce(before.id)
+    assert reproduction.problems == [] and reproduction.manifest_sha256 == before.manifest["sha256"]
+    assert app.reproduce(after.id).problems == []
