@@ -21,6 +21,7 @@ from typing import Any
 from uuid import uuid4
 
 from dsi_shared.chain import HashChain
+from dsi_shared.rulebook import RulesCopy
 from dsi_shared.service import discover
 from enrollment.application import Enrollment
 from enrollment.domain import Participant
@@ -30,17 +31,27 @@ from payments.application import Payments
 from payments.domain import PaymentAccount
 
 from benchmarks.spine import store_factory
+from tests.rulesdoc import packaged
 
 PARTICIPANTS = int(os.environ.get("DSI_BENCH_AUDIT_PARTICIPANTS", "62500"))
-SCHEDULE = {"label": "Skilled nursing facility", "cohort": 1, "participation_opens": "2024-01-01",
-            "sign_plan_agreements_by": "2024-04-01", "milestone1_by": "2024-09-30",
-            "data_sharing_starts": "2025-10-01", "earning_rule": "snf_combined_adt_file"}
 SIGNED = datetime(2024, 5, 1, 17, tzinfo=UTC)
+CAP = Decimal(packaged()["program"]["cap"])
+
+
+def _copy() -> RulesCopy:
+    rules = RulesCopy()
+    rules.note(packaged())
+    return rules
 
 
 def seed(stores: dict[str, str]) -> int:
     enrollment, milestones, payments = Enrollment(stores["enrollment"]), Milestones(stores["milestones"]), \
         Payments(stores["payments"])
+    enrollment.ensure_default_rules()  # the shipped rules, published as the service does at start
+    rules = _copy()
+    milestones.save(rules)
+    payments.save(_copy())
+    book = rules.book
     batches: dict[Any, list[Any]] = {enrollment: [], milestones: [], payments: []}
     for n in range(PARTICIPANTS):
         npi, name = f"{1_100_000_000 + n}", f"Bench Facility {n}"
@@ -48,18 +59,20 @@ def seed(stores: dict[str, str]) -> int:
                                   ehr_product="PCC", is_hospital=False, umbrella_group=None, manages_ehr=True,
                                   sending_facilities=[f"FAC{n}"], contact_email="x@example.org",
                                   submitted_on=datetime(2024, 2, 1).date(), facility_kind=None)
-        participant.determine_eligibility(eligible=True, reasons=[], rule_version="2024.1", schedule=SCHEDULE)
+        participant.determine_eligibility(eligible=True, reasons=[], rule_version="2024.1", schedule=None)
         progress = ParticipantProgress(participant.id)  # as milestones' handlers record enrollment's facts
         progress.note_registration("skilled_nursing", npi, name)
-        progress.note_schedule(SCHEDULE)
-        progress.note_eligibility(True, "2024.1", datetime(2024, 9, 30).date())
+        progress.note_eligibility(True, "2024.1")
         for i, agreement in enumerate(("LOA", "DSA", "HIE")):
             signed_at = SIGNED + timedelta(minutes=i)
             participant.sign(agreement, signed_at, f"{agreement}-{n}", "http")
+            participant.review(agreement, f"{agreement}-{n}", "accepted", "bench")
             progress.note_agreement(agreement, signed_at, f"{agreement}-{n}")
+            progress.note_review(agreement, f"{agreement}-{n}", "accepted")
+        progress.decide_milestone_1(book)
         account = PaymentAccount(participant.id)
         account.record_payee(name, npi, None)
-        account.pay("M1", Decimal("10000.00"), "2024Q2", "2024.1", source_event=str(uuid4()))
+        account.pay("M1", Decimal("10000.00"), "2024Q2", "2024.1", source_event=str(uuid4()), cap=CAP)
         for app, aggregate in ((enrollment, participant), (milestones, progress), (payments, account)):
             batches[app].append(aggregate)
             if len(batches[app]) >= 200:

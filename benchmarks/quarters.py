@@ -15,22 +15,30 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import uuid4
 
+from dsi_shared.rulebook import RulesCopy
 from milestones.application import Milestones
 from milestones.domain import ParticipantProgress
-from milestones.earning import PCP_RULE, SNF_RULE
+from milestones.earning import COVERAGE, PER_FILE
 from milestones.ledger import AttributionRoster, CreditLedger
 from payments.application import Payments
 from payments.domain import PaymentAccount
 
 from benchmarks.spine import store_factory
+from tests.rulesdoc import packaged
 
 PARTICIPANTS = int(os.environ.get("DSI_BENCH_PARTICIPANTS", "2000"))
 MEMBERS = int(os.environ.get("DSI_BENCH_MEMBERS", "500000"))
 QUARTER = "2025Q4"
 SIGNED = datetime(2024, 6, 3, 17, tzinfo=UTC)
+CAP = Decimal(packaged()["program"]["cap"])
+SNF_RULE, PCP_RULE = PER_FILE, COVERAGE
 
 
 def seed_milestones(app: Milestones) -> tuple[int, int]:
+    rules = RulesCopy()  # the shipped rules, as enrollment publishes them
+    rules.note(packaged())
+    app.save(rules)
+    book = rules.book
     pcps = PARTICIPANTS // 2
     per_pcp = MEMBERS // max(pcps, 1)
     batch: list[object] = []
@@ -39,10 +47,11 @@ def seed_milestones(app: Milestones) -> tuple[int, int]:
         npi = f"{1_000_000_000 + n}"
         progress = ParticipantProgress(uuid4())
         progress.note_registration("primary_care" if pcp else "skilled_nursing", npi, f"Bench {n}")
-        progress.note_schedule({"data_sharing_starts": "2025-10-01", "earning_rule": PCP_RULE if pcp else SNF_RULE})
-        progress.note_eligibility(True, "2024.1", date(2024, 12, 31))
+        progress.note_eligibility(True, "2024.1")
         for agreement in ("LOA", "DSA", "HIE"):
             progress.note_agreement(agreement, SIGNED, f"{agreement}-{n}")
+            progress.note_review(agreement, f"{agreement}-{n}", "accepted")
+        progress.decide_milestone_1(book)
         ledger = CreditLedger(progress.participant_id)
         batch += [progress, ledger]
         if pcp:
@@ -50,6 +59,7 @@ def seed_milestones(app: Milestones) -> tuple[int, int]:
             for m in range(per_pcp):
                 cin = f"{n * per_pcp + m:08d}A"
                 roster.attribute(cin=cin, start=date(2025, 1, 1), end=None)
+                roster.note_membership(cin=cin, start=date(2024, 1, 1), end=None)
                 if m % 5:  # 80% have a record this quarter
                     ledger.note_credit(str(uuid4()), PCP_RULE, cin, QUARTER, Decimal("0.00"), "2024.1")
             batch.append(roster)
@@ -68,10 +78,10 @@ def seed_payments(app: Payments) -> int:
     for n in range(PARTICIPANTS):
         account = PaymentAccount(uuid4())
         account.record_payee(f"Bench {n}", f"{1_000_000_000 + n}", None)
-        account.pay("M1", Decimal("10000.00"), "2024Q2", "2024.1", source_event=f"m1-{n}")
+        account.pay("M1", Decimal("10000.00"), "2024Q2", "2024.1", source_event=f"m1-{n}", cap=CAP)
         for q in range(10):
             account.pay(f"SNF:q{q}", Decimal("4000.00"), f"2026Q{q % 4 + 1}", "2024.1", source_event=f"e-{n}-{q}",
-                        covers=[f"submission:{n}-{q}-{k}" for k in range(10)])
+                        cap=CAP, covers=[f"submission:{n}-{q}-{k}" for k in range(10)])
         app.save(account)
     return app.recorder.max_notification_id() or 0
 

@@ -19,12 +19,14 @@ import hl7
 import hl7.mllp
 from dsi_shared.natsserver import free_port
 from dsi_shared.plantime import PLAN_ZONE
+from dsi_shared.rulebook import RulesCopy
 from submissions.application import Submissions
 from submissions.domain import FacilityIndex, MemberFacts, ParticipantFacts
 from submissions.mllp import MllpListener
 
 from benchmarks.spine import store_factory
 from tests.hl7_corpus import FACILITY, adt, batch, oru, rde
+from tests.rulesdoc import packaged
 from tests.x12_834 import cin
 
 FILES = int(os.environ.get("DSI_BENCH_FILES", "2000"))
@@ -37,10 +39,11 @@ def seeded(store: str) -> Submissions:
     app = Submissions(store)
     participant = ParticipantFacts(uuid.uuid4())
     participant.note_registration(provider_type="skilled_nursing", npi="1234567893", sending_facilities=[FACILITY])
-    participant.note_eligibility(eligible=True, rule_version="2024.1",
-                                 schedule={"data_sharing_starts": "2024-10-01", "earning_rule": "snf_combined_adt_file"})
+    participant.note_eligibility(eligible=True, rule_version="2024.1")
     participant.note_milestone1(achieved_at=datetime(2024, 6, 1, tzinfo=UTC))
-    app.save(participant, FacilityIndex(FACILITY, participant.participant_id))
+    rules = RulesCopy()  # the shipped rules, as enrollment publishes them
+    rules.note(packaged())
+    app.save(rules, participant, FacilityIndex(FACILITY, participant.participant_id))
     for offset in range(0, FILES, 500):
         members = []
         for n in range(offset, min(offset + 500, FILES)):

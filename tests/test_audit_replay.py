@@ -35,6 +35,7 @@ async def paid_participant(stack: Stack) -> str:
     pid = await stack.register()
     for agreement in ("LOA", "DSA", "HIE"):
         await stack.clients["enrollment"].post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+    await stack.accept_agreements(pid)
     await stack.wait_paid(pid)
     await quiet(stack)
     return pid
@@ -66,7 +67,7 @@ async def test_replay_exits_non_zero_when_a_ledger_pays_what_no_milestone_earned
     # A payment written straight into the payments store, with no achieved milestone behind it.
     payments = Payments(stack.store_url_for("payments"))
     account = payments.account(UUID(pid))
-    account.pay("M2", Decimal("10000.00"), "2024Q3", "dsi-2024.1", source_event="forged")
+    account.pay("M2", Decimal("10000.00"), "2024Q3", "dsi-2024.1", source_event="forged", cap=Decimal("40000.00"))
     payments.save(account)
     payments.close()
     result = replay(stack, tmp_path, "--json")

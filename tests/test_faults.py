@@ -17,6 +17,7 @@ from dsi_shared.natsserver import NatsServer
 from eventsourcing.persistence import Tracking
 
 from tests.harness import STAFF, Stack, eventually, quiet, signature
+from tests.rulesdoc import packaged
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,7 @@ async def sign_all(stack: Stack, pid: str, agreements: tuple[str, ...] = ("LOA",
         response = await stack.clients["enrollment"].post(
             f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
         assert response.status_code == 201
+    await stack.accept_agreements(pid, agreements)
 
 
 async def test_payments_process_killed_after_commit_before_ack_pays_once(stack: Stack) -> None:
@@ -95,13 +97,20 @@ async def test_earlier_event_redelivered_after_a_later_one_still_applies_once(st
 
     nc = await stack.nc()
     js = nc.jetstream()
-    eligible = {"eligible": True, "reasons": [], "rule_version": "2024.1", "aggregate_id": pid,
-                "schedule": {"milestone1_by": "2024-09-30"}}
     from datetime import UTC, datetime
 
-    await js.publish(stack.naming.subject("dsi.enrollment.eligibility-determined"),
-                     encode("enrollment", 4, "dsi.enrollment.eligibility-determined", eligible, time=datetime.now(UTC),
-                            subject=pid), headers={"Nats-Msg-Id": "enrollment:4"})
+    async def enrollment_event(position: int, name: str, data: dict[str, Any]) -> None:
+        await js.publish(stack.naming.subject(f"dsi.enrollment.{name}"),
+                         encode("enrollment", position, f"dsi.enrollment.{name}", {**data, "aggregate_id": pid},
+                                time=datetime.now(UTC), subject=pid), headers={"Nats-Msg-Id": f"enrollment:{position}"})
+
+    await enrollment_event(10, "rules-published", {"document": packaged(), "reason": "packaged"})
+    await enrollment_event(11, "participant-registered", {"provider_type": "skilled_nursing", "npi": None,
+                                                          "legal_name": "Sunrise"})
+    await enrollment_event(12, "eligibility-determined", {"eligible": True, "reasons": [], "rule_version": "2024.1"})
+    for position, agreement in ((13, "LOA"), (14, "DSA"), (15, "HIE")):  # acceptances seen before the signatures
+        await enrollment_event(position, "agreement-reviewed", {"agreement": agreement, "document_id": f"doc-{agreement}",
+                                                                "decision": "accepted", "reason": "test"})
     subject = stack.naming.subject("dsi.enrollment.agreement-signed")
     # Notifications 3 and 2 are processed before 1 arrives.
     for position, agreement in ((3, "HIE"), (2, "DSA")):
@@ -119,7 +128,7 @@ async def test_earlier_event_redelivered_after_a_later_one_still_applies_once(st
     statement = await stack.payments_of(pid)
     assert statement is not None and [p["amount"] for p in statement["payments"]] == ["10000.00"]
     milestones = stack.runtimes["milestones"].app
-    assert all(milestones.has_processed(Tracking("enrollment", n)) for n in (1, 2, 3, 4))
+    assert all(milestones.has_processed(Tracking("enrollment", n)) for n in (1, 2, 3, 10, 11, 12, 13, 14, 15))
     assert not milestones.has_processed(Tracking("enrollment", 5))
 
 
@@ -148,6 +157,7 @@ async def test_poison_message_goes_to_dead_letter_with_reason_and_consumer_keeps
     pid = await stack.register()
     for agreement in ("LOA", "DSA", "HIE"):
         await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature(agreement)})
+    await stack.accept_agreements(pid)
     await stack.wait_paid(pid)
 
 

@@ -18,6 +18,7 @@ from dsi_shared.events import encode
 
 from tests.harness import STAFF, Stack, eventually, quiet
 from tests.hl7_corpus import combined
+from tests.rulesdoc import packaged
 from tests.test_audit_replay import replay
 from tests.test_submissions import MEMBER, post_hl7, ready_snf
 
@@ -101,6 +102,9 @@ async def test_two_payments_processes_racing_on_one_participant_never_pay_past_t
     js = (await stack.nc()).jetstream()
     subject = stack.naming.subject("dsi.milestones.evaluation-validated")
     now = datetime.now(UTC)
+    rules = encode("enrollment", 1, "dsi.enrollment.rules-published", {"document": packaged(), "reason": "shipped"},
+                   time=now, subject="rules")  # the cap is the rules' number
+    await js.publish(stack.naming.subject("dsi.enrollment.rules-published"), rules, headers={"Nats-Msg-Id": "enrollment:1"})
     # Milestone 1 and 40 validated quarters of $1,300 each: $62,000 earned, $40,000 may be paid.
     body = encode("milestones", 1, "dsi.milestones.milestone-achieved",
                   {"participant_id": participant, "milestone": "M1", "amount": "10000.00", "quarter": "2024Q2",
@@ -120,4 +124,5 @@ async def test_two_payments_processes_racing_on_one_participant_never_pay_past_t
     assert len(statement["payments"]) == 41 and len({p["milestone"] for p in statement["payments"]}) == 41
     assert sum(amounts) == Decimal("40000.00") and all(a >= 0 for a in amounts)
     reasons = [p["cut_reason"] for p in statement["payments"] if p["cut_reason"]]
-    assert reasons.count("cut to the $40,000 cap") == 1 and set(reasons) == {"cut to the $40,000 cap", "cap reached"}
+    assert reasons.count("cut to the $40,000.00 cap") == 1
+    assert set(reasons) == {"cut to the $40,000.00 cap", "cap reached"}

@@ -35,6 +35,7 @@ async def ready_snf(stack: Stack) -> str:
     pid = await stack.register(sending_facilities=["SUNNY_SNF"])
     for agreement in ("LOA", "DSA", "HIE"):
         await stack.clients["enrollment"].post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
+    await stack.accept_agreements(pid)
     await stack.clients["enrollment"].post("/members/import", content=CSV, headers={**STAFF, "content-type": "text/csv"})
     app = stack.runtimes["submissions"].app
 
@@ -164,6 +165,7 @@ async def test_longitudinal_records_record_the_attributed_member(stack: Stack) -
     for agreement in ("LOA", "DSA", "HIE"):
         await client.post(f"/participants/{pid}/agreements", json=signature(agreement, "2024-11-01T10:00:00-07:00"),
                           headers=STAFF)
+    await stack.accept_agreements(pid)
     await client.post("/members/import", content=CSV, headers={**STAFF, "content-type": "text/csv"})
     await client.post("/attributions/import", content=f"member_id,kind,assignee,start,end\n{MEMBER},pcp,{pid},2025-01-01,\n",
                       headers={**STAFF, "content-type": "text/csv"})

@@ -22,6 +22,8 @@ async def test_three_signatures_by_http_and_nats_pay_milestone_1_once(stack: Sta
     assert (again.status_code, again.json()["recorded"]) == (200, False)
     await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature("DSA")})
     await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature("HIE", "2024-06-20T09:00:00-07:00")})
+    # "Once all these documents have been signed and accepted": staff accept the three in one action
+    await stack.accept_agreements(pid)
 
     await stack.wait_paid(pid)
     await quiet(stack)
@@ -37,7 +39,8 @@ async def test_three_signatures_by_http_and_nats_pay_milestone_1_once(stack: Sta
     assert {k: v["channel"] for k, v in participant["agreements"].items()} == {"LOA": "http", "DSA": "http", "HIE": "nats"}
     assert [h["event"] for h in participant["history"]] == [
         "ParticipantRegistered", "EligibilityDetermined",
-        "AgreementSigned", "AgreementSigned", "AgreementSigned", "MilestoneNoted"]
+        "AgreementSigned", "AgreementSigned", "AgreementSigned",
+        "AgreementReviewed", "AgreementReviewed", "AgreementReviewed", "MilestoneNoted"]
 
 
 async def test_agreement_signed_published_three_times_pays_once(stack: Stack) -> None:
@@ -46,6 +49,7 @@ async def test_agreement_signed_published_three_times_pays_once(stack: Stack) ->
     for agreement in ("LOA", "DSA", "HIE"):
         for _ in range(3):
             await stack.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature(agreement)})
+    await stack.accept_agreements(pid)
     await stack.wait_paid(pid)
     await quiet(stack)
     statement = await stack.payments_of(pid)

@@ -21,14 +21,16 @@ from tests.test_submissions import MEMBER, post_hl7, ready_snf
 pytestmark = pytest.mark.integration
 
 
-async def test_last_signature_request_and_the_payment_share_one_trace(stack: Stack, spans: InMemorySpanExporter) -> None:
+async def test_the_acceptance_request_and_the_payment_share_one_trace(stack: Stack, spans: InMemorySpanExporter) -> None:
+    """Milestone 1 completes when the last of the three signed agreements is accepted: that request's trace runs
+    through milestones to the payment."""
     await stack.start("enrollment", "milestones", "payments")
     pid = await stack.register()
     enrollment = stack.clients["enrollment"]
-    for agreement in ("LOA", "DSA"):
+    for agreement in ("LOA", "DSA", "HIE"):
         await enrollment.post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
     spans.clear()
-    await enrollment.post(f"/participants/{pid}/agreements", json=signature("HIE"), headers=STAFF)
+    await enrollment.post(f"/participants/{pid}/agreements/acceptance", json={}, headers=STAFF)
 
     def payment_consumed() -> list:  # type: ignore[type-arg]
         return [s for s in spans.get_finished_spans()
@@ -40,13 +42,13 @@ async def test_last_signature_request_and_the_payment_share_one_trace(stack: Sta
     await eventually(check)
     finished = spans.get_finished_spans()
     request = next(s for s in finished if s.kind == SpanKind.SERVER
-                   and s.name == "POST /participants/{participant_id}/agreements")
+                   and s.name == "POST /participants/{participant_id}/agreements/acceptance")
     trace_id = request.context.trace_id
     hops = {(s.instrumentation_scope.name, s.name) for s in finished if s.context.trace_id == trace_id}
     assert {
-        ("dsi.enrollment", "POST /participants/{participant_id}/agreements"),
-        ("dsi.enrollment", "publish dsi.enrollment.agreement-signed"),
-        ("dsi.milestones", "process dsi.enrollment.agreement-signed"),
+        ("dsi.enrollment", "POST /participants/{participant_id}/agreements/acceptance"),
+        ("dsi.enrollment", "publish dsi.enrollment.agreement-reviewed"),
+        ("dsi.milestones", "process dsi.enrollment.agreement-reviewed"),
         ("dsi.milestones", "publish dsi.milestones.milestone-achieved"),
         ("dsi.payments", "process dsi.milestones.milestone-achieved"),
         ("dsi.payments", "publish dsi.payments.payment-issued"),
@@ -117,17 +119,18 @@ async def test_an_mllp_message_starts_the_trace_its_events_travel_in(stack: Stac
 
 async def test_one_trace_joins_all_five_services(stack: Stack, spans: InMemorySpanExporter) -> None:
     """A caller's W3C trace context, sent with its requests, is continued by every service the requests reach:
-    the last signature (enrollment → milestones → payments, and submissions learns the milestone) and a roster
+    the acceptance of the signed agreements (enrollment → milestones → payments, and submissions learns the
+    milestone) and a roster
     naming the member's QIP entity (enrollment → qip-share)."""
     await stack.start("enrollment", "submissions", "milestones", "payments", "qip-share")
     pid = await stack.register()
     enrollment = stack.clients["enrollment"]
-    for agreement in ("LOA", "DSA"):
+    for agreement in ("LOA", "DSA", "HIE"):
         await enrollment.post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)
     spans.clear()
     with trace.get_tracer("tests").start_as_current_span("caller") as caller:
         headers = {**STAFF, **inject()}
-        await enrollment.post(f"/participants/{pid}/agreements", json=signature("HIE"), headers=headers)
+        await enrollment.post(f"/participants/{pid}/agreements/acceptance", json={}, headers=headers)
         roster = f"member_id,kind,assignee,start,end\n{MEMBER},qip,1992753880,2025-01-01,\n"
         await enrollment.post("/attributions/import", content=roster, headers={**headers, "content-type": "text/csv"})
     trace_id = caller.get_span_context().trace_id

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,6 +30,10 @@ audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", n
 app.add_typer(audit_app, name="audit")
 quarter_app = typer.Typer(help="Quarter closes (the milestones service).", no_args_is_help=True)
 app.add_typer(quarter_app, name="quarter")
+enrollment_app = typer.Typer(help="Enrollment: participants and their agreements.", no_args_is_help=True)
+app.add_typer(enrollment_app, name="enrollment")
+rules_app = typer.Typer(help="Program rules: preview a version before publishing it.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 ops_app = typer.Typer(help="Operations: dead letters, key rotation.", no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
 dead_letters_app = typer.Typer(help="Messages a consumer gave up on, with the reason.", no_args_is_help=True)
@@ -155,7 +160,7 @@ def _wait_ready(urls: dict[str, str], children: dict[str, subprocess.Popen[bytes
 @app.command()
 def demo() -> None:
     """Drive the thin flow against a running `dsi up`: register, sign LOA/DSA by HTTP and HIE by NATS
-    (and DSA twice), then show the single $10,000 Milestone 1 payment."""
+    (and DSA twice), accept the three in one staff action, then show the single $10,000 Milestone 1 payment."""
     from dsi_shared.demo import run_demo
 
     run_file = var_dir() / RUN_FILE
@@ -199,6 +204,116 @@ def quarter_close(
     console.print(f"{body['quarter']} {state} at {body['closed_at']} by {body['closed_by']}: "
                   f"{body['evaluations']} evaluation(s) for {body['participants']} participant(s), "
                   f"${body['earned']} earned, {body['adjustments']} adjustment(s); pending staff validation", soft_wrap=True)
+
+
+@enrollment_app.command("import-dsa-list")
+def enrollment_import_dsa_list(
+    file: Annotated[Path, typer.Argument(help="the DxF DSA signatory list, CSV: legal_name[, npi, tin, signed_on]",
+                                         exists=True, dir_okay=False, readable=True)],
+    list_date: Annotated[str | None, typer.Option(help="the list's publication date, YYYY-MM-DD (default today)")] = None,
+    url: Annotated[str | None, typer.Option(help="enrollment service URL (default: the running `make run`)")] = None,
+    token: Annotated[str | None, typer.Option(envvar="DSI_TOKEN", help="a program-staff bearer token")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole report as JSON")] = False,
+) -> None:
+    """Record the DSA of every participant on the state's signatory list (matched by NPI/TIN: signed and accepted;
+    by legal name only: signed, for staff to confirm). The same list again changes nothing."""
+    import httpx
+
+    default_url, default_token = _running("enrollment", "program-staff")
+    url, token = url or default_url, token or default_token
+    if not url or not token:
+        console.print("[red]no running system found: pass --url and --token (or set DSI_TOKEN)[/red]")
+        raise typer.Exit(2)
+    params = {"list_date": list_date} if list_date else {}
+    response = httpx.post(f"{url.rstrip('/')}/agreements/dsa-signatories", params=params, content=file.read_bytes(),
+                          headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"}, timeout=600)
+    body = response.json()
+    if response.status_code != 200:
+        console.print(f"[red]{response.status_code} {body.get('title')}: {body.get('detail')}[/red]", soft_wrap=True)
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return
+    table = Table(title=f"DSA signatory list of {body['list_date']}: {body['rows']} row(s)")
+    for column in ("line", "matched by", "participant", "outcome"):
+        table.add_column(column)
+    for row in body["results"]:
+        outcome = row["outcome"] + (" (staff to confirm)" if row.get("needs_staff_confirmation") else "")
+        table.add_row(str(row["line"]), row["matched_by"] or "-", row["participant_id"] or "-", outcome)
+    for error in body["errors"]:
+        table.add_row(str(error["line"]), "-", "-", f"[red]{error['reason']}[/red]")
+    console.print(table)
+    console.print(f"{body['matched']} matched by NPI/TIN, {body['weak_matches']} by name only (for staff to confirm), "
+                  f"{body['unmatched']} unmatched, {body['rejected']} unreadable; {body['recorded']} recorded, "
+                  f"{body['already']} already recorded", soft_wrap=True)
+
+
+@rules_app.command("what-if")
+def rules_what_if(
+    rules_file: Annotated[Path, typer.Argument(help="the proposed rules document (JSON, as POST /program-rules takes)")],
+    from_quarter: Annotated[str | None, typer.Option("--from", help="first quarter worked out, e.g. 2024Q4 "
+                                                                     "(default: the earliest version's)")] = None,
+    to_quarter: Annotated[str | None, typer.Option("--to", help="last quarter (default: the last one ended)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Work out every participant's files, Milestone 1 and quarters from the recorded history under the current
+    rules and under the proposed version, and print the dollars and what changes, with reasons. Nothing is
+    recorded: the stores are only read."""
+    from dsi_shared.plantime import Quarter, plan_day
+    from dsi_shared.rulebook import InvalidRulesDocument, parse_document
+
+    try:
+        proposed = parse_document(json.loads(rules_file.read_text()))
+    except (OSError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, InvalidRulesDocument) else f"{rules_file}: {type(exc).__name__}"
+        raise typer.BadParameter(message) from None
+    try:
+        last = Quarter.parse(to_quarter) if to_quarter else Quarter.of(plan_day(datetime.now().astimezone())).previous()
+        first = Quarter.parse(from_quarter) if from_quarter else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    facts: dict[str, Any] = {"proposed": proposed, "to": last}
+    started = time.monotonic()
+    specs = sorted((s for s in discover().values() if s.what_if is not None), key=lambda s: s.audit_order)
+    for spec in specs:
+        assert spec.what_if is not None
+        application = spec.application(Settings(spec.name, spec.default_port).store)
+        try:
+            if "from" not in facts:
+                book = application.rulebook()  # type: ignore[attr-defined]
+                earliest = min((v.effective_from for v in book.versions), default=proposed.effective_from)
+                facts["from"] = first or Quarter.of(min(earliest, proposed.effective_from))
+            with console.status(f"working out {spec.name} under both rule books") if not as_json else nullcontext():
+                spec.what_if(application, facts)
+        finally:
+            application.close()
+    participants: dict[str, dict[str, Any]] = facts.get("participants", {})
+    summary = {"proposed_version": proposed.version, "effective_from": proposed.effective_from.isoformat(),
+               "from": str(facts.get("from")), "to": str(last), "seconds": round(time.monotonic() - started, 2),
+               "participants": participants}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"What if {proposed.version} (effective {proposed.effective_from}) were published: "
+                        f"{summary['from']}–{last}")
+    for column in ("participant", "current", "proposed", "difference", "files changed", "quarters changed", "Milestone 1"):
+        table.add_column(column)
+    for pid, row in participants.items():
+        if row["difference"] == "0.00" and not row["files"] and not row["quarters"] and not row["milestone1"]:
+            continue
+        m1 = row["milestone1"]
+        table.add_row(pid, row["current"], row["proposed"], row["difference"], str(len(row["files"])),
+                      ", ".join(f"{q}: {v['current'] or '-'} → {v['proposed'] or '-'}" for q, v in row["quarters"].items()),
+                      f"{m1['current']} → {m1['proposed']}" if m1 else "")
+    console.print(table)
+    for pid, row in participants.items():
+        for file in row["files"]:
+            console.print(f"{pid} file {file['submission_id']} ({file['quarter']}): {file['current']['verdict']} "
+                          f"{', '.join(file['current']['reasons'])} → {file['proposed']['verdict']} "
+                          f"{', '.join(file['proposed']['reasons'])}", soft_wrap=True)
+    changed = sum(1 for row in participants.values() if row["difference"] != "0.00")
+    console.print(f"{len(participants)} participants worked out, {changed} would be paid differently "
+                  f"({summary['seconds']} s); nothing was recorded")
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -275,7 +390,7 @@ def audit_replay(
             table.add_column(column)
         for pid, c in sorted(participants.items(), key=lambda item: item[1].get("name", "")):
             table.add_row(pid, c.get("name", "?"), c.get("agreements", "-"), c.get("milestone1", "not yet"),
-                          c.get("quarters", "-"), c.get("total_paid", "0.00"), c.get("remaining", "40000.00"))
+                          c.get("quarters", "-"), c.get("total_paid", "0.00"), c.get("remaining", "-"))
         console.print(table)
         for name, report in reports.items():
             console.print(f"{name}: {report.aggregates} aggregates rebuilt from {report.events} events")

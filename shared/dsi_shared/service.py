@@ -106,6 +106,9 @@ def recorded_at(app: ServiceApplication, notification: Any) -> datetime:
 # The auditor hands each service the facts earlier services reported (enrollment → milestones → payments).
 AuditFacts = dict[str, Any]
 Auditor = Callable[[ServiceApplication, AuditFacts], AuditReport]
+# What-if (issue 11 §5): each service works out its part under the current and the proposed rules book from its
+# own recorded facts, reading what earlier services put in the facts (submissions → milestones). Read-only.
+WhatIf = Callable[[ServiceApplication, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class ServiceSpec:
     on_start: Callable[[ServiceApplication], None] | None = None  # e.g. seed packaged configuration
     servers: tuple[Callable[[ServiceApplication], Worker], ...] = ()  # e.g. the MLLP listener
     observe: Callable[[Any], None] | None = None  # sees every recorded domain event: the service's own metrics
+    what_if: WhatIf | None = None  # runs in audit_order, never records anything
 
 
 def discover() -> dict[str, ServiceSpec]:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
-from dsi_shared.plantime import Quarter
+from dsi_shared.plantime import Quarter, plan_day
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,11 +40,17 @@ def routes(app: Milestones, auth: Auth) -> APIRouter:
     @router.get("/participants/{participant_id}/milestones", dependencies=[Depends(readers)])
     def milestones(participant_id: UUID) -> dict[str, Any]:
         progress = app.progress(participant_id)
+        rules = app.rulebook().in_force(plan_day(datetime.now(UTC)))
+        row = rules.provider_type(progress.provider_type or "") if rules else None
         return {
             "participant_id": str(participant_id),
+            "provider_type": progress.provider_type,
             "eligibility": to_jsonable(progress.eligibility),
-            "schedule": to_jsonable(progress.schedule),
+            "schedule": {"rule_version": rules.version, **row.model_dump(mode="json")} if rules and row else None,
+            "agreement_due_on": to_jsonable(progress.due_on),
             "agreements": to_jsonable(progress.counted_agreements()),
+            "signatures": to_jsonable(progress.signatures),
+            "findings": progress.findings,
             "milestones": [{"milestone": m, "outcome": "achieved", **to_jsonable(v)} for m, v in progress.achieved.items()]
             + [{"milestone": m, "outcome": "missed", **to_jsonable(v)} for m, v in progress.missed.items()],
             "evaluations": [evaluation_view(e) for e in app.evaluations(participant_id=participant_id)],

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.plantime import Quarter, plan_day
+from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesCopy
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import link_to, tracer
 from eventsourcing.domain import Aggregate
@@ -18,7 +19,7 @@ from eventsourcing.persistence import IntegrityError
 from opentelemetry.trace import Link
 
 from milestones.domain import MILESTONE_1, ParticipantProgress
-from milestones.earning import PCP_RULE, SNF_RULE, ZERO, PcpOutcome, pcp_quarter, snf_quarter
+from milestones.earning import COVERAGE, PER_FILE, ZERO, PcpOutcome, pcp_quarter, snf_quarter
 from milestones.ledger import (
     PENDING,
     REJECTED,
@@ -137,45 +138,56 @@ class Milestones(ServiceApplication):
         links = (link_to(c.get("trace")) for c in ledger.credits.values() if c["state"] == PENDING)
         return [link for link in links if link is not None][:128]
 
-    def evaluate(self, progress: ParticipantProgress, quarter: Quarter) -> list[Aggregate]:
-        """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done."""
+    def rulebook(self) -> RuleBook:
+        copy = self.find(RulesCopy.create_id(), RulesCopy)
+        return copy.book if copy is not None else RuleBook(())
+
+    def evaluate(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook | None = None) -> list[Aggregate]:
+        """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done. The
+        rules are the version in force on the quarter's first day ("the quarter for a quarterly evaluation")."""
         pid = progress.participant_id
+        rules = (book or self.rulebook()).in_force(quarter.first_day)
+        row = rules.provider_type(progress.provider_type) if rules and progress.provider_type else None
         m1 = progress.achieved.get(MILESTONE_1)
-        starts = progress.data_sharing_starts
+        starts = row.data_sharing_starts if row else None
         departed = progress.departure
-        if m1 is None or plan_day(m1["achieved_at"]) > quarter.last_day or starts is None or starts > quarter.last_day:
-            return []  # not earning yet in this quarter
+        if rules is None or m1 is None or plan_day(m1["achieved_at"]) > quarter.last_day or starts is None \
+                or starts > quarter.last_day:
+            return []  # not earning yet in this quarter ("A participant's first quarter is the one that holds its
+            #            type's data-sharing start date", read from the version in force)
         if departed is not None and departed["effective_on"] <= quarter.first_day:
             return []  # left before the quarter
         if self.find(Evaluation.create_id(pid, str(quarter)), Evaluation) is not None:
             return []  # evaluated by an earlier (interrupted) run of this close
-        rule = progress.schedule.get("earning_rule")
-        rule_version = progress.eligibility["rule_version"] if progress.eligibility else ""
+        assert row is not None
+        rule = row.earning_rule
         ledger = self.ledger_or_new(pid)
-        if rule == SNF_RULE:
-            return self._evaluate_snf(pid, quarter, rule_version, ledger)
-        if rule == PCP_RULE:
-            return self._evaluate_pcp(progress, quarter, rule_version, ledger, Quarter.of(starts))
-        outcome = "earning_rule_forthcoming" if rule is None else f"earning_rule_unknown:{rule}"
-        return [Evaluation(pid, str(quarter), "quarter", None, rule, rule_version, ZERO, outcome, {})]
+        if isinstance(rule, PerQualifyingFile):
+            return self._evaluate_snf(pid, quarter, rules.version, ledger)
+        if isinstance(rule, CoveragePerPeriod):
+            return self._evaluate_pcp(progress, quarter, rules.version, rule, ledger, Quarter.of(starts))
+        return [Evaluation(pid, str(quarter), "quarter", None, None, rules.version, ZERO, "earning_rule_forthcoming", {})]
 
     def _evaluate_snf(self, pid: UUID, quarter: Quarter, rule_version: str, ledger: CreditLedger) -> list[Aggregate]:
-        pending = ledger.active(SNF_RULE, PENDING)
+        pending = ledger.active(PER_FILE, PENDING)
         new = sorted(s for s, c in pending.items() if c["quarter"] == str(quarter))
         late = sorted(s for s, c in pending.items() if Quarter.parse(c["quarter"]) < quarter)
-        recover = ledger.to_recover(SNF_RULE)
-        result = snf_quarter(len(new), len(late), len(recover), ledger.carried)
+        recover = ledger.to_recover(PER_FILE)
+        result = snf_quarter((pending[s]["amount"] for s in [*new, *late]),
+                             (ledger.credits[s]["amount"] for s in recover), ledger.carried)
         figures = {"credits": new, "late_credits": late,
                    "late_quarters": sorted({pending[s]["quarter"] for s in late}),
                    "withdrawn_after_evaluation": recover, "carried_in": str(ledger.carried),
-                   "carry_forward": str(result.carry_forward), "per_file": "400.00"}
-        evaluation = Evaluation(pid, str(quarter), "quarter", f"SNF:{quarter}", SNF_RULE, rule_version, result.earned,
+                   "carry_forward": str(result.carry_forward),
+                   "credit_amounts": {s: str(pending[s]["amount"]) for s in [*new, *late]},
+                   "credit_rule_versions": sorted({str(pending[s]["rule_version"]) for s in [*new, *late]})}
+        evaluation = Evaluation(pid, str(quarter), "quarter", f"SNF:{quarter}", PER_FILE, rule_version, result.earned,
                                 "earned" if result.earned > ZERO else "nothing_earned", figures)
         ledger.evaluated(evaluation_id=evaluation.id, counted=[*new, *late], recovered=recover,
                          carried=result.carry_forward)
         return [evaluation, ledger]
 
-    def _attributed(self, progress: ParticipantProgress, quarter: Quarter) -> set[str]:
+    def attributed(self, progress: ParticipantProgress, quarter: Quarter) -> set[str]:
         members: set[str] = set()
         for reference in progress.references:
             roster = self.roster(reference)
@@ -183,14 +195,26 @@ class Milestones(ServiceApplication):
                 members |= roster.members_in(quarter)
         return members
 
-    def _evaluate_pcp(self, progress: ParticipantProgress, quarter: Quarter, rule_version: str, ledger: CreditLedger,
-                      first: Quarter) -> list[Aggregate]:
+    def _met_before(self, pid: UUID, first: Quarter, quarter: Quarter) -> frozenset[str]:
+        """The milestones this participant met in quarters before `quarter` (validated or awaiting validation)."""
+        met: set[str] = set()
+        earlier = first
+        while earlier < quarter:
+            for subject in ("quarter",):
+                found = self.find(Evaluation.create_id(pid, str(earlier), subject), Evaluation)
+                if found is not None and found.milestone and found.earned > ZERO and found.state != REJECTED:
+                    met.add(found.milestone)
+            earlier = earlier.next()
+        return frozenset(met)
+
+    def _evaluate_pcp(self, progress: ParticipantProgress, quarter: Quarter, rule_version: str, rule: CoveragePerPeriod,
+                      ledger: CreditLedger, first: Quarter) -> list[Aggregate]:
         pid = progress.participant_id
         made: list[Aggregate] = []
         counted: list[str] = []
         # Late records for an earlier quarter whose milestone was missed: that quarter's coverage again.
         late_by_quarter: dict[str, list[str]] = {}
-        for sid, credit in ledger.active(PCP_RULE, PENDING).items():
+        for sid, credit in ledger.active(COVERAGE, PENDING).items():
             if Quarter.parse(credit["quarter"]) < quarter:
                 late_by_quarter.setdefault(credit["quarter"], []).append(sid)
         for earlier, late in sorted(late_by_quarter.items()):
@@ -198,23 +222,25 @@ class Milestones(ServiceApplication):
             before = self.find(Evaluation.create_id(pid, earlier), Evaluation)
             if before is None or before.milestone is None or before.earned > ZERO or before.state == REJECTED:
                 continue  # nothing to reconsider: not evaluated, no milestone, already met, or rejected
-            outcome = self._coverage(progress, Quarter.parse(earlier), ledger, first)
-            made.append(Evaluation(pid, str(quarter), f"adjustment:{earlier}", outcome.milestone, PCP_RULE, rule_version,
+            outcome = self._coverage(progress, Quarter.parse(earlier), rule, ledger, first)
+            made.append(Evaluation(pid, str(quarter), f"adjustment:{earlier}", outcome.milestone, COVERAGE, rule_version,
                                    outcome.earned, "met_on_late_records" if outcome.met else "still_missed",
                                    {**_pcp_figures(outcome, ledger, earlier), "late_credits": sorted(late),
                                     "adjusts": str(before.id)}))
-        outcome = self._coverage(progress, quarter, ledger, first)
-        this_quarter = sorted(s for s, c in ledger.active(PCP_RULE, PENDING).items() if c["quarter"] == str(quarter))
+        outcome = self._coverage(progress, quarter, rule, ledger, first)
+        this_quarter = sorted(s for s, c in ledger.active(COVERAGE, PENDING).items() if c["quarter"] == str(quarter))
         counted.extend(this_quarter)
         result = "met" if outcome.met else ("no_milestone_for_quarter" if outcome.milestone is None else "missed")
-        made.append(Evaluation(pid, str(quarter), "quarter", outcome.milestone, PCP_RULE, rule_version, outcome.earned,
+        made.append(Evaluation(pid, str(quarter), "quarter", outcome.milestone, COVERAGE, rule_version, outcome.earned,
                                result, _pcp_figures(outcome, ledger, str(quarter))))
         ledger.evaluated(evaluation_id=made[-1].id, counted=counted, recovered=[], carried=ledger.carried)
         return [*made, ledger]
 
-    def _coverage(self, progress: ParticipantProgress, quarter: Quarter, ledger: CreditLedger, first: Quarter) -> PcpOutcome:
-        recorded = {c["member_id"] for c in ledger.active(PCP_RULE).values() if c["quarter"] == str(quarter)}
-        return pcp_quarter(quarter.index_from(first), self._attributed(progress, quarter), recorded)
+    def _coverage(self, progress: ParticipantProgress, quarter: Quarter, rule: CoveragePerPeriod, ledger: CreditLedger,
+                  first: Quarter) -> PcpOutcome:
+        recorded = {c["member_id"] for c in ledger.active(COVERAGE).values() if c["quarter"] == str(quarter)}
+        return pcp_quarter(rule, quarter.index_from(first), quarter, self.attributed(progress, quarter), recorded,
+                           self._met_before(progress.participant_id, first, quarter))
 
     # -- validation ------------------------------------------------------------------------------------------
     def validate(self, evaluation_id: UUID, by: str, now: datetime) -> Evaluation:
@@ -249,5 +275,5 @@ def _pcp_figures(outcome: PcpOutcome, ledger: CreditLedger, quarter: str) -> dic
     return {"data_sharing_quarter": outcome.index, "threshold_percent": outcome.threshold,
             "attributed_members": outcome.denominator, "members_with_record": outcome.numerator,
             "coverage_percent": str(coverage.quantize(Decimal("0.01"))),
-            "record_credits": sorted(s for s, c in ledger.active(PCP_RULE).items() if c["quarter"] == quarter)}
+            "record_credits": sorted(s for s, c in ledger.active(COVERAGE).items() if c["quarter"] == quarter)}
 

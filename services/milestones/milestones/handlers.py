@@ -9,12 +9,13 @@ from uuid import UUID
 
 from dsi_shared.consumer import Subscription
 from dsi_shared.events import IncomingEvent
+from dsi_shared.rulebook import RulesCopy
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import inject
 from eventsourcing.domain import Aggregate
 
 from milestones.application import Milestones
-from milestones.domain import ParticipantProgress
+from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.ledger import AttributionRoster
 
 
@@ -23,38 +24,64 @@ def _progress(app: ServiceApplication, event: IncomingEvent) -> ParticipantProgr
     return app.progress_or_new(UUID(event.data["aggregate_id"]))
 
 
+def _decided(app: ServiceApplication, progress: ParticipantProgress) -> list[Aggregate]:
+    """Every fact re-runs the Milestone 1 decision under the rules book as it is now."""
+    assert isinstance(app, Milestones)
+    progress.decide_milestone_1(app.rulebook())
+    return [progress]
+
+
 def on_eligibility_determined(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     progress, data = _progress(app, event), event.data
-    schedule = dict(data.get("schedule") or {})
-    deadline = schedule.get("milestone1_by")
-    progress.note_schedule(schedule)
-    progress.note_eligibility(bool(data["eligible"]), data["rule_version"],
-                              date.fromisoformat(deadline) if deadline else None)
-    return [progress]
+    progress.note_eligibility(bool(data["eligible"]), data["rule_version"])
+    return _decided(app, progress)
 
 
 def on_participant_registered(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     progress, data = _progress(app, event), event.data
-    progress.note_registration(data["provider_type"], data.get("npi"), data["legal_name"])
-    return [progress]
+    progress.note_registration(data["provider_type"], data.get("npi"), data["legal_name"],
+                               list(data.get("individual_npis") or []))
+    return _decided(app, progress)
 
 
 def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     progress, data = _progress(app, event), event.data
     progress.note_agreement(data["agreement"], datetime.fromisoformat(data["signed_at"]), data["document_id"])
-    return [progress]
+    return _decided(app, progress)
 
 
 def on_agreement_reviewed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     progress, data = _progress(app, event), event.data
-    progress.note_review(data["agreement"], data["document_id"], rejected=data["decision"] == "rejected")
-    return [progress]
+    progress.note_review(data["agreement"], data["document_id"], data["decision"])
+    return _decided(app, progress)
+
+
+def on_due_date_set(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    progress, data = _progress(app, event), event.data
+    progress.note_due_date(date.fromisoformat(data["due_on"]))
+    return _decided(app, progress)
 
 
 def on_participant_departed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     progress, data = _progress(app, event), event.data
     progress.note_departure(data["kind"], date.fromisoformat(data["effective_on"]))
-    return [progress]
+    return _decided(app, progress)
+
+
+def on_rules_published(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """A rules version (a correction too) reaches every participant already enrolled: Milestone 1 not yet achieved
+    is decided again under the book with it. Quarters use it at their next close."""
+    assert isinstance(app, Milestones)
+    copy = app.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
+    if not copy.note(event.data["document"]):
+        return [copy] if copy.pending_events else []
+    changed: list[Aggregate] = [copy]
+    for progress in app.all_progress():
+        if MILESTONE_1 not in progress.achieved:
+            progress.decide_milestone_1(copy.book)
+            if progress.pending_events:
+                changed.append(progress)
+    return changed
 
 
 def on_submission_credited(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
@@ -94,12 +121,39 @@ def on_attribution_recorded(app: ServiceApplication, event: IncomingEvent) -> li
             changed.append(previous)
     roster = app.roster(assignee) or AttributionRoster(assignee)
     roster.attribute(cin=data["cin"], start=start, end=end)
+    for span in member.eligibility.values():  # the roster counts the member only while a plan member
+        if roster.membership.get(data["cin"], {}).get(span["start"].isoformat()) != {"start": span["start"], "end": span["end"]}:
+            roster.note_membership(cin=data["cin"], start=span["start"], end=span["end"])
     return [*changed, roster]
 
 
+def on_eligibility(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """A member's plan eligibility span ("the plan members attributed ... in that quarter"): kept with the member
+    and copied into every roster that holds the member."""
+    assert isinstance(app, Milestones)
+    data = event.data
+    start = date.fromisoformat(data["start"])
+    end = date.fromisoformat(data["end"]) if data.get("end") else None
+    member = app.member_attribution_or_new(data["cin"])
+    if not member.note_eligibility(start, end, int(data["aggregate_version"])):
+        return []
+    changed: list[Aggregate] = [member]
+    for assignee in member.assignees:
+        roster = app.roster(assignee)
+        if roster is not None:
+            roster.note_membership(cin=data["cin"], start=start, end=end)
+            changed.append(roster)
+    return changed
+
+
 SUBSCRIPTIONS = (
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.rules-published", on_rules_published),
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.participant-registered", on_participant_registered),
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.agreement-due-date-set", on_due_date_set),
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.attribution-recorded", on_attribution_recorded),
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.eligibility-opened", on_eligibility),
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.eligibility-changed", on_eligibility),
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.eligibility-closed", on_eligibility),
     Subscription("DSI_SUBMISSIONS", "dsi.submissions.submission-credited", on_submission_credited),
     Subscription("DSI_SUBMISSIONS", "dsi.submissions.submission-credit-reversed", on_submission_credit_reversed),
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.eligibility-determined", on_eligibility_determined),

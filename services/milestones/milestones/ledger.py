@@ -11,9 +11,15 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from dsi_shared.plantime import Quarter
 from eventsourcing.domain import Aggregate, event
 
-from milestones.earning import ZERO, covers
+from milestones.earning import COVERAGE, PER_FILE, ZERO, covers
 
 PENDING, EVALUATED, WITHDRAWN = "pending", "evaluated", "withdrawn"
+# Credits recorded before earning rules were kinds with parameters name the rule the old way.
+RULE_KIND = {"snf_combined_adt_file": PER_FILE, "pcp_longitudinal_coverage": COVERAGE}
+
+
+def kind_of(earning_rule: str) -> str:
+    return RULE_KIND.get(earning_rule, earning_rule)
 
 
 def _id(path: str) -> UUID:
@@ -58,12 +64,12 @@ class CreditLedger(Aggregate):
         self.credits[submission_id]["state"] = WITHDRAWN
 
     def active(self, rule: str, state: str | None = None) -> dict[str, dict[str, Any]]:
-        return {sid: c for sid, c in self.credits.items() if c["earning_rule"] == rule
+        return {sid: c for sid, c in self.credits.items() if kind_of(c["earning_rule"]) == rule
                 and c["state"] != WITHDRAWN and (state is None or c["state"] == state)}
 
     def to_recover(self, rule: str) -> list[str]:
         """Credits an evaluation counted that were withdrawn afterwards, not yet set against a later one."""
-        return sorted(sid for sid, c in self.credits.items() if c["earning_rule"] == rule and c["state"] == WITHDRAWN
+        return sorted(sid for sid, c in self.credits.items() if kind_of(c["earning_rule"]) == rule and c["state"] == WITHDRAWN
                       and c["evaluation"] is not None and not c["recovered"])
 
     @event("CreditsEvaluated")
@@ -76,7 +82,8 @@ class CreditLedger(Aggregate):
 
 
 class MemberAttribution(Aggregate):
-    """A member's PCP attribution spans (keyed by start, newest version wins), to move the member between rosters."""
+    """A member's PCP attribution spans (keyed by start, newest version wins), to move the member between rosters,
+    and the member's plan eligibility spans, which every roster holding the member keeps a copy of."""
 
     @staticmethod
     def create_id(cin: str) -> UUID:
@@ -86,14 +93,31 @@ class MemberAttribution(Aggregate):
     def __init__(self, cin: str) -> None:
         self.cin = cin
         self.spans: dict[str, dict[str, Any]] = {}
+        self.eligibility: dict[str, dict[str, Any]] = {}
 
     @event("SpanNoted")
     def note_span(self, start: date, assignee: str, end: date | None, version: int) -> None:
         self.spans[start.isoformat()] = {"assignee": assignee, "end": end, "version": version}
 
+    def note_eligibility(self, start: date, end: date | None, version: int) -> bool:
+        known = self.eligibility.get(start.isoformat())
+        if known is not None and known["version"] >= version:
+            return False
+        self.eligibility_noted(start=start, end=end, version=version)
+        return True
+
+    @event("EligibilityNoted")
+    def eligibility_noted(self, start: date, end: date | None, version: int) -> None:
+        self.eligibility[start.isoformat()] = {"start": start, "end": end, "version": version}
+
+    @property
+    def assignees(self) -> set[str]:
+        return {span["assignee"] for span in self.spans.values()}
+
 
 class AttributionRoster(Aggregate):
-    """The members attributed to one assignee (a participant id or NPI), with their spans."""
+    """The members attributed to one assignee (a participant id or NPI), with their spans, and each member's plan
+    eligibility spans (the coverage denominator counts only plan members in the quarter)."""
 
     @staticmethod
     def create_id(assignee: str) -> UUID:
@@ -103,6 +127,7 @@ class AttributionRoster(Aggregate):
     def __init__(self, assignee: str) -> None:
         self.assignee = assignee
         self.spans: dict[str, dict[str, date | None]] = {}  # "cin|start" → {"start", "end"}
+        self.membership: dict[str, dict[str, dict[str, date | None]]] = {}  # cin → {start: {"start", "end"}}
 
     @event("MemberAttributed")
     def attribute(self, cin: str, start: date, end: date | None) -> None:
@@ -112,9 +137,16 @@ class AttributionRoster(Aggregate):
     def unattribute(self, cin: str, start: date) -> None:
         self.spans.pop(f"{cin}|{start.isoformat()}", None)
 
+    @event("MembershipNoted")
+    def note_membership(self, cin: str, start: date, end: date | None) -> None:
+        self.membership.setdefault(cin, {})[start.isoformat()] = {"start": start, "end": end}
+
     def members_in(self, quarter: Quarter) -> set[str]:
-        return {key.split("|", 1)[0] for key, span in self.spans.items()
-                if covers(span["start"], span["end"], quarter)}  # type: ignore[arg-type]
+        """Members attributed in the quarter who are plan members in it."""
+        attributed = {key.split("|", 1)[0] for key, span in self.spans.items()
+                      if covers(span["start"], span["end"], quarter)}  # type: ignore[arg-type]
+        return {cin for cin in attributed if any(covers(m["start"], m["end"], quarter)  # type: ignore[arg-type]
+                                                 for m in self.membership.get(cin, {}).values())}
 
 
 PENDING_VALIDATION, VALIDATED, REJECTED = "pending_validation", "validated", "rejected"
@@ -178,7 +210,8 @@ class CloseCalendar(Aggregate):
 # Projections of other services' facts and bookkeeping stay in this store; the bus carries evaluations and closes.
 for _internal in (CreditLedger.LedgerOpened, CreditLedger.CreditNoted, CreditLedger.CreditWithdrawn,  # type: ignore[attr-defined]
                   CreditLedger.CreditsEvaluated, MemberAttribution.AttributionStarted,  # type: ignore[attr-defined]
-                  MemberAttribution.SpanNoted, AttributionRoster.RosterStarted,  # type: ignore[attr-defined]
-                  AttributionRoster.MemberAttributed, AttributionRoster.MemberUnattributed,  # type: ignore[attr-defined]
+                  MemberAttribution.SpanNoted, MemberAttribution.EligibilityNoted,  # type: ignore[attr-defined]
+                  AttributionRoster.RosterStarted, AttributionRoster.MemberAttributed,  # type: ignore[attr-defined]
+                  AttributionRoster.MemberUnattributed, AttributionRoster.MembershipNoted,  # type: ignore[attr-defined]
                   CloseCalendar.CalendarStarted):  # type: ignore[attr-defined]
     _internal.relay = False

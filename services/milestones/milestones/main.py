@@ -12,6 +12,7 @@ from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.handlers import SUBSCRIPTIONS
 from milestones.ledger import VALIDATED, Evaluation
 from milestones.rederive import credited, milestone1, shadow_from
+from milestones.whatif import what_if
 
 
 def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
@@ -82,4 +83,5 @@ service = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     audit_order=20,
+    what_if=what_if,
 )

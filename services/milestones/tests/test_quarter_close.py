@@ -10,22 +10,25 @@ from uuid import UUID, uuid4
 
 import pytest
 from dsi_shared.plantime import Quarter
+from dsi_shared.rulebook import CoveragePerPeriod, RulesCopy
 from eventsourcing.persistence import IntegrityError
 from hypothesis import given
 from hypothesis import strategies as st
 from milestones.application import DecisionConflict, Milestones, QuarterNotClosable
 from milestones.domain import ParticipantProgress
-from milestones.earning import PCP_RULE, SNF_RULE, pcp_quarter, snf_quarter
+from milestones.earning import COVERAGE, PER_FILE, pcp_quarter, snf_quarter
 from milestones.ledger import VALIDATED, AttributionRoster, CreditLedger, Evaluation
-from payments.domain import CAP, PaymentAccount
+from payments.domain import PaymentAccount
+
+from tests.rulesdoc import amended, book, packaged
 
 D = Decimal
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
-SCHEDULES = {
-    "skilled_nursing": {"data_sharing_starts": "2025-10-01", "earning_rule": SNF_RULE, "milestone1_by": "2024-09-30"},
-    "primary_care": {"data_sharing_starts": "2025-01-01", "earning_rule": PCP_RULE, "milestone1_by": "2024-12-31"},
-    "specialist": {"data_sharing_starts": "2025-10-01", "earning_rule": None, "milestone1_by": "2025-09-30"},
-}
+SNF_RULE, PCP_RULE = PER_FILE, COVERAGE
+CAP = D(packaged()["program"]["cap"])
+PCP = book().latest.provider_types["primary_care"].earning_rule  # type: ignore[union-attr]
+assert isinstance(PCP, CoveragePerPeriod)
+Q = Quarter.parse
 
 
 def test_quarters() -> None:
@@ -40,36 +43,58 @@ def test_quarters() -> None:
 
 def test_coverage_thresholds_are_exact() -> None:
     members = {f"{n:08d}A" for n in range(100)}
-    assert pcp_quarter(1, members, set(list(members)[:75])).met  # 75% meets Milestone 2
-    assert not pcp_quarter(1, members, set(list(members)[:74])).met
-    assert not pcp_quarter(2, members, set(list(members)[:89])).met and pcp_quarter(2, members, set(list(members)[:90])).met
-    assert pcp_quarter(3, members, set(list(members)[:95])).earned == D("10000.00")
-    assert not pcp_quarter(1, set(), set()).met  # nobody attributed: nothing to cover, nothing earned
-    assert pcp_quarter(4, members, members).milestone is None  # three data-sharing milestones only
-    outside = pcp_quarter(1, {"11111111A"}, {"22222222B"})
+    q = Q("2025Q1")
+    assert pcp_quarter(PCP, 1, q, members, set(list(members)[:75])).met  # 75% meets Milestone 2
+    assert not pcp_quarter(PCP, 1, q, members, set(list(members)[:74])).met
+    assert not pcp_quarter(PCP, 2, q, members, set(list(members)[:89])).met
+    assert pcp_quarter(PCP, 2, q, members, set(list(members)[:90])).met
+    assert pcp_quarter(PCP, 3, q, members, set(list(members)[:95])).earned == D("10000.00")
+    assert not pcp_quarter(PCP, 1, q, set(), set()).met  # nobody attributed: nothing to cover, nothing earned
+    outside = pcp_quarter(PCP, 1, q, {"11111111A"}, {"22222222B"})
     assert (outside.numerator, outside.denominator) == (0, 1)  # records for members not attributed do not count
 
 
+def test_after_the_last_period_quarters_keep_earning_until_the_cap() -> None:
+    """"Participants will be eligible to continue earning so long as the maximum of $40,000 has not been
+    reached": a 4th data-sharing quarter (and later) keeps earning — at 95% under the shipped `last_threshold`, at
+    the earliest missed milestone's own threshold under `earliest_missed`. A missed period does not end earning."""
+    members = {f"{n:08d}A" for n in range(100)}
+    fourth = pcp_quarter(PCP, 4, Q("2026Q1"), members, set(list(members)[:95]))
+    assert (fourth.milestone, fourth.threshold, fourth.earned) == ("M4:2026Q1", 95, D("10000.00"))
+    assert not pcp_quarter(PCP, 5, Q("2026Q2"), members, set(list(members)[:94])).met
+    retry = PCP.model_copy(update={"after_last_period": "earliest_missed"})
+    again = pcp_quarter(retry, 4, Q("2026Q1"), members, set(list(members)[:90]), frozenset({"M2", "M4"}))
+    assert (again.milestone, again.threshold, again.met) == ("M3", 90, True)  # M3 was missed: tried again at 90%
+    done = pcp_quarter(retry, 5, Q("2026Q2"), members, set(list(members)[:95]), frozenset({"M2", "M3", "M4"}))
+    assert (done.milestone, done.threshold) == ("M4:2026Q2", 95)
+
+
 def test_snf_withdrawals_after_evaluation_are_set_against_later_credits() -> None:
-    assert snf_quarter(3, 0, 0, D("0.00")).earned == D("1200.00")
-    assert snf_quarter(1, 1, 1, D("0.00")).earned == D("400.00")
-    short = snf_quarter(0, 0, 2, D("0.00"))
+    four = D("400.00")
+    assert snf_quarter([four] * 3, [], D("0.00")).earned == D("1200.00")
+    assert snf_quarter([four, four], [four], D("0.00")).earned == D("400.00")
+    short = snf_quarter([], [four, four], D("0.00"))
     assert (short.earned, short.carry_forward) == (D("0.00"), D("-800.00"))
-    assert snf_quarter(3, 0, 0, short.carry_forward).earned == D("400.00")
+    assert snf_quarter([four] * 3, [], short.carry_forward).earned == D("400.00")
+    assert snf_quarter([four, D("500.00")], [], D("0.00")).earned == D("900.00")  # each credit's own amount
 
 
 class Network:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *documents: dict[str, object]) -> None:
         self.app = Milestones(f"sqlite:///{tmp_path / 'milestones.db'}")
+        rules = RulesCopy()
+        for document in (packaged(), *documents):
+            rules.note(document)
+        self.app.save(rules)
 
-    def participant(self, provider_type: str, npi: str) -> UUID:
+    def participant(self, provider_type: str, npi: str, individual_npis: list[str] | None = None) -> UUID:
         progress = ParticipantProgress(uuid4())
-        progress.note_registration(provider_type, npi, f"{provider_type} {npi}")
-        schedule = SCHEDULES[provider_type]
-        progress.note_schedule(schedule)
-        progress.note_eligibility(True, "2024.1", date.fromisoformat(schedule["milestone1_by"]))
+        progress.note_registration(provider_type, npi, f"{provider_type} {npi}", individual_npis)
+        progress.note_eligibility(True, "2024.1")
         for agreement in ("LOA", "DSA", "HIE"):
             progress.note_agreement(agreement, datetime(2024, 6, 3, 17, tzinfo=UTC), f"{agreement}-{npi}")
+            progress.note_review(agreement, f"{agreement}-{npi}", "accepted")
+        progress.decide_milestone_1(self.app.rulebook())
         self.app.save(progress)
         return progress.participant_id
 
@@ -85,10 +110,13 @@ class Network:
         ledger.note_reversal(sid)
         self.app.save(ledger)
 
-    def attribute(self, assignee: str, members: list[str], start: date, end: date | None = None) -> None:
+    def attribute(self, assignee: str, members: list[str], start: date, end: date | None = None,
+                  member_from: date = date(2024, 1, 1)) -> None:
+        """Attributed from `start`, plan members from `member_from` (open-ended)."""
         roster = self.app.roster(assignee) or AttributionRoster(assignee)
         for member in members:
             roster.attribute(cin=member, start=start, end=end)
+            roster.note_membership(cin=member, start=member_from, end=None)
         self.app.save(roster)
 
     def close(self, quarter: str) -> dict[str, Evaluation]:
@@ -130,12 +158,13 @@ def test_a_year_of_a_mixed_network_pays_what_was_worked_out_by_hand(tmp_path: Pa
     adjustment = q3[f"{pcp} adjustment:2025Q2"]
     assert (adjustment.milestone, adjustment.outcome, adjustment.earned) == ("M3", "met_on_late_records", D("10000.00"))
 
-    # 2025Q4: SNF 3 timely files ($1,200); the specialist's rule is forthcoming ($0, said so); PCP has no 4th milestone.
+    # 2025Q4: SNF 3 timely files ($1,200); the specialist's rule is forthcoming ($0, said so); the PCP's 4th
+    # data-sharing quarter keeps earning at 95% (`last_threshold`): 4 of 4 have no record this quarter → missed.
     credits = [net.credit(snf, SNF_RULE, "2025Q4") for _ in range(3)]
     q4 = net.close("2025Q4")
     assert q4[str(snf)].earned == D("1200.00") and q4[str(snf)].figures["credits"] == sorted(credits)
     assert (q4[str(spec)].outcome, q4[str(spec)].earned) == ("earning_rule_forthcoming", D("0.00"))
-    assert (q4[str(pcp)].outcome, q4[str(pcp)].earned) == ("no_milestone_for_quarter", D("0.00"))
+    assert (q4[str(pcp)].milestone, q4[str(pcp)].outcome, q4[str(pcp)].earned) == ("M4:2025Q4", "missed", D("0.00"))
 
     # 2026Q1: 2 new files, 1 late 2025Q4 file, and a 2025Q4 file cancelled after it was evaluated: 800 + 400 - 400.
     new = [net.credit(snf, SNF_RULE, "2026Q1") for _ in range(2)]
@@ -150,14 +179,15 @@ def test_a_year_of_a_mixed_network_pays_what_was_worked_out_by_hand(tmp_path: Pa
     # Staff validate everything; payments pay M1 and each validated evaluation, capped.
     accounts = {pid: PaymentAccount(pid) for pid in (snf, pcp, spec)}
     for account in accounts.values():
-        account.pay("M1", D("10000.00"), "2024Q2", "2024.1", source_event="m1")
+        account.pay("M1", D("10000.00"), "2024Q2", "2024.1", source_event="m1", cap=CAP)
     for quarter in ("2025Q1", "2025Q2", "2025Q3", "2025Q4", "2026Q1"):
         for evaluation in net.app.evaluations(quarter=quarter):
             validated = net.app.validate(evaluation.id, "program-staff#test", NOW)
             assert validated.state == VALIDATED
             if validated.earned > 0 and validated.milestone:
                 accounts[validated.participant_id].pay(validated.milestone, validated.earned, quarter, "2024.1",
-                                                       source_event=str(validated.id), covers=validated.paid_credits)
+                                                       source_event=str(validated.id), cap=CAP,
+                                                       covers=validated.paid_credits)
     assert {pid: a.total_paid for pid, a in accounts.items()} == {
         snf: D("12000.00"),  # 10,000 + 1,200 + 800
         pcp: CAP,  # 10,000 + M2 + M3 (late) + M4
@@ -220,7 +250,8 @@ def test_snf_earnings_over_any_sequence_equal_active_credits_and_no_credit_count
         else:
             pending = sorted(ledger.active(SNF_RULE, "pending"))
             recover = ledger.to_recover(SNF_RULE)
-            outcome = snf_quarter(len(pending), 0, len(recover), ledger.carried)
+            outcome = snf_quarter((ledger.credits[s]["amount"] for s in pending),
+                                  (ledger.credits[s]["amount"] for s in recover), ledger.carried)
             paid += outcome.earned
             counted.extend(pending)
             recovered.extend(recover)
@@ -229,3 +260,40 @@ def test_snf_earnings_over_any_sequence_equal_active_credits_and_no_credit_count
     # what was paid, less what is still owed back, is $400 for each credit evaluated and not withdrawn since
     assert paid + ledger.carried == D("400.00") * (len(counted) - len(recovered))
     assert ledger.carried <= 0 and paid >= 0
+
+
+def test_a_correction_of_the_snf_start_date_makes_earlier_quarters_earn(tmp_path: Path) -> None:
+    """The program page gives SNF/LTC data sharing as starting "Oct. 1, 2025" while every other row starts the day
+    after its Milestone 1 deadline. Shipped as written, a correction effective 2024-10-01 makes an enrolled SNF's
+    quarters from 2024Q4 on its data-sharing quarters ("A version published later that is effective earlier (a
+    correction) reaches every participant already enrolled")."""
+    net = Network(tmp_path)
+    snf = net.participant("skilled_nursing", "1111111111")
+    net.credit(snf, SNF_RULE, "2024Q4")
+    assert net.close("2024Q4") == {}  # under the table as published, 2024Q4 is before data sharing
+    correction = amended("2024.2", "2024-10-01", {"provider_types.skilled_nursing.data_sharing_starts": "2024-10-01",
+                                                  "provider_types.long_term_care.data_sharing_starts": "2024-10-01"})
+    rules = net.app.find(RulesCopy.create_id(), RulesCopy)
+    assert rules is not None and rules.note(correction)
+    net.app.save(rules)
+    net.credit(snf, SNF_RULE, "2025Q1")
+    q1 = net.close("2025Q1")[str(snf)]
+    assert (q1.earned, q1.rule_version) == (D("800.00"), "2024.2")  # 2025Q1's file and 2024Q4's, late
+    assert q1.figures["late_quarters"] == ["2024Q4"]
+
+
+def test_the_denominator_is_plan_members_attributed_by_the_participants_id_or_any_npi_it_declared(tmp_path: Path) -> None:
+    """PCP denominator: "the longitudinal records associated with Alliance Members" — members attributed to the
+    participant by its id or by any NPI it has declared (an umbrella group's individual PCPs included), who are
+    plan members in the quarter."""
+    net = Network(tmp_path)
+    group = net.participant("primary_care", "2222222222", individual_npis=["2333333333"])
+    net.attribute(str(group).upper(), ["10000001A"], date(2025, 1, 1))  # by participant id
+    net.attribute("2222222222", ["10000002A"], date(2025, 1, 1))  # by the group's NPI
+    net.attribute("2333333333", ["10000003A"], date(2025, 1, 1))  # by an individual PCP's NPI it declared
+    net.attribute("2999999999", ["10000009A"], date(2025, 1, 1))  # another PCP's member: not counted
+    net.attribute("2222222222", ["10000004A"], date(2025, 1, 1), member_from=date(2025, 4, 1))  # not a member in Q1
+    for member in ("10000001A", "10000002A", "10000003A"):
+        net.credit(group, PCP_RULE, "2025Q1", member)
+    q1 = net.close("2025Q1")[str(group)]
+    assert (q1.figures["attributed_members"], q1.figures["members_with_record"], q1.outcome) == (3, 3, "met")

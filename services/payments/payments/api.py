@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from payments.application import Payments
-from payments.domain import CAP, ZERO
+from payments.domain import ZERO
 
 
 def routes(app: Payments, auth: Auth) -> APIRouter:
@@ -22,6 +22,7 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
                 dependencies=[Depends(auth.require("program-staff", "auditor"))])
     def statement(participant_id: UUID) -> dict[str, Any]:
         account = app.account(participant_id)
+        cap = app.cap_today() or account.cap
         running = ZERO
         payments = []
         for payment in account.payments:
@@ -32,8 +33,8 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
             "payee": account.payee,
             "payments": payments,
             "total_paid": str(account.total_paid),
-            "remaining": str(account.remaining),
-            "cap": str(CAP),
+            "remaining": str(account.remaining(cap)) if cap is not None else None,
+            "cap": str(cap) if cap is not None else None,
         }
 
     @router.get("/payments/export", dependencies=[Depends(auth.require("program-staff", "auditor"))],

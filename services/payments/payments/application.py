@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import UUID
 
 from dsi_shared.errors import NotFound
+from dsi_shared.plantime import Quarter, plan_day
+from dsi_shared.rulebook import RuleBook, RulesCopy
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 
@@ -16,8 +20,27 @@ EXPORT_COLUMNS = ("participant_id", "legal_name", "npi", "tin", "amount", "payme
                   "rule_version", "cut_reason")
 
 
+class NoCapInForce(Exception):
+    """The rules have not reached payments yet (they travel on another stream): retried, never dropped."""
+
+
 class Payments(ServiceApplication):
     name = "payments"
+
+    def rulebook(self) -> RuleBook:
+        copy = self.find(RulesCopy.create_id(), RulesCopy)
+        return copy.book if copy is not None else RuleBook(())
+
+    def cap_for(self, quarter: str) -> Decimal:
+        """The program cap in force on the quarter's first day."""
+        rules = self.rulebook().in_force(Quarter.parse(quarter).first_day)
+        if rules is None:
+            raise NoCapInForce(f"no program rules in force for {quarter}: no cap to pay under")
+        return rules.program.cap
+
+    def cap_today(self) -> Decimal | None:
+        rules = self.rulebook().in_force(plan_day(datetime.now(UTC)))
+        return rules.program.cap if rules else None
 
     def account(self, participant_id: UUID) -> PaymentAccount:
         try:

@@ -25,20 +25,23 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
             logged[pid] = logged.get(pid, ZERO) + domain_event.amount
     achieved: dict[str, dict[str, Decimal]] = facts.get("milestones_achieved", {})
     seen: set[str] = set()
+    assert isinstance(app, Payments)
+    cap_today = app.cap_today()
     for account in rebuild_aggregates(app, report, facts):
         if not isinstance(account, PaymentAccount):
             continue
         pid = str(account.participant_id)
         seen.add(pid)
         total = account.total_paid
-        report.rows[pid] = {"total_paid": str(total), "remaining": str(account.remaining)}
+        cap = account.cap or cap_today
+        report.rows[pid] = {"total_paid": str(total), "remaining": str(account.remaining(cap)) if cap else "-"}
         if total != logged.get(pid, ZERO):
             report.problems.append(f"payments: {pid} ledger rebuilt to {total}, log's payments sum to {logged.get(pid, ZERO)}")
-        expected = rederive(achieved.get(pid, {}))
+        expected = rederive(achieved.get(pid, {}), cap or ZERO)
         if "milestones_achieved" in facts and total != expected:
             report.problems.append(f"payments: {pid} paid {total}, milestones achieved re-derive {expected}")
     for pid, milestones in achieved.items():
-        if pid not in seen and rederive(milestones) != ZERO:
+        if pid not in seen and rederive(milestones, cap_today or ZERO) != ZERO:
             report.problems.append(f"payments: {pid} achieved {sorted(milestones)} but has no payment account")
     return report
 
@@ -48,10 +51,11 @@ def observe(domain_event: Any) -> None:
         PAID.add(float(domain_event.amount), {"milestone": str(domain_event.milestone).split(":", 1)[0]})
 
 
-def rederive(milestones: dict[str, Decimal]) -> Decimal:
+def rederive(milestones: dict[str, Decimal], cap: Decimal) -> Decimal:
+    """Each milestone once, in order, cut to `cap` (the cap the account's payments were cut to)."""
     total = ZERO
     for milestone in sorted(milestones):
-        total += capped(milestones[milestone], total)
+        total += capped(milestones[milestone], total, cap)
     return total
 
 

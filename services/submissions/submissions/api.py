@@ -34,6 +34,7 @@ def submission_view(submission: Submission) -> dict[str, Any]:
         "amount": str(submission.amount),
         "credit": to_jsonable(submission.credit),
         "reversed_by": str(submission.reversed_by) if submission.reversed_by else None,
+        "history": to_jsonable(submission.history),
     }
 
 

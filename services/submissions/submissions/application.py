@@ -15,7 +15,8 @@ from uuid import UUID
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.cipher import PayloadCipher, sha256_of
 from dsi_shared.errors import NotFound
-from dsi_shared.plantime import PLAN_ZONE, quarter_of
+from dsi_shared.plantime import PLAN_ZONE, plan_day, quarter_of
+from dsi_shared.rulebook import RuleBook, RulesCopy
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
@@ -24,18 +25,21 @@ from eventsourcing.persistence import IntegrityError
 from submissions import hl7files, longitudinal
 from submissions.ack import build_ack
 from submissions.domain import (
-    PCP_RULE,
-    SNF_FILE_AMOUNT,
-    SNF_RULE,
+    CREDITED,
+    REJECTED,
     ZERO,
     CinAliasFacts,
     FacilityIndex,
+    HeldFiles,
+    Judgment,
     MemberFacts,
     ParticipantFacts,
     Submission,
     VisitCredits,
-    participant_reasons,
-    snf_file_reasons,
+    cancelled_event,
+    judge_record,
+    judge_snf_file,
+    may_change,
 )
 
 HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+json", "application/cda+xml"
@@ -158,7 +162,12 @@ class Submissions(ServiceApplication):
                                              build_ack(code, message.control_id, message.trigger, message.sending_facility,
                                                        problems), problems, submission.id, submission.verdict,
                                              submission.reasons))
+        self._keep_if_held(submissions, aggregates)
         return Evaluation(answers, submissions, [*aggregates, *submissions, *visits.values()])
+
+    def rulebook(self) -> RuleBook:
+        copy = self.find(RulesCopy.create_id(), RulesCopy)
+        return copy.book if copy is not None else RuleBook(())
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
                        hie_submission_id: str | None, participant_hint: UUID | None,
@@ -166,9 +175,8 @@ class Submissions(ServiceApplication):
         first = combined.adt or combined.messages[0]
         participant_id = participant_hint or self.participant_for_facility(first.sending_facility_ids)
         adt = combined.adt
-        facts = {
-            "messages": [{"type": m.kind, "control_id": m.control_id, "sending_facility": m.sending_facility,
-                          "version": m.version} for m in combined.messages],
+        facts: dict[str, Any] = {
+            "messages": combined.message_facts(),
             "event_type": adt.trigger if adt else None,
             "event_time": adt.event_time.isoformat() if adt and adt.event_time else None,
             "event_time_source": adt.event_time_source if adt else None,
@@ -188,35 +196,56 @@ class Submissions(ServiceApplication):
             submission.record(["no_qualifying_event"])
             return submission
         participant = self.participant_facts(participant_id)
-        if adt.trigger in hl7files.CANCELS:
-            self._cancel(submission, adt, participant_id, visits, aggregates)
+        book = self.rulebook()
+        cancelled = cancelled_event(book, participant, adt.trigger, plan_day(adt.event_time or received_at))
+        if cancelled is not None:
+            self._cancel(submission, adt, cancelled, participant_id, visits, aggregates)
             return submission
-        if adt.trigger not in hl7files.QUALIFYING:
-            submission.record([f"not_a_qualifying_event:{adt.trigger}"])
-            return submission
-        if participant is not None and participant.earning_rule != SNF_RULE and participant.provider_type:
-            rule = participant.earning_rule
-            submission.record(["earning_rule_forthcoming" if rule is None else f"earning_rule_does_not_credit_adt:{rule}"])
-            return submission
-        member = self.member_facts(adt.cin) if adt.cin else None
-        reasons = snf_file_reasons(problems=combined.problems(), event_time=adt.event_time, received_at=received_at,
-                                   member=member, participant=participant)
-        if reasons:
-            submission.reject(reasons)
-            return submission
-        assert adt.event_time is not None and adt.cin is not None and adt.visit is not None and participant is not None
-        visit = self._visit(participant_id, member.cin if member else adt.cin, adt.visit, visits)
-        event_key = f"{adt.trigger}|{adt.event_time.astimezone(PLAN_ZONE).isoformat()}"
-        earlier = visit.credited(event_key)
-        if earlier is not None:
-            submission.reject([f"duplicate_of:{earlier['submission_id']}"])
-            return submission
-        submission.credit_event(participant_id=participant_id, member_id=visit.member_id,
-                                amount=SNF_FILE_AMOUNT, rule_version=participant.rule_version or "", earning_rule=SNF_RULE,
-                                event_key=event_key, quarter=quarter_of(received_at),
-                                captured_on=adt.event_time.astimezone(PLAN_ZONE).date(), attributed=None)
-        visit.add(event_key=event_key, event_type=adt.trigger, submission_id=submission.id)
+        facts["rejudgeable"] = True  # judged from these facts alone: a later fact can judge it again
+        self._judge_file(submission, participant, book, visits)
         return submission
+
+    def _judge_file(self, submission: Submission, participant: ParticipantFacts | None, book: RuleBook,
+                    visits: dict[UUID, VisitCredits], cause: str | None = None) -> bool:
+        """Judge a combined file from its facts (at receipt, or again when `cause` changed a fact). True when the
+        submission changed."""
+        facts = submission.facts
+        event_time = datetime.fromisoformat(facts["event_time"]) if facts.get("event_time") else None
+        member = self.member_facts(facts["member_id"]) if facts.get("member_id") else None
+        judgment = judge_snf_file(event_type=facts["event_type"], event_time=event_time,
+                                  received_at=submission.received_at, messages=facts["messages"], member=member,
+                                  participant=participant, book=book)
+        if judgment.verdict == CREDITED:
+            assert event_time is not None and participant is not None and submission.participant_id is not None
+            visit = self._visit(submission.participant_id, member.cin if member else facts["member_id"],
+                                facts["visit"], visits)
+            event_key = f"{facts['event_type']}|{event_time.astimezone(PLAN_ZONE).isoformat()}"
+            earlier = visit.credited(event_key)
+            if earlier is not None:
+                judgment = Judgment(REJECTED, [f"duplicate_of:{earlier['submission_id']}"], judgment.rule_version)
+            else:
+                if cause is not None:
+                    submission.rejudge(verdict=CREDITED, reasons=[], rule_version=judgment.rule_version, cause=cause)
+                submission.credit_event(participant_id=submission.participant_id, member_id=visit.member_id,
+                                        amount=judgment.amount, rule_version=judgment.rule_version or "",
+                                        earning_rule=judgment.earning_rule or "", event_key=event_key,
+                                        quarter=quarter_of(submission.received_at), captured_on=plan_day(event_time),
+                                        attributed=None)
+                visit.add(event_key=event_key, event_type=facts["event_type"], submission_id=submission.id)
+                return True
+        return self._conclude(submission, judgment, cause)
+
+    def _conclude(self, submission: Submission, judgment: Judgment, cause: str | None) -> bool:
+        if cause is not None:
+            if (judgment.verdict, judgment.reasons) == (submission.verdict, submission.reasons):
+                return False
+            submission.rejudge(verdict=judgment.verdict, reasons=judgment.reasons, rule_version=judgment.rule_version,
+                               cause=cause)
+        elif judgment.verdict == REJECTED:
+            submission.reject(judgment.reasons)
+        else:
+            submission.record(judgment.reasons)
+        return True
 
     def _visit(self, participant_id: UUID, cin: str, visit: str, visits: dict[UUID, VisitCredits]) -> VisitCredits:
         visit_id = VisitCredits.create_id(participant_id, cin, visit)
@@ -224,9 +253,8 @@ class Submissions(ServiceApplication):
             visits[visit_id] = self._get(visit_id) or VisitCredits(participant_id, cin, visit)
         return visits[visit_id]
 
-    def _cancel(self, submission: Submission, adt: hl7files.Message, participant_id: UUID,
+    def _cancel(self, submission: Submission, adt: hl7files.Message, cancelled_type: str, participant_id: UUID,
                 visits: dict[UUID, VisitCredits], aggregates: list[Aggregate]) -> None:
-        cancelled_type = hl7files.CANCELS[adt.trigger]
         member = self.member_facts(adt.cin) if adt.cin else None
         if adt.cin is None or adt.visit is None:
             submission.reject([f"incomplete:{p}" for p in adt.problems] or ["incomplete:PID-3/PV1-19"])
@@ -266,36 +294,93 @@ class Submissions(ServiceApplication):
         participant_id = participant_id or (self.participant_for_facility((sending_facility,)) if sending_facility else None)
         submission = Submission(channel, received_at, content_type, sha256, hie_submission_id, participant_id,
                                 {"kind": facts.kind, "member_id": facts.cin, "resource_types": facts.resource_types})
-        received_on = received_at.astimezone(PLAN_ZONE).date()
         participant = self.participant_facts(participant_id) if participant_id else None
-        member = self.member_facts(facts.cin) if facts.cin else None
         if participant_id is None:
             submission.reject(["unknown_participant"])
-        elif facts.problems:
-            submission.reject([f"incomplete:{p}" for p in facts.problems])
-        elif participant is not None and participant.provider_type and participant.earning_rule != PCP_RULE:
-            rule = participant.earning_rule
-            submission.record(["earning_rule_forthcoming" if rule is None else f"earning_rule_does_not_credit_records:{rule}"])
         else:
-            reasons = ([] if member is not None and member.member_on(received_on) else ["not_a_member"]) + \
-                participant_reasons(participant, received_on)
-            if reasons:
-                submission.reject(reasons)
-            else:
-                assert participant is not None and facts.cin is not None and member is not None
-                refs = {str(participant_id), *(filter(None, [participant.npi]))}
-                submission.credit_event(participant_id=participant_id, member_id=member.cin, amount=ZERO,
-                                        rule_version=participant.rule_version or "", earning_rule=PCP_RULE,
-                                        event_key=f"record|{member.cin}|{quarter_of(received_at)}",
-                                        quarter=quarter_of(received_at), captured_on=received_on,
-                                        attributed=member.attributed_to(refs, received_on))
+            submission.facts["problems"] = list(facts.problems)
+            submission.facts["rejudgeable"] = True
+            self._judge_record(submission, participant, self.rulebook())
+        aggregates: list[Aggregate] = [submission]
+        self._keep_if_held([submission], aggregates)
+        return Evaluation([], [submission], aggregates)
         return Evaluation([], [submission], [submission])
+
+    def _judge_record(self, submission: Submission, participant: ParticipantFacts | None, book: RuleBook,
+                      cause: str | None = None) -> bool:
+        cin = submission.facts.get("member_id")
+        member = self.member_facts(cin) if cin else None
+        judgment = judge_record(problems=submission.facts.get("problems", []), received_at=submission.received_at,
+                                member=member, participant=participant, book=book)
+        if judgment.verdict != CREDITED:
+            return self._conclude(submission, judgment, cause)
+        assert participant is not None and member is not None and submission.participant_id is not None
+        received_on = plan_day(submission.received_at)
+        refs = {str(submission.participant_id), *(filter(None, [participant.npi]))}
+        if cause is not None:
+            submission.rejudge(verdict=CREDITED, reasons=[], rule_version=judgment.rule_version, cause=cause)
+        submission.credit_event(participant_id=submission.participant_id, member_id=member.cin, amount=ZERO,
+                                rule_version=judgment.rule_version or "", earning_rule=judgment.earning_rule or "",
+                                event_key=f"record|{member.cin}|{quarter_of(submission.received_at)}",
+                                quarter=quarter_of(submission.received_at), captured_on=received_on,
+                                attributed=member.attributed_to(refs, received_on))
+        return True
+
+    # -- judging again when a fact arrives (DOMAIN.md A4: "Money never depends on the order in which two streams'
+    #    messages arrive") ------------------------------------------------------------------------------------------
+    def held_files(self, participant_id: UUID) -> HeldFiles:
+        return self.find(HeldFiles.create_id(participant_id), HeldFiles) or HeldFiles(participant_id)
+
+    def _keep_if_held(self, submissions: list[Submission], aggregates: list[Aggregate]) -> None:
+        """Note each new submission that a later fact could still make earn."""
+        held: dict[UUID, HeldFiles] = {}
+        for submission in submissions:
+            if submission.participant_id is not None and may_change(submission):
+                pid = submission.participant_id
+                record = held.get(pid) or self.held_files(pid)
+                held[pid] = record
+                record.hold(submission_id=submission.id)
+        aggregates.extend(held.values())
+
+    def rejudge(self, cause: str, participant: ParticipantFacts | None = None, book: RuleBook | None = None) -> list[Aggregate]:
+        """Judge again the held files and records (all participants', or `participant`'s) under the facts and rules
+        known now — `participant` and `book` as just changed, not yet saved. Returns the aggregates that changed,
+        to save together with the fact that caused it (and its tracking record)."""
+        book = book or self.rulebook()
+        visits: dict[UUID, VisitCredits] = {}
+        changed: list[Aggregate] = []
+        if participant is not None:
+            found = self.find(HeldFiles.create_id(participant.participant_id), HeldFiles)
+            records = [found] if found is not None else []
+        else:
+            records = [self.get(i, HeldFiles, "held files") for i in self.ids_created_with(HeldFiles.HeldFilesOpened)]  # type: ignore[attr-defined]
+        for record in records:
+            facts = participant or self.participant_facts(record.participant_id)
+            for submission_id in list(record.held):
+                submission = self.submission(submission_id)
+                if submission.content_type == HL7_TYPE:
+                    now_changed = self._judge_file(submission, facts, book, visits, cause=cause)
+                else:
+                    now_changed = self._judge_record(submission, facts, book, cause=cause)
+                if now_changed:
+                    changed.append(submission)
+                if not may_change(submission):
+                    record.release(submission_id=submission_id)
+            if record.pending_events:
+                changed.append(record)
+        return [*changed, *(v for v in visits.values() if v.pending_events)]
 
     def receive_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
                        participant_id: UUID | None, sending_facility: str | None = None) -> Evaluation:
-        evaluation = self.evaluate_record(data, content_type, received_at, channel, participant_id, sending_facility)
-        self.save(*evaluation.aggregates)  # a record's submission is a new aggregate: nothing to conflict with
-        return evaluation
+        for attempt in range(5):  # the participant's held-files record may be saved concurrently: decide again
+            evaluation = self.evaluate_record(data, content_type, received_at, channel, participant_id, sending_facility)
+            try:
+                self.save(*evaluation.aggregates)
+                return evaluation
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _decode(data: bytes) -> str | None:

@@ -6,20 +6,18 @@ their events.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from dsi_shared.plantime import PLAN_ZONE
+from dsi_shared.plantime import plan_day
+from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, ProviderTypeRules, RuleBook, RulesDocument
 from eventsourcing.domain import Aggregate, event
 
-from submissions.hl7time import is_timely
-
-SNF_FILE_AMOUNT = Decimal("400.00")  # A3: $400 per timely, complete combined ADT/RDE/ORU file
 ZERO = Decimal("0.00")
 CREDITED, REJECTED, RECORDED = "credited", "rejected", "recorded"
-SNF_RULE, PCP_RULE = "snf_combined_adt_file", "pcp_longitudinal_coverage"
 
 
 def ns(path: str) -> UUID:
@@ -38,27 +36,39 @@ class Submission(Aggregate):
         self.amount = ZERO
         self.credit: dict[str, Any] | None = None
         self.reversed_by: UUID | None = None
+        self.history: list[dict[str, Any]] = []  # each judgment in order, with what caused a judgment again
 
     @event("SubmissionCredited")
     def credit_event(self, participant_id: UUID, member_id: str, amount: Decimal, rule_version: str,
                      earning_rule: str, event_key: str, quarter: str, captured_on: date, attributed: bool | None) -> None:
-        self.verdict, self.amount = CREDITED, amount
+        self.verdict, self.amount, self.reasons = CREDITED, amount, []
         self.credit = {"member_id": member_id, "rule_version": rule_version, "earning_rule": earning_rule,
                        "event_key": event_key, "quarter": quarter, "captured_on": captured_on, "attributed": attributed}
+        self.history.append({"verdict": CREDITED, "amount": str(amount), "rule_version": rule_version})
 
     @event("SubmissionRejected")
     def reject(self, reasons: list[str]) -> None:
         self.verdict, self.reasons = REJECTED, reasons
+        self.history.append({"verdict": REJECTED, "reasons": reasons})
 
     @event("SubmissionRecorded")
     def record(self, reasons: list[str]) -> None:
         """Kept, neither credited nor rejected (not a qualifying event, or the type's rule is forthcoming)."""
         self.verdict, self.reasons = RECORDED, reasons
+        self.history.append({"verdict": RECORDED, "reasons": reasons})
+
+    @event("SubmissionRejudged")
+    def rejudge(self, verdict: str, reasons: list[str], rule_version: str | None, cause: str) -> None:
+        """A later fact (Milestone 1, a rules correction) changed why this file does not earn; a file that now
+        earns gets `SubmissionCredited` next."""
+        self.verdict, self.reasons = verdict, reasons
+        self.history.append({"judged_again": cause, "verdict": verdict, "reasons": reasons, "rule_version": rule_version})
 
     @event("SubmissionCreditReversed")
     def reverse(self, participant_id: UUID, cancelled_by: UUID, amount: Decimal, quarter: str) -> None:
         self.reversed_by, self.amount = cancelled_by, ZERO
         self.reasons = [*self.reasons, f"cancelled_by:{cancelled_by}"]
+        self.history.append({"credit_reversed_by": str(cancelled_by)})
 
 
 class VisitCredits(Aggregate):
@@ -108,7 +118,6 @@ class ParticipantFacts(Aggregate):
         self.sending_facilities: list[str] = []
         self.eligible = False
         self.rule_version: str | None = None
-        self.schedule: dict[str, Any] = {}
         self.milestone1_at: datetime | None = None
         self.departed_on: date | None = None
 
@@ -117,8 +126,9 @@ class ParticipantFacts(Aggregate):
         self.provider_type, self.npi, self.sending_facilities = provider_type, npi, sending_facilities
 
     @event("EligibilityNoted")
-    def note_eligibility(self, eligible: bool, rule_version: str, schedule: dict[str, Any]) -> None:
-        self.eligible, self.rule_version, self.schedule = eligible, rule_version, schedule
+    def note_eligibility(self, eligible: bool, rule_version: str, schedule: dict[str, Any] | None = None) -> None:
+        """`schedule`: only in events from before rules were effective-dated; the rules book decides now."""
+        self.eligible, self.rule_version = eligible, rule_version
 
     @event("Milestone1Noted")
     def note_milestone1(self, achieved_at: datetime) -> None:
@@ -128,14 +138,27 @@ class ParticipantFacts(Aggregate):
     def note_departure(self, effective_on: date) -> None:
         self.departed_on = effective_on
 
-    @property
-    def earning_rule(self) -> str | None:
-        return self.schedule.get("earning_rule")
 
-    @property
-    def data_sharing_starts(self) -> date | None:
-        raw = self.schedule.get("data_sharing_starts")
-        return date.fromisoformat(raw) if raw else None
+class HeldFiles(Aggregate):
+    """One participant's files and records that did not earn for a reason a later fact can change (Milestone 1
+    not yet noted, before data sharing, a rule forthcoming, ...): what a new fact makes us judge again."""
+
+    @staticmethod
+    def create_id(participant_id: UUID) -> UUID:
+        return ns(f"held/{participant_id}")
+
+    @event("HeldFilesOpened")
+    def __init__(self, participant_id: UUID) -> None:
+        self.participant_id = participant_id
+        self.held: list[UUID] = []
+
+    @event("FileHeld")
+    def hold(self, submission_id: UUID) -> None:
+        self.held.append(submission_id)
+
+    @event("FileReleased")
+    def release(self, submission_id: UUID) -> None:
+        self.held.remove(submission_id)
 
 
 class FacilityIndex(Aggregate):
@@ -201,10 +224,24 @@ class CinAliasFacts(Aggregate):
         self.current_cin = current_cin
 
 
-# -- the rule (pure) -----------------------------------------------------------------------------------------------
+# -- the rules (pure): each verdict is decided here, under the rules version in force on the day it concerns ------------
 
-def participant_reasons(participant: ParticipantFacts | None, on: date) -> list[str]:
-    """Why a participant cannot earn for data captured on `on` (A3): empty when it can."""
+@dataclass(frozen=True)
+class Judgment:
+    """What a file or record earns under one rules version, and why."""
+
+    verdict: str
+    reasons: list[str]
+    rule_version: str | None = None
+    earning_rule: str | None = None  # the rule's kind
+    amount: Decimal = ZERO
+    ignored: list[str] = field(default_factory=list)  # message kinds recorded and ignored
+
+
+def participant_reasons(participant: ParticipantFacts | None, on: date, row: ProviderTypeRules | None) -> list[str]:
+    """Why a participant cannot earn for data captured on `on` (A3): empty when it can. "Only participants that
+    achieved Milestone 1 earn, and only for data captured on or after their type's data-sharing start date" —
+    that date read from the rules version in force on `on`."""
     if participant is None or participant.provider_type is None:
         return ["not_enrolled"]
     reasons = []
@@ -212,26 +249,120 @@ def participant_reasons(participant: ParticipantFacts | None, on: date) -> list[
         reasons.append("not_enrolled")
     if participant.milestone1_at is None:
         reasons.append("milestone1_not_achieved")
-    starts = participant.data_sharing_starts
-    if starts is not None and on < starts:
+    if row is not None and on < row.data_sharing_starts:
         reasons.append("before_data_sharing_start")
     if participant.departed_on is not None and on >= participant.departed_on:
         reasons.append("withdrawn")
     return reasons
 
 
-def snf_file_reasons(*, problems: list[str], event_time: datetime | None, received_at: datetime,
-                     member: MemberFacts | None, participant: ParticipantFacts | None) -> list[str]:
-    """Every reason a combined ADT file does not earn $400 (empty = credit). Timely: 72 h real time."""
+def per_file_rule(rules: RulesDocument | None, participant: ParticipantFacts | None) -> PerQualifyingFile | None:
+    rule = rules.earning_rule(participant.provider_type) if rules and participant else None
+    return rule if isinstance(rule, PerQualifyingFile) else None
+
+
+def cancelled_event(book: RuleBook, participant: ParticipantFacts | None, trigger: str, on: date) -> str | None:
+    """The qualifying event a cancel trigger withdraws ("a cancel (A11/A12/A13) withdraws the credit of the event
+    it cancels"), per the participant's rule in force that day; None when the trigger cancels nothing."""
+    rule = per_file_rule(book.in_force(on), participant)
+    return rule.cancel_events.get(trigger) if rule else None
+
+
+def completeness(messages: list[dict[str, Any]], rule: PerQualifyingFile) -> tuple[list[str], list[str]]:
+    """A3 "Complete": the ADT's own problems, and each associated message (ORU, RDE) of the file — its own
+    problems and whether it is for the ADT's patient and visit. "A message of another kind in the file is
+    recorded and ignored; it does not make the file incomplete." Returns (problems, ignored kinds)."""
+    problems: list[str] = []
+    ignored: list[str] = []
+    for position, message in enumerate(messages):
+        if position == 0:
+            problems.extend(message.get("problems", []))
+        elif message["type"] in rule.associated_message_types:
+            problems.extend(f"{message['type']} {p}" for p in message.get("problems", []))
+            if not message.get("belongs", True):
+                problems.append(f"{message['type']} MSH-10 {message['control_id']} is for another patient or visit")
+        else:
+            ignored.append(message["type"])
+    return problems, ignored
+
+
+def is_timely(event_time: datetime, received_at: datetime, rule: PerQualifyingFile) -> bool:
+    """"Timely: received by the HIE within 72 hours of the qualifying event" (the window is the rule's
+    `timeliness_hours`), in real elapsed time: both go to UTC first, since Python subtracts two datetimes that
+    share one ZoneInfo as wall-clock times and would count a DST night's missing or repeated hour wrongly."""
+    return received_at.astimezone(UTC) - event_time.astimezone(UTC) <= timedelta(hours=rule.timeliness_hours)
+
+
+def judge_snf_file(*, event_type: str, event_time: datetime | None, received_at: datetime,
+                   messages: list[dict[str, Any]], member: MemberFacts | None, participant: ParticipantFacts | None,
+                   book: RuleBook) -> Judgment:
+    """A3 skilled nursing / long-term care: "$400 for each timely submission to the HIE of a complete combined
+    ADT/RDE/ORU file for a plan member", under the rules version in force on the event's (plan-local) date.
+    `messages[0]` is the ADT. Duplicates and cancels are the application's (they need the visit's history)."""
+    on = plan_day(event_time or received_at)
+    rules = book.in_force(on)
+    if rules is None:
+        return Judgment(REJECTED, ["no_rules_in_force"])
+    if participant is None or participant.provider_type is None:
+        return Judgment(REJECTED, ["not_enrolled"], rules.version)
+    row = rules.provider_type(participant.provider_type)
+    rule = per_file_rule(rules, participant)
+    if rule is None:
+        other = row.earning_rule if row else None
+        return Judgment(RECORDED, ["earning_rule_forthcoming" if other is None
+                                   else f"earning_rule_does_not_credit_adt:{other.kind}"], rules.version)
+    if event_type not in rule.qualifying_events:
+        return Judgment(RECORDED, [f"not_a_qualifying_event:{event_type}"], rules.version, rule.kind)
+    problems, ignored = completeness(messages, rule)
     reasons = [f"incomplete:{p}" for p in problems]
     if event_time is None:
-        return reasons or ["incomplete:event time missing"]
-    captured_on = event_time.astimezone(PLAN_ZONE).date()
-    if not is_timely(event_time, received_at):
+        return Judgment(REJECTED, reasons or ["incomplete:event time missing"], rules.version, rule.kind, ignored=ignored)
+    if not is_timely(event_time, received_at, rule):
         reasons.append("late")
     if event_time.astimezone(UTC) > received_at.astimezone(UTC):  # compare instants, not wall times
         reasons.append("event_time_after_receipt")
-    if member is None or not member.member_on(captured_on):
+    if member is None or not member.member_on(on):
         reasons.append("not_a_member")
-    reasons.extend(participant_reasons(participant, captured_on))
-    return reasons
+    reasons.extend(participant_reasons(participant, on, row))
+    if reasons:
+        return Judgment(REJECTED, reasons, rules.version, rule.kind, ignored=ignored)
+    return Judgment(CREDITED, [], rules.version, rule.kind, rule.amount, ignored)
+
+
+def judge_record(*, problems: list[str], received_at: datetime, member: MemberFacts | None,
+                 participant: ParticipantFacts | None, book: RuleBook) -> Judgment:
+    """A3 primary care: a longitudinal record counts toward the quarter's coverage when the participant's type
+    earns by `coverage_per_period` under the version in force on the day the HIE received it. The record itself
+    earns nothing; the quarter's evaluation does."""
+    on = plan_day(received_at)
+    rules = book.in_force(on)
+    if rules is None:
+        return Judgment(REJECTED, ["no_rules_in_force"])
+    if problems:
+        return Judgment(REJECTED, [f"incomplete:{p}" for p in problems], rules.version)
+    row = rules.provider_type(participant.provider_type) if participant and participant.provider_type else None
+    if row is not None and not isinstance(row.earning_rule, CoveragePerPeriod):
+        other = row.earning_rule
+        return Judgment(RECORDED, ["earning_rule_forthcoming" if other is None
+                                   else f"earning_rule_does_not_credit_records:{other.kind}"], rules.version)
+    reasons = ([] if member is not None and member.member_on(on) else ["not_a_member"]) + \
+        participant_reasons(participant, on, row)
+    if reasons:
+        return Judgment(REJECTED, reasons, rules.version)
+    assert row is not None and isinstance(row.earning_rule, CoveragePerPeriod)
+    return Judgment(CREDITED, [], rules.version, row.earning_rule.kind)
+
+
+# Verdicts a later fact can change: Milestone 1 noted, a rules version (a correction) published. Whatever the
+# order the facts arrive in, the file ends judged under all of them.
+FINAL_REASONS = ("unprocessable:", "unknown_sending_facility", "not_hl7", "no_qualifying_event", "duplicate_of:",
+                 "cancels", "unknown_participant")
+
+
+def may_change(submission: Submission) -> bool:
+    return submission.verdict in {REJECTED, RECORDED} and not any(
+        r.startswith(FINAL_REASONS) for r in submission.reasons) and "rejudgeable" in submission.facts
+
+
+for _internal in (HeldFiles.HeldFilesOpened, HeldFiles.FileHeld, HeldFiles.FileReleased):  # type: ignore[attr-defined]
+    _internal.relay = False  # bookkeeping: what to judge again

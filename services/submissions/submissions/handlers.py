@@ -10,6 +10,7 @@ from uuid import UUID
 from dsi_shared.consumer import Subscription
 from dsi_shared.errors import Unprocessable
 from dsi_shared.events import IncomingEvent
+from dsi_shared.rulebook import RulesCopy
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -45,10 +46,20 @@ def on_participant_registered(app: ServiceApplication, event: IncomingEvent) -> 
 
 
 def on_eligibility_determined(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
-    facts, data = _participant(_app(app), event.data["aggregate_id"]), event.data
-    facts.note_eligibility(eligible=bool(data["eligible"]), rule_version=data["rule_version"],
-                           schedule=dict(data.get("schedule") or {}))
+    submissions, data = _app(app), event.data
+    facts = _participant(submissions, data["aggregate_id"])
+    facts.note_eligibility(eligible=bool(data["eligible"]), rule_version=data["rule_version"])
     return [facts]
+
+
+def on_rules_published(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """A rules version (a correction too): noted, then every held file judged again under the book as it is now
+    ("files and quarters not yet paid are judged under it"). Files already credited are not rewritten."""
+    submissions = _app(app)
+    copy = submissions.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
+    if not copy.note(event.data["document"]):
+        return [copy] if copy.pending_events else []
+    return [copy, *submissions.rejudge(cause=f"rules {event.data['document']['version']} published", book=copy.book)]
 
 
 def on_participant_departed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
@@ -60,9 +71,10 @@ def on_participant_departed(app: ServiceApplication, event: IncomingEvent) -> li
 def on_milestone_achieved(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     if event.data["milestone"] != "M1":
         return []
-    facts = _participant(_app(app), event.data["participant_id"])
+    submissions = _app(app)
+    facts = _participant(submissions, event.data["participant_id"])
     facts.note_milestone1(achieved_at=datetime.fromisoformat(event.data["achieved_at"]))
-    return [facts]
+    return [facts, *submissions.rejudge(cause="milestone 1 noted", participant=facts)]
 
 
 def _member(app: Submissions, cin: str) -> MemberFacts:
@@ -124,6 +136,7 @@ def on_submission_received(app: ServiceApplication, event: IncomingEvent) -> lis
 
 SUBSCRIPTIONS = (
     Subscription("DSI_IN", "dsi.in.submission-received", on_submission_received),
+    Subscription("DSI_ENROLLMENT", "dsi.enrollment.rules-published", on_rules_published),
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.participant-registered", on_participant_registered),
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.eligibility-determined", on_eligibility_determined),
     Subscription("DSI_ENROLLMENT", "dsi.enrollment.participant-departed", on_participant_departed),

@@ -1,8 +1,9 @@
 """HL7 v2 payloads → combined files → facts (DOMAIN.md A3, skilled nursing), with python-hl7.
 
 A payload (an MLLP frame, an HTTP body, a NATS notification, an FHS/BHS batch) holds one or more messages. It is
-split into *combined files*: each ADT message with the ORU^R01 and RDE^O11 messages that follow it. Each combined
-file is one submission. Facts are taken by our rules (python-hl7 parses; it does not validate).
+split into *combined files*: each ADT message with the messages that follow it (ORU^R01, RDE^O11/O01, anything
+else). Each combined file is one submission. Facts are taken here (python-hl7 parses; it does not validate);
+which of them make a file complete, qualifying or a cancel is the rules version's (`submissions.domain`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from dsi_shared.members import CIN
 
 from submissions.hl7time import BadTimestamp, parse_ts
 
-QUALIFYING = {"A01": "admit", "A02": "transfer", "A03": "discharge"}
-CANCELS = {"A11": "A01", "A12": "A02", "A13": "A03"}  # a cancel withdraws the credit of the event it cancels
 SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.\d+)?$")
 MEDICAID_ID = "MA"
 BATCH_SEGMENTS = {"FHS", "BHS", "BTS", "FTS"}
@@ -120,7 +119,7 @@ def parse_message(index: int, text: str) -> Message:
         _adt_facts(message, facts)
     elif facts.kind == "ORU^R01":
         _require(message, facts, ("OBR.F4", "OBR-4"), ("OBX.F3", "OBX-3"), ("OBX.F11", "OBX-11"))
-    elif facts.kind == "RDE^O11":
+    elif facts.kind in {"RDE^O11", "RDE^O01"}:  # RDE^O01: the same pharmacy order from HL7 2.3/2.3.1 senders
         _require(message, facts, ("ORC.F1", "ORC-1"), ("RXE.F2", "RXE-2"), ("RXE.F3", "RXE-3"), ("RXE.F5", "RXE-5"))
     return facts
 
@@ -197,19 +196,15 @@ class CombinedFile:
     def adt(self) -> Message | None:
         return next((m for m in self.messages if m.message_type == "ADT"), None)
 
-    def problems(self) -> list[str]:
-        """Completeness (A3): each message's own problems, and every ORU/RDE for the ADT's patient and visit."""
-        found = [f"{m.kind} {p}" if m is not self.adt else p for m in self.messages for p in m.problems]
+    def message_facts(self) -> list[dict[str, Any]]:
+        """Per message, in order (the ADT first when there is one): kind, control id, sender, version, its own
+        problems (field codes, never values) and whether it is for the ADT's patient and visit."""
         adt = self.adt
-        if adt is not None:
-            for other in self.messages:
-                if other is adt:
-                    continue
-                if other.kind not in {"ORU^R01", "RDE^O11"}:
-                    found.append(f"{other.kind} does not belong in a combined ADT/RDE/ORU file")
-                elif other.cin != adt.cin or (other.visit and other.visit != adt.visit):
-                    found.append(f"{other.kind} MSH-10 {other.control_id} is for another patient or visit")
-        return found
+        ordered = [adt, *(m for m in self.messages if m is not adt)] if adt is not None else self.messages
+        return [{"type": m.kind, "control_id": m.control_id, "sending_facility": m.sending_facility,
+                 "version": m.version, "problems": list(m.problems),
+                 "belongs": adt is None or m is adt or (m.cin == adt.cin and (not m.visit or m.visit == adt.visit))}
+                for m in ordered]
 
 
 def combined_files(messages: list[Message]) -> list[CombinedFile]:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from dsi_shared.plantime import PLAN_ZONE
 
-TIMELY = timedelta(hours=72)
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?$")
 
 
@@ -41,11 +40,3 @@ def parse_ts(raw: str) -> datetime:
         # a wall time inside the spring-forward gap: move it forward by the gap
         local = (naive + timedelta(hours=1)).replace(tzinfo=PLAN_ZONE)
     return local
-
-
-def is_timely(event_time: datetime, received_at: datetime) -> bool:
-    """Received by the HIE within 72 hours of the event, in real elapsed time (time-zone aware).
-
-    Both go to UTC first: Python subtracts two datetimes that share one ZoneInfo as wall-clock times, which
-    would count a DST night's missing or repeated hour wrongly."""
-    return received_at.astimezone(UTC) - event_time.astimezone(UTC) <= TIMELY

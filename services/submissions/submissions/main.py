@@ -13,6 +13,7 @@ from submissions.application import Submissions
 from submissions.domain import Submission
 from submissions.handlers import SUBSCRIPTIONS
 from submissions.mllp import MllpListener
+from submissions.whatif import what_if
 
 
 def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
@@ -54,4 +55,5 @@ service = ServiceSpec(
     observe=observe,
     audit_order=15,
     servers=(mllp_listener,),
+    what_if=what_if,
 )

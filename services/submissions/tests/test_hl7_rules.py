@@ -7,12 +7,27 @@ from uuid import uuid4
 
 import hl7
 import pytest
+from dsi_shared.rulebook import PerQualifyingFile, RuleBook
 from submissions.ack import build_ack
-from submissions.domain import MemberFacts, ParticipantFacts, snf_file_reasons
+from submissions.domain import CREDITED, RECORDED, MemberFacts, ParticipantFacts, completeness, judge_snf_file
+from submissions.domain import is_timely as timely_under
 from submissions.hl7files import NotHL7, combined_files, parse_message, split_messages
-from submissions.hl7time import BadTimestamp, is_timely, parse_ts
+from submissions.hl7time import BadTimestamp, parse_ts
 
 from tests.hl7_corpus import adt, batch, combined, oru, rde
+from tests.rulesdoc import amended, book
+
+BOOK = book()
+SNF_RULE = BOOK.latest.provider_types["skilled_nursing"].earning_rule  # type: ignore[union-attr]
+assert isinstance(SNF_RULE, PerQualifyingFile)
+
+
+def is_timely(event_time: datetime, received_at: datetime) -> bool:
+    return timely_under(event_time, received_at, SNF_RULE)  # type: ignore[arg-type]
+
+
+def problems_of(file: object) -> list[str]:
+    return completeness(file.message_facts(), SNF_RULE)[0]  # type: ignore[attr-defined, arg-type]
 
 CIN = "12345678A"
 PDT, PST = timezone(timedelta(hours=-7)), timezone(timedelta(hours=-8))
@@ -65,20 +80,20 @@ def test_a_complete_combined_file() -> None:
     messages = parse_all(combined("A01", CIN))
     [file] = combined_files(messages)
     assert [m.kind for m in file.messages] == ["ADT^A01", "ORU^R01", "RDE^O11"]
-    assert file.problems() == []
+    assert problems_of(file) == []
     assert (file.adt.cin, file.adt.visit, file.adt.sending_facility) == (CIN, "V0001", "SUNNY_SNF")  # type: ignore[union-attr]
 
 
 def test_incomplete_files_name_the_segment_and_field() -> None:
     [file] = combined_files(parse_all("\r".join([adt("A01", CIN, visit=None), oru("87654321B")])))
-    assert file.problems() == ["PV1-19 missing", "ORU^R01 MSH-10 " + file.messages[1].control_id
+    assert problems_of(file) == ["PV1-19 missing", "ORU^R01 MSH-10 " + file.messages[1].control_id
                                + " is for another patient or visit"]
     no_cin = adt("A01", CIN).replace(f"{CIN}^^^CAMEDICAL^MA~", "")
     [file] = combined_files(parse_all(no_cin))
-    assert file.problems() == ["PID-3 has no Medi-Cal CIN (identifier type MA)"]
+    assert problems_of(file) == ["PID-3 has no Medi-Cal CIN (identifier type MA)"]
     broken_rde = rde(CIN).replace("|00093505601^Metformin 500mg^NDC|500||mg", "||||")
     [file] = combined_files(parse_all("\r".join([adt("A01", CIN), broken_rde])))
-    assert file.problems() == ["RDE^O11 RXE-2 missing", "RDE^O11 RXE-3 missing", "RDE^O11 RXE-5 missing"]
+    assert problems_of(file) == ["RDE^O11 RXE-2 missing", "RDE^O11 RXE-3 missing", "RDE^O11 RXE-5 missing"]
 
 
 def test_batches_split_into_combined_files() -> None:
@@ -111,7 +126,7 @@ def test_truncated_messages_report_problems_not_crashes() -> None:
         except NotHL7:
             continue
         for file in combined_files(messages):
-            assert isinstance(file.problems(), list)
+            assert isinstance(problems_of(file), list)
 
 
 def facts(eligible_from: date = date(2025, 1, 1), eligible_to: date | None = None) -> tuple[MemberFacts, ParticipantFacts]:
@@ -119,29 +134,84 @@ def facts(eligible_from: date = date(2025, 1, 1), eligible_to: date | None = Non
     member.note_span(start=eligible_from, end=eligible_to, version=2)
     participant = ParticipantFacts(uuid4())
     participant.note_registration(provider_type="skilled_nursing", npi="1234567890", sending_facilities=["SUNNY_SNF"])
-    participant.note_eligibility(eligible=True, rule_version="2024.1",
-                                 schedule={"data_sharing_starts": "2025-10-01", "earning_rule": "snf_combined_adt_file"})
+    participant.note_eligibility(eligible=True, rule_version="2024.1")
     participant.note_milestone1(achieved_at=datetime(2024, 6, 1, tzinfo=UTC))
     return member, participant
 
 
-def reasons(event: str, received: str, **kwargs: object) -> list[str]:
+def judged(event: str, received: str, rules: RuleBook = BOOK, messages: list[dict[str, object]] | None = None,
+           event_type: str = "A01", **kwargs: object) -> list[str]:
     member, participant = facts(**kwargs)  # type: ignore[arg-type]
-    return snf_file_reasons(problems=[], event_time=parse_ts(event), received_at=parse_ts(received), member=member,
-                            participant=participant)
+    return judge_snf_file(event_type=event_type, event_time=parse_ts(event), received_at=parse_ts(received),
+                          messages=messages or [{"type": "ADT^A01", "problems": []}], member=member,
+                          participant=participant, book=rules).reasons
 
 
 def test_file_reasons_at_the_edges() -> None:
-    assert reasons("20251105080000", "20251108075900") == []  # 71:59
-    assert reasons("20251105080000", "20251108080100") == ["late"]  # 72:01
-    assert reasons("20251101080000", "20251104075900") == ["late"]  # 71:59 on the wall is 72:59 across fall-back
-    assert reasons("20251101080000", "20251101090000", eligible_to=date(2025, 10, 31)) == ["not_a_member"]
-    assert reasons("20250930230000", "20251001010000") == ["before_data_sharing_start"]
+    assert judged("20251105080000", "20251108075900") == []  # 71:59
+    assert judged("20251105080000", "20251108080100") == ["late"]  # 72:01
+    assert judged("20251101080000", "20251104075900") == ["late"]  # 71:59 on the wall is 72:59 across fall-back
+    assert judged("20251101080000", "20251101090000", eligible_to=date(2025, 10, 31)) == ["not_a_member"]
+    assert judged("20250930230000", "20251001010000") == ["before_data_sharing_start"]
     member, participant = facts()
     participant.note_departure(effective_on=date(2025, 11, 1))
-    assert snf_file_reasons(problems=["PV1-19 missing"], event_time=parse_ts("20251101080000"),
-                            received_at=parse_ts("20251101090000"), member=member, participant=participant) == [
-        "incomplete:PV1-19 missing", "withdrawn"]
+    assert judge_snf_file(event_type="A01", event_time=parse_ts("20251101080000"), received_at=parse_ts("20251101090000"),
+                          messages=[{"type": "ADT^A01", "problems": ["PV1-19 missing"]}], member=member,
+                          participant=participant, book=BOOK).reasons == ["incomplete:PV1-19 missing", "withdrawn"]
+
+
+def test_each_file_is_judged_under_the_version_in_force_on_its_event_date() -> None:
+    """"A rule is applied as of the date it concerns: an event's date for a file's timeliness and credit." A
+    48-hour window effective 2025-11-10 makes a 60-hour file late from that day on, not before."""
+    shorter = amended("2025.2", "2025-11-10", {"provider_types.skilled_nursing.earning_rule.timeliness_hours": 48})
+    rules = book(shorter)
+    assert judged("20251105080000", "20251107200000", rules) == []  # 60 h, before the change: the 72 h window
+    assert judged("20251110080000", "20251112200000", rules) == ["late"]  # 60 h under the 48 h window
+    member, participant = facts()
+    credited = judge_snf_file(event_type="A01", event_time=parse_ts("20251110080000"),
+                              received_at=parse_ts("20251110090000"), messages=[{"type": "ADT^A01", "problems": []}],
+                              member=member, participant=participant, book=rules)
+    assert (credited.verdict, credited.rule_version, str(credited.amount)) == (CREDITED, "2025.2", "400.00")
+
+
+def test_the_amount_qualifying_events_and_a_forthcoming_rule_are_the_versions_data() -> None:
+    """"a type whose rule is 'forthcoming' earns nothing until a published version gives it one of these kinds
+    with its parameters: no code change, no redeploy" — and the $400 is the rule's `amount`."""
+    rule = "provider_types.skilled_nursing.earning_rule"
+    richer = amended("2026.1", "2025-12-01", {f"{rule}.amount": "500.00",
+                                              f"{rule}.qualifying_events": ["A01", "A02", "A03", "A04"]})
+    member, participant = facts()
+    december = judge_snf_file(event_type="A04", event_time=parse_ts("20251202080000"), received_at=parse_ts("20251202090000"),
+                              messages=[{"type": "ADT^A04", "problems": []}], member=member, participant=participant,
+                              book=book(richer))
+    assert (december.verdict, str(december.amount)) == (CREDITED, "500.00")
+    assert judged("20251202080000", "20251202090000", event_type="A04") == ["not_a_qualifying_event:A04"]
+    participant.note_registration(provider_type="specialist", npi="1234567890", sending_facilities=["SUNNY_SNF"])
+    forthcoming = judge_snf_file(event_type="A01", event_time=parse_ts("20251202080000"),
+                                 received_at=parse_ts("20251202090000"), messages=[{"type": "ADT^A01", "problems": []}],
+                                 member=member, participant=participant, book=BOOK)
+    assert (forthcoming.verdict, forthcoming.reasons) == (RECORDED, ["earning_rule_forthcoming"])
+    specialists = amended("2026.2", "2025-12-01", {"provider_types.specialist.earning_rule": packaged_rule()})
+    assert judge_snf_file(event_type="A01", event_time=parse_ts("20251202080000"), received_at=parse_ts("20251202090000"),
+                          messages=[{"type": "ADT^A01", "problems": []}], member=member, participant=participant,
+                          book=book(specialists)).verdict == CREDITED
+
+
+def packaged_rule() -> dict[str, object]:
+    return SNF_RULE.model_dump(mode="json")  # type: ignore[union-attr]
+
+
+def test_rde_o01_counts_like_rde_o11_and_another_kind_is_recorded_and_ignored() -> None:
+    """"pharmacy orders (RDE^O11; RDE^O01 from HL7 2.3 senders is the same order)" and "A message of another kind
+    in the file is recorded and ignored; it does not make the file incomplete." """
+    text = combined("A01", CIN).replace("RDE^O11", "RDE^O01")
+    [file] = combined_files(parse_all(text + "\r" + adt("A08", CIN).replace("ADT^A08", "SIU^S12")))
+    problems, ignored = completeness(file.message_facts(), SNF_RULE)  # type: ignore[arg-type]
+    assert "RDE^O01" in [m["type"] for m in file.message_facts()]
+    assert problems == [] and ignored == ["SIU^S12"]
+    broken = text.replace("RXE|", "RXE||")
+    [file] = combined_files(parse_all(broken))
+    assert any(p.startswith("RDE^O01 RXE-") for p in completeness(file.message_facts(), SNF_RULE)[0])  # type: ignore[arg-type]
 
 
 def test_acks() -> None:
