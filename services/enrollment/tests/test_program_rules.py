@@ -4,11 +4,14 @@ document names the field, and a version that lowers signed terms needs staff con
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 from enrollment.rules import InvalidRules, LowersSignedTerms, ProgramRules, lowered_terms, parse_rules
 
 from tests.rulesdoc import amended, packaged
+
+STAFF = {"Authorization": "Bearer staff"}
 
 
 def published() -> ProgramRules:
@@ -68,3 +71,25 @@ def test_bad_documents_get_422_naming_the_field_and_nothing_is_published() -> No
     with pytest.raises(InvalidRules, match="reason"):
         record.publish(no_reason, "  ")
     assert [v["version"] for v in record.versions] == ["2024.1"]
+
+
+def test_over_http_a_bad_document_is_422_naming_the_field_a_lowering_409_and_nothing_is_published(api: Any) -> None:
+    """Done when: "a rules document that is malformed, has ... an unknown earning-rule kind, or a missing parameter
+    gets a 422 naming the field; nothing is published." """
+    unknown = amended("2025.1", "2025-01-01", {"provider_types.specialist.earning_rule": {"kind": "per_visit"}})
+    answer = api.post("/program-rules", json={"rules": unknown, "reason": "x"}, headers=STAFF)
+    assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
+    assert "provider_types.specialist.earning_rule" in answer.json()["detail"]
+    missing = amended("2025.1", "2025-01-01", {})
+    del missing["program"]["cap"]
+    answer = api.post("/program-rules", json={"rules": missing, "reason": "x"}, headers=STAFF)
+    assert answer.status_code == 422 and "program.cap: missing" in answer.json()["detail"]
+    lower = amended("2025.1", "2025-01-01", {"provider_types.skilled_nursing.earning_rule.amount": "300.00"})
+    refused = api.post("/program-rules", json={"rules": lower, "reason": "budget"}, headers=STAFF)
+    assert refused.status_code == 409 and "amount lowered" in refused.json()["detail"]
+    assert api.get("/program-rules", headers=STAFF).json()["versions"] == ["2024.1"]
+    confirmed = api.post("/program-rules", json={"rules": lower, "reason": "agreed with providers", "confirm_lowering": True},
+                         headers=STAFF)
+    assert confirmed.status_code == 201
+    shown = api.get("/program-rules", params={"on": "2024-12-31"}, headers=STAFF).json()
+    assert (shown["in_force"]["version"], shown["current"]["version"]) == ("2024.1", "2025.1")
