@@ -329,6 +329,26 @@ def _as_of(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=PLAN_ZONE)
 
 
+def _orphan_tracking(names: list[str]) -> list[str]:
+    """Tracking records in these services' stores that name an upstream event nobody published (issue 12 §1)."""
+    from dsi_shared.tracking import orphan_tracking
+
+    services = discover()
+
+    def open_store(name: str) -> Any:
+        spec = services.get(name)
+        return spec.application(Settings(name, spec.default_port).store) if spec is not None else None
+
+    problems: list[str] = []
+    for name in names:
+        store = open_store(name)
+        try:
+            problems += orphan_tracking(store, open_store)
+        finally:
+            store.close()
+    return problems
+
+
 @audit_app.command("replay")
 def audit_replay(
     as_of: Annotated[str | None, typer.Option("--as-of", help="rebuild as things stood at this time (ISO 8601; "
@@ -373,12 +393,13 @@ def audit_replay(
                 application.close()
     facts.pop("progress", None)
     facts.pop("upstream", None)
+    orphans = _orphan_tracking(list(specs))
     seconds = time.monotonic() - started
     participants: dict[str, dict[str, str]] = {}
     for report in reports.values():
         for pid, columns in report.rows.items():
             participants.setdefault(pid, {}).update(columns)
-    problems = [problem for report in reports.values() for problem in report.problems]
+    problems = [problem for report in reports.values() for problem in report.problems] + orphans
     if as_json:
         print(json.dumps({"as_of": moment.isoformat() if moment else None, "seconds": round(seconds, 2),
                           "services": {n: {"aggregates": r.aggregates, "events": r.events} for n, r in reports.items()},

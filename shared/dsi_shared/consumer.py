@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 
 from dsi_shared import events
-from dsi_shared.bus import STREAMS, Naming
+from dsi_shared.bus import STREAMS, Naming, service_stream
 from dsi_shared.errors import PermanentError, describe
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import DEAD_LETTERS, MESSAGES_IN, extract, tracer
@@ -62,9 +62,11 @@ def by_stream(subscriptions: Sequence[Subscription]) -> dict[str, dict[str, Hand
 
 def tracking_for(event: events.IncomingEvent, stream: str, stream_sequence: int) -> Tracking:
     """Our own services' events are tracked by (service, notification id), so a re-publish of the same
-    notification (a new stream sequence) is still recognised; outside publishers by stream position."""
+    notification (a new stream sequence) is still recognised; everything else by stream position. A claim to be
+    a service's event counts only on that service's own stream: a message on `DSI_IN` saying it is
+    `milestones:7` is tracked as `DSI_IN` position, so it can never make the real `milestones:7` look processed."""
     position = event.upstream_position
-    if position is not None and event.source == f"/dsi/{position[0]}":
+    if position is not None and event.source == f"/dsi/{position[0]}" and service_stream(position[0]) == stream:
         return Tracking(application_name=position[0], notification_id=position[1])
     return Tracking(application_name=f"nats:{stream}", notification_id=stream_sequence)
 

@@ -53,6 +53,21 @@ def test_outside_publishers_are_tracked_by_stream_position() -> None:
     assert tracking_for(forged, "DSI_IN", 6) == Tracking("nats:DSI_IN", 6)  # cannot claim another service's position
 
 
+def test_a_claim_to_be_another_services_event_counts_only_on_that_services_stream() -> None:
+    """"Tracking by upstream position must only be derived from the stream the message actually came from (a
+    message on DSI_IN is tracked as DSI_IN position, whatever it claims)" (issue 12)."""
+    body = events.encode("milestones", 7, "dsi.milestones.milestone-achieved", {}, time=datetime(2025, 1, 2, tzinfo=UTC),
+                         subject="p1")
+    planted = events.decode(body, "dsi.in.submission-received", "fallback")
+    assert (planted.source, planted.upstream_position) == ("/dsi/milestones", ("milestones", 7))  # a perfect forgery
+    assert tracking_for(planted, "DSI_IN", 41) == Tracking("nats:DSI_IN", 41)
+    assert tracking_for(planted, "DSI_ENROLLMENT", 42) == Tracking("nats:DSI_ENROLLMENT", 42)
+    assert tracking_for(planted, "DSI_MILESTONES", 43) == Tracking("milestones", 7)
+    qip = events.decode(events.encode("qip-share", 3, "dsi.qip.delivery-recorded", {}, time=datetime(2025, 1, 2, tzinfo=UTC),
+                                      subject="d"), "dsi.qip.delivery-recorded", "fallback")
+    assert tracking_for(qip, "DSI_QIP", 9) == Tracking("qip-share", 3)
+
+
 @pytest.mark.parametrize("body", [b"\xff", b"[1, 2]", b'{"specversion": "1.0"}'])
 def test_malformed_messages_are_invalid(body: bytes) -> None:
     with pytest.raises(InvalidMessage):
