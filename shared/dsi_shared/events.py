@@ -19,6 +19,7 @@ from uuid import UUID
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from dsi_shared import jsonsafe
 from dsi_shared.errors import InvalidMessage
 
 _FORMAT = JSONFormat()
@@ -60,7 +61,7 @@ class IncomingEvent:
     def upstream_position(self) -> tuple[str, int] | None:
         """(`service`, notification id) when the id is a relay id `service:123`."""
         service, sep, position = self.id.rpartition(":")
-        return (service, int(position)) if sep and position.isdigit() else None
+        return (service, int(position)) if sep and position.isascii() and position.isdigit() else None
 
 
 def encode(service: str, notification_id: int, event_type: str, data: dict[str, Any], *,
@@ -80,7 +81,9 @@ def encode(service: str, notification_id: int, event_type: str, data: dict[str, 
 def decode(body: bytes, contract_subject: str, fallback_id: str) -> IncomingEvent:
     """A structured CloudEvent, or the plain JSON object an outside system publishes on `dsi.in.*`."""
     try:
-        raw = json.loads(body)
+        raw = jsonsafe.loads(body, "the message body")
+    except jsonsafe.JsonTooDeep as exc:
+        raise InvalidMessage(str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessage(f"message body is not JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsi_shared.errors import NotFound, PermanentError, Unprocessable, describe
+from dsi_shared.occ import ConcurrentChange
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -57,6 +58,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def unprocessable(_: Request, exc: PermanentError) -> JSONResponse:
         return problem(409, "Conflict", describe(exc))
 
+    @app.exception_handler(DependencyUnavailable)
+    async def unavailable(_: Request, exc: DependencyUnavailable) -> JSONResponse:
+        response = problem(503, "Service Unavailable", exc.detail, dependency=exc.dependency)
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(ConcurrentChange)
+    async def concurrent(_: Request, exc: ConcurrentChange) -> JSONResponse:
+        response = problem(409, "Conflict", str(exc))
+        response.headers["Retry-After"] = "1"
+        return response
+
 
 def _title(status: int) -> str:
     from http import HTTPStatus
@@ -71,10 +84,18 @@ class PayloadTooLarge(PermanentError):
     pass
 
 
+class DependencyUnavailable(Exception):
+    """Something this request needs (NATS, the store) cannot be reached now: 503 naming it, with Retry-After."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(detail)
+        self.dependency, self.detail = dependency, detail
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it passes `limit` bytes: never buffered beyond it."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is larger than the {limit} byte limit")
     body = bytearray()
     async for chunk in request.stream():

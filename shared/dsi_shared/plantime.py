@@ -8,12 +8,22 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from dsi_shared.errors import Unprocessable
+
 PLAN_ZONE = ZoneInfo("America/Los_Angeles")
-_QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+_QUARTER = re.compile(r"^([0-9]{4})Q([1-4])$")  # [0-9], not \d: fullwidth and other Unicode digits are not years
+QUARTER_PATTERN = r"^[0-9]{4}Q[1-4]$"  # for API parameters; `Quarter.parse` also bounds the year
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100  # the plan's dates and instants; anything outside is an input error
 
 
-class BadQuarter(ValueError):
-    pass
+class BadQuarter(Unprocessable, ValueError):
+    """Not a quarter the plan has (HTTP 422; a consumed message naming one is dead-lettered)."""
+
+
+def in_plan_years(moment: date) -> bool:
+    """A date or instant (its own local date) the program can mean: years 2000–2100. Far-off values (year 1 or
+    9999 with a -14:00 offset) would overflow on conversion to UTC or the plan's zone."""
+    return EARLIEST_YEAR <= moment.year <= LATEST_YEAR
 
 
 def plan_day(moment: datetime) -> date:
@@ -33,6 +43,8 @@ class Quarter:
         match = _QUARTER.match(text)
         if match is None:
             raise BadQuarter("a quarter is written YYYYQn, n from 1 to 4")
+        if not EARLIEST_YEAR <= int(match[1]) <= LATEST_YEAR:
+            raise BadQuarter(f"a quarter's year is from {EARLIEST_YEAR} to {LATEST_YEAR}")
         return cls(int(match[1]), int(match[2]))
 
     @classmethod

@@ -72,7 +72,7 @@ class Relay:
         while True:  # step back past any message the relay did not publish (an operator's replay of a dead letter)
             msg_id = (last.headers or {}).get(MSG_ID, "") if last is not None else ""
             service, _, position = msg_id.rpartition(":")
-            if service == self.service and position.isdigit():
+            if service == self.service and position.isascii() and position.isdigit():
                 return int(position)
             sequence -= 1
             if sequence < 1:

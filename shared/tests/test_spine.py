@@ -138,3 +138,38 @@ def test_blobs_are_kept_once_by_hash_beside_the_event_store(tmp_path: Path) -> N
     assert blobs.get("ab" * 32) == first
     assert blobs.get("cd" * 32) is None
     assert BlobStore(app).get("ab" * 32) == first  # the table survives a second opening
+
+
+def test_json_nested_past_the_limit_is_refused_before_parsing() -> None:
+    """Issue 12 §4: JSON nested 2,000 levels raised RecursionError (a 500)."""
+    from dsi_shared import jsonsafe
+
+    deep = "[" * 2000 + "]" * 2000
+    with pytest.raises(jsonsafe.JsonTooDeep):
+        jsonsafe.loads(deep)
+    assert isinstance(jsonsafe.JsonTooDeep("x"), ValueError)
+    assert jsonsafe.json_depth('{"a": ["[[[[", {"b": "\\"]]]"}]}') == 3  # brackets inside strings do not nest
+    assert jsonsafe.loads(b'{"a": [1, {"b": 2}]}') == {"a": [1, {"b": 2}]}
+
+
+def test_every_command_retries_a_version_conflict_through_one_helper() -> None:
+    """Issue 12 §4: concurrent writers got IntegrityError (500). The helper decides again; a conflict that
+    persists is ConcurrentChange (HTTP 409, a redelivery on NATS), never a raw IntegrityError."""
+    from dsi_shared.occ import ConcurrentChange, retry_on_conflict
+    from eventsourcing.persistence import IntegrityError
+
+    calls: list[int] = []
+
+    def conflicted_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise IntegrityError("duplicate key")
+        return "saved"
+
+    assert retry_on_conflict(conflicted_twice) == "saved" and len(calls) == 3
+
+    def always() -> None:
+        raise IntegrityError("duplicate key")
+
+    with pytest.raises(ConcurrentChange, match="the participant changed concurrently 4 times"):
+        retry_on_conflict(always, "the participant", attempts=4)

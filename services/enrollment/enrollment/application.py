@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.occ import retry_on_conflict
 from dsi_shared.rulebook import RuleBook, RulesDocument
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
@@ -58,21 +59,22 @@ class Enrollment(ServiceApplication):
         return self.program_rules().book
 
     def publish_rules(self, document: dict[str, Any], reason: str, confirm_lowering: bool = False) -> tuple[str, bool]:
-        try:
-            rules = self.program_rules()
-        except NotFound:
-            rules = ProgramRules()
-        changed = rules.publish(document, reason, confirm_lowering)
-        if changed:
-            self.save(rules)
-        return rules.current.version, changed
+        def attempt() -> tuple[str, bool]:
+            try:
+                rules = self.program_rules()
+            except NotFound:
+                rules = ProgramRules()
+            changed = rules.publish(document, reason, confirm_lowering)
+            if changed:
+                self.save(rules)
+            return rules.current.version, changed
+
+        return retry_on_conflict(attempt, "the program rules")
 
     def ensure_default_rules(self) -> None:
         """At start: publish the packaged rules version if the store does not have it yet (replicas may race)."""
         try:
             self.publish_rules(default_rules_document(), reason="packaged default (DOMAIN.md A5)")
-        except IntegrityError:
-            pass
         except PermanentError:
             pass  # a different document under the packaged version number was published on purpose: keep it
 
@@ -82,7 +84,7 @@ class Enrollment(ServiceApplication):
         and attach any DSA signed (or acceptance reported) before the form. An NPI/TIN already known may apply
         again after an ineligible form, or for another provider type (A1); DuplicateParticipant when an eligible
         participant of the same provider type has it."""
-        for attempt in range(3):
+        def attempt() -> UUID:
             book = self.rulebook()
             rules = book.in_force(form["submitted_on"]) or book.latest
             if rules is None or not knows(rules, form["provider_type"]):
@@ -108,13 +110,10 @@ class Enrollment(ServiceApplication):
                 for held in acceptances:
                     participant.accept(held["agreement"], held["document_id"], held["reason"], held["decided_by"],
                                        held["accepted_at"])
-            try:
-                self.save(participant, *identities)
-                return participant.id
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            self.save(participant, *identities)
+            return participant.id
+
+        return retry_on_conflict(attempt, "the provider's NPI/TIN record")
 
     def _identity(self, key: str) -> ProviderIdentity:
         try:
@@ -178,18 +177,14 @@ class Enrollment(ServiceApplication):
     def update(self, participant_id: UUID, change: Callable[[Participant], T]) -> T:
         """Load, change and save one participant; a concurrent change (a signature arriving on NATS while staff
         act over HTTP) is a version conflict: reload and apply the change again."""
-        for attempt in range(5):
+        def attempt() -> T:
             participant = self.participant(participant_id)
             result = change(participant)
-            if not participant.pending_events:
-                return result
-            try:
+            if participant.pending_events:
                 self.save(participant)
-                return result
-            except IntegrityError:
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+            return result
+
+        return retry_on_conflict(attempt, "the participant")
 
     def sign_agreement(self, participant_id: UUID, agreement: str, signed_at: datetime, document_id: str,
                        channel: str) -> bool:
@@ -211,15 +206,12 @@ class Enrollment(ServiceApplication):
     def sign_by_identity_and_save(self, npi: str | None, tin: str | None, agreement: str, signed_at: datetime,
                                   document_id: str, channel: str) -> UUID | None:
         """`sign_by_identity`, saved; a concurrent change is retried."""
-        for attempt in range(5):
+        def attempt() -> UUID | None:
             owner, aggregates = self.sign_by_identity(npi, tin, agreement, signed_at, document_id, channel)
-            try:
-                self.save(*aggregates)
-                return owner
-            except IntegrityError:
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+            self.save(*aggregates)
+            return owner
+
+        return retry_on_conflict(attempt, "the participant")
 
     def accept_by_identity(self, npi: str | None, tin: str | None, agreement: str, document_id: str, reason: str,
                            decided_by: str, accepted_at: datetime | None) -> tuple[UUID | None, list[Aggregate]]:
@@ -247,17 +239,13 @@ class Enrollment(ServiceApplication):
         """The DxF DSA signatory list (see `dsa_list`): a participant found by NPI/TIN gets its DSA signed and
         accepted with the list as evidence; one found by legal name only gets it signed, left for staff review.
         Document ids come from the rows, so the same list again changes nothing. One transaction."""
-        for attempt in range(3):
-            participants = self.participants()
-            report, changed = match_signatories(parsed, participants, list_date)
-            try:
-                if changed:
-                    self.save(*changed)
-                return report
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        def attempt() -> dict[str, Any]:
+            report, changed = match_signatories(parsed, self.participants(), list_date)
+            if changed:
+                self.save(*changed)
+            return report
+
+        return retry_on_conflict(attempt, "a participant on the list")
 
     def review_agreement(self, participant_id: UUID, agreement: str, document_id: str, decision: str,
                          reason: str | None) -> bool:
@@ -320,22 +308,32 @@ class Enrollment(ServiceApplication):
 
     def _apply_chunk(self, rows: list[EligibilityRow | AttributionRow], source: str, counts: dict[str, int],
                      errors: list[dict[str, Any]]) -> None:
-        members: dict[str, Member] = {}
-        extra: list[Aggregate] = []
-        for row in rows:
-            member = members.get(row.cin) or self._member_or_new(row.cin)
-            members[row.cin] = member
-            try:
-                if isinstance(row, EligibilityRow):
-                    extra.extend(self._apply_eligibility(member, row, source))
-                else:
-                    member.attribute(row.kind, row.assignee, row.start, row.end, source)
-                counts["accepted"] += 1
-            except PermanentError as exc:
-                errors.append({"line": row.line, "reason": str(exc)})
-        changed = [m for m in members.values() if m.pending_events]
-        counts["members_changed"] += len(changed)
-        self.save(*changed, *extra)
+        """One transaction; another roster changing the same members meanwhile → the chunk is applied again to
+        the members as they are now."""
+
+        def attempt() -> tuple[int, int, list[dict[str, Any]]]:
+            members: dict[str, Member] = {}
+            extra: list[Aggregate] = []
+            accepted, refused = 0, []
+            for row in rows:
+                member = members.get(row.cin) or self._member_or_new(row.cin)
+                members[row.cin] = member
+                try:
+                    if isinstance(row, EligibilityRow):
+                        extra.extend(self._apply_eligibility(member, row, source))
+                    else:
+                        member.attribute(row.kind, row.assignee, row.start, row.end, source)
+                    accepted += 1
+                except PermanentError as exc:
+                    refused.append({"line": row.line, "reason": str(exc)})
+            changed = [m for m in members.values() if m.pending_events]
+            self.save(*changed, *extra)
+            return accepted, len(changed), refused
+
+        accepted, changed, refused = retry_on_conflict(attempt, "a member in the file")
+        counts["accepted"] += accepted
+        counts["members_changed"] += changed
+        errors.extend(refused)
 
     def _apply_eligibility(self, member: Member, row: EligibilityRow, source: str) -> list[Aggregate]:
         if row.family_name or row.given_name or row.birth_date:

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from dsi_shared.errors import PermanentError, Unprocessable
+from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
 from eventsourcing.domain import Aggregate, event
 
 # A2.3: the plan's letter of agreement, the DxF Data Sharing Agreement, the HIE participation agreement.
@@ -48,6 +49,8 @@ def check_signature(agreement: str, signed_at: datetime) -> None:
         raise InvalidAgreement(f"agreement must be one of {', '.join(AGREEMENTS)}")
     if signed_at.tzinfo is None:
         raise InvalidAgreement("signed_at must carry a UTC offset")
+    if not in_plan_years(signed_at):
+        raise InvalidAgreement(f"signed_at: outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
 
 
 class Participant(Aggregate):
@@ -160,6 +163,8 @@ class Participant(Aggregate):
             raise InvalidAgreement(f"agreement must be one of {', '.join(AGREEMENTS)}")
         if accepted_at is not None and accepted_at.tzinfo is None:
             raise InvalidAgreement("accepted_at must carry a UTC offset")
+        if accepted_at is not None and not in_plan_years(accepted_at):
+            raise InvalidAgreement(f"accepted_at: outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
         signature = self._signature(agreement, document_id)
         if signature is None:
             if any((h["agreement"], h["document_id"]) == (agreement, document_id) for h in self.held_acceptances):
@@ -320,6 +325,8 @@ class ProviderIdentity(Aggregate):
         """An acceptance naming the provider by NPI/TIN before its interest form: applied when the form arrives."""
         if agreement not in AGREEMENTS:
             raise InvalidAgreement(f"agreement must be one of {', '.join(AGREEMENTS)}")
+        if accepted_at is not None and not in_plan_years(accepted_at):
+            raise InvalidAgreement(f"accepted_at: outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
         if any((h["agreement"], h["document_id"]) == (agreement, document_id) for h in self.held_acceptances):
             return False
         self.identity_acceptance_held(agreement=agreement, document_id=document_id, reason=reason,

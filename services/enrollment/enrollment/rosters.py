@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -19,7 +18,9 @@ from typing import Any
 
 import pyx12.errors
 import pyx12.x12file
+from dsi_shared import jsonsafe
 from dsi_shared.errors import Unprocessable, describe
+from dsi_shared.jsonsafe import JsonTooDeep
 from fhir.resources.R4B.group import Group  # R4B: the R4-compatible release (ATR is an R4 IG)
 from pydantic import ValidationError
 
@@ -81,7 +82,7 @@ def _date(value: str | None, name: str, required: bool = True) -> date | None:
             raise _Bad(f"{name}: missing")
         return None
     try:
-        if len(text) == 8 and text.isdigit():
+        if len(text) == 8 and text.isascii() and text.isdigit():
             return datetime.strptime(text, "%Y%m%d").date()
         return date.fromisoformat(text)
     except ValueError:
@@ -234,7 +235,9 @@ def attribution_atr(text: str, kind: str) -> Iterator[AttributionRow | RowError]
     """A Da Vinci ATR Group: the group's NPI (or, per member, its attributed provider's NPI) is the assignee;
     `member.entity.identifier.value` (or `Patient/<CIN>`) the member; `member.period` the span."""
     try:
-        group = Group.model_validate(json.loads(text))
+        group = Group.model_validate(jsonsafe.loads(text, "the Group"))
+    except JsonTooDeep:
+        raise
     except (ValueError, ValidationError) as exc:
         raise UnreadableFile(f"not a FHIR R4 Group ({describe(exc) if isinstance(exc, ValidationError) else 'JSON'})") from None
     group_npi = next((i.value for i in group.identifier or [] if i.system == NPI_SYSTEM and i.value), None)

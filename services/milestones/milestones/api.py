@@ -9,14 +9,14 @@ from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
-from dsi_shared.plantime import Quarter, plan_day
+from dsi_shared.plantime import QUARTER_PATTERN, Quarter, plan_day
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from milestones.application import Milestones
 from milestones.ledger import Evaluation
 
-QUARTER = Path(pattern=r"^\d{4}Q[1-4]$", description="a data-capture quarter, e.g. 2025Q4")
+QUARTER = Path(pattern=QUARTER_PATTERN, description="a data-capture quarter, e.g. 2025Q4")
 
 
 class Rejection(BaseModel):
@@ -66,7 +66,7 @@ def routes(app: Milestones, auth: Auth) -> APIRouter:
         return {**to_jsonable(summary), "evaluations": [evaluation_view(e) for e in app.evaluations(quarter=quarter)]}
 
     @router.get("/evaluations", dependencies=[Depends(readers)])
-    def evaluations(quarter: str | None = Query(None, pattern=r"^\d{4}Q[1-4]$"),
+    def evaluations(quarter: str | None = Query(None, pattern=QUARTER_PATTERN),
                     state: str | None = Query(None, pattern="^(pending_validation|validated|rejected)$"),
                     participant_id: UUID | None = None) -> dict[str, Any]:
         found = app.evaluations(quarter=quarter, participant_id=participant_id, state=state)

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesCopy
 from dsi_shared.store import ServiceApplication
@@ -117,17 +118,18 @@ class Milestones(ServiceApplication):
         return {"quarter": str(quarter), "already_closed": already_closed, **closed}
 
     def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter) -> list[Evaluation]:
-        for _ in range(10):
-            with TRACER.start_as_current_span("evaluate participant", links=self._credit_links(progress)) as span:
-                span.set_attribute("dsi.participant_id", str(progress.participant_id))
+        first = [progress]
+
+        def attempt() -> list[Evaluation]:  # a credit arrived for this participant meanwhile: evaluate again with it
+            current = first.pop() if first else self.progress(progress.participant_id)
+            with TRACER.start_as_current_span("evaluate participant", links=self._credit_links(current)) as span:
+                span.set_attribute("dsi.participant_id", str(current.participant_id))
                 span.set_attribute("dsi.quarter", str(quarter))
-                made = self.evaluate(progress, quarter)
-                try:
-                    self.save(*made)
-                    return [a for a in made if isinstance(a, Evaluation)]
-                except IntegrityError:  # a credit arrived for this participant meanwhile: evaluate again with it
-                    progress = self.progress(progress.participant_id)
-        raise RuntimeError("could not evaluate a participant: its credits kept changing")
+                made = self.evaluate(current, quarter)
+                self.save(*made)
+                return [a for a in made if isinstance(a, Evaluation)]
+
+        return retry_on_conflict(attempt, "a participant's credits")
 
     def _credit_links(self, progress: ParticipantProgress) -> list[Link]:
         """Links to the traces the participant's pending credits arrived in (each from an HL7 message or a
@@ -244,6 +246,9 @@ class Milestones(ServiceApplication):
 
     # -- validation ------------------------------------------------------------------------------------------
     def validate(self, evaluation_id: UUID, by: str, now: datetime) -> Evaluation:
+        return retry_on_conflict(lambda: self._validate(evaluation_id, by, now), "the evaluation")
+
+    def _validate(self, evaluation_id: UUID, by: str, now: datetime) -> Evaluation:
         evaluation = self.evaluation(evaluation_id)
         if evaluation.state == VALIDATED:
             return evaluation
@@ -260,6 +265,9 @@ class Milestones(ServiceApplication):
         return evaluation
 
     def reject(self, evaluation_id: UUID, reason: str, by: str, now: datetime) -> Evaluation:
+        return retry_on_conflict(lambda: self._reject(evaluation_id, reason, by, now), "the evaluation")
+
+    def _reject(self, evaluation_id: UUID, reason: str, by: str, now: datetime) -> Evaluation:
         evaluation = self.evaluation(evaluation_id)
         if evaluation.state == REJECTED:
             return evaluation

@@ -9,7 +9,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from dsi_shared.plantime import Quarter
+from dsi_shared.plantime import BadQuarter, Quarter
 from dsi_shared.rulebook import CoveragePerPeriod, RulesCopy
 from eventsourcing.persistence import IntegrityError
 from hypothesis import given
@@ -39,6 +39,14 @@ def test_quarters() -> None:
     for bad in ("2025Q5", "2025-Q1", "25Q1"):
         with pytest.raises(ValueError):
             Quarter.parse(bad)
+
+
+def test_a_quarter_is_ascii_digits_in_the_plans_years() -> None:
+    """Issue 12 §4: `２０２５Q4` passed `\\d` (and matched nothing); `9999Q4` overflowed date arithmetic."""
+    for bad in ("２０２５Q4", "٢٠٢٥Q4", "9999Q4", "0001Q1", "1999Q4", "2101Q1"):
+        with pytest.raises(BadQuarter):
+            Quarter.parse(bad)
+    assert (Quarter.parse("2000Q1").first_day, Quarter.parse("2100Q4").last_day) == (date(2000, 1, 1), date(2100, 12, 31))
 
 
 def test_coverage_thresholds_are_exact() -> None:

@@ -16,9 +16,10 @@ from uuid import UUID
 
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.cipher import PayloadCipher
-from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.errors import NotFound, PermanentError, Unprocessable
 from dsi_shared.files import FileStore, FileWriter, StoredFile
 from dsi_shared.members import Span
+from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day
 from dsi_shared.store import ServiceApplication
 from eventsourcing.persistence import IntegrityError
@@ -44,6 +45,10 @@ class Conflict(PermanentError):
     pass
 
 
+class InvalidPeriod(Unprocessable):
+    """An end before its start: the input is wrong, not in conflict with anything stored (422)."""
+
+
 class QipShare(ServiceApplication):
     name = "qipshare"
 
@@ -55,6 +60,11 @@ class QipShare(ServiceApplication):
     # -- entities --------------------------------------------------------------------------------------------
     def register_entity(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
                         community_partners: list[dict[str, Any]], participating: bool = True) -> QipEntity:
+        return retry_on_conflict(lambda: self._register_entity(kind, name, identifiers, address, endpoint,
+                                                               community_partners, participating), "the QIP entity")
+
+    def _register_entity(self, kind: str, name: str, identifiers: dict[str, str], address: str, endpoint: str,
+                         community_partners: list[dict[str, Any]], participating: bool) -> QipEntity:
         if kind not in ENTITY_KINDS:
             raise Conflict(f"kind must be one of {', '.join(ENTITY_KINDS)}")
         if community_partners and kind != "DMPH":
@@ -70,11 +80,15 @@ class QipShare(ServiceApplication):
     def record_participation(self, entity_id: UUID, participating: bool, reason: str, recorded_by: str,
                              now: datetime) -> tuple[QipEntity, bool]:
         """Whether the state lists the entity as a participating DPH/DMPH system (only participants receive data)."""
-        entity = self.entity(entity_id)
-        changed = entity.change_participation(participating, reason, recorded_by, now)
-        if changed:
-            self.save(entity)
-        return entity, changed
+
+        def attempt() -> tuple[QipEntity, bool]:
+            entity = self.entity(entity_id)
+            changed = entity.change_participation(participating, reason, recorded_by, now)
+            if changed:
+                self.save(entity)
+            return entity, changed
+
+        return retry_on_conflict(attempt, "the QIP entity")
 
     def entity(self, entity_id: UUID) -> QipEntity:
         return self.get(entity_id, QipEntity, "QIP entity")
@@ -98,6 +112,9 @@ class QipShare(ServiceApplication):
     def publish_value_sets(self, report: ParseReport, source: str, now: datetime) -> list[dict[str, Any]]:
         """Each parsed value set becomes a new version (current from now on); the same version with the same codes
         again is no change; the same version with other codes is refused — versions are never rewritten."""
+        return retry_on_conflict(lambda: self._publish_value_sets(report, source, now), "the value set catalog")
+
+    def _publish_value_sets(self, report: ParseReport, source: str, now: datetime) -> list[dict[str, Any]]:
         catalog, changed, results = self.catalog(), [], []
         for parsed in report.value_sets:
             codes = sorted([system, code] for system, code in parsed.codes)
@@ -127,6 +144,9 @@ class QipShare(ServiceApplication):
 
     def publish_policy(self, document: dict[str, Any], reason: str) -> bool:
         canonical = check_policy(document)
+        return retry_on_conflict(lambda: self._publish_policy(canonical, reason), "the sensitivity policy")
+
+    def _publish_policy(self, canonical: dict[str, Any], reason: str) -> bool:
         policy = self.find(SensitivityPolicy.create_id(), SensitivityPolicy) or SensitivityPolicy()
         try:
             changed = policy.publish(canonical["version"], canonical, reason)
@@ -205,12 +225,16 @@ class QipShare(ServiceApplication):
         if basis not in permitted:
             raise Conflict(f"basis must be one the sensitivity policy names: {', '.join(sorted(permitted))}")
         if end is not None and end < start:
-            raise Conflict("end is before start")
-        member = self.member_or_new(cin)
-        member.record_legal_basis(cin=cin, basis=basis, start=start, end=end, reference=reference,
-                                  recorded_by=recorded_by, recorded_at=now)
-        self.save(member)
-        return member
+            raise InvalidPeriod("end is before start")
+
+        def attempt() -> QipMember:
+            member = self.member_or_new(cin)
+            member.record_legal_basis(cin=cin, basis=basis, start=start, end=end, reference=reference,
+                                      recorded_by=recorded_by, recorded_at=now)
+            self.save(member)
+            return member
+
+        return retry_on_conflict(attempt, "the member's legal bases")
 
     def members_as_of(self, entity_keys: frozenset[str], position: int) -> dict[str, MemberScope]:
         """Every member ever assigned to the entity by `position`, with all their QIP spans and legal bases as the
@@ -237,9 +261,16 @@ class QipShare(ServiceApplication):
         if unknown:
             raise Conflict(f"unknown feed kind(s): {', '.join(unknown)}")
         if period_end < period_start:
-            raise Conflict("period_end is before period_start")
+            raise InvalidPeriod("period_end is before period_start")
         if (data_window_end or period_end) < (data_window_start or period_start):
-            raise Conflict("the data window ends before it starts")
+            raise InvalidPeriod("the data window ends before it starts")
+        return retry_on_conflict(lambda: self._define_requirement(
+            code, title, feed_kinds, value_set_urls, period_start, period_end, due_date, source, data_window_start,
+            data_window_end), "the requirement")
+
+    def _define_requirement(self, code: str, title: str, feed_kinds: list[str], value_set_urls: list[str],
+                            period_start: date, period_end: date, due_date: date, source: str,
+                            data_window_start: date | None, data_window_end: date | None) -> tuple[Requirement, bool]:
         catalog = self.catalog()
         if missing := [u for u in value_set_urls if u not in catalog.current]:
             raise Conflict(f"{len(missing)} value set url(s) not published yet")
@@ -280,10 +311,10 @@ class QipShare(ServiceApplication):
             raise Conflict("the QIP entity is not a participating DPH/DMPH system: only participants receive data")
         start, end = period_start or requirement.period_start, period_end or requirement.period_end
         if end < start:
-            raise Conflict("period end is before its start")
+            raise InvalidPeriod("period end is before its start")
         window_start, window_end = requirement.data_window(start, end)
         if window_end < window_start:
-            raise Conflict("the requirement's data window ends before it starts for this period")
+            raise InvalidPeriod("the requirement's data window ends before it starts for this period")
         position = self.recorder.max_notification_id() or 0
         return DeliveryRequest(Delivery.create_id(entity.id, requirement.code, start, end, position), entity,
                                requirement, start, end, position)

@@ -47,7 +47,7 @@ def system_uri(name: str) -> str:
     return found
 
 
-_NDC_HYPHENATED = re.compile(r"^(\d{4,5})-(\d{3,4})-(\d{1,2})$")
+_NDC_HYPHENATED = re.compile(r"^([0-9]{4,5})-([0-9]{3,4})-([0-9]{1,2})$")
 
 
 def normalise(system: str, code: str) -> str:

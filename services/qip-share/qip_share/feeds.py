@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, Any
 
+from dsi_shared import jsonsafe
 from dsi_shared.errors import describe
 from dsi_shared.members import CIN
 from fhir.resources.R4B import get_fhir_model_class
@@ -136,7 +136,7 @@ class BadHeader(ValueError):
 def parse_date(value: str, column: str) -> date:
     value = value.strip()
     try:
-        if len(value) == 8 and value.isdigit():
+        if len(value) == 8 and value.isascii() and value.isdigit():
             return date(int(value[:4]), int(value[4:6]), int(value[6:]))
         return date.fromisoformat(value)
     except ValueError:
@@ -295,8 +295,8 @@ def read_fhir_feed(kind: FeedKind, stream: IO[bytes], wanted: Callable[[str], bo
         if not raw.strip():
             continue
         try:
-            resource = json.loads(raw)
-        except ValueError:
+            resource = jsonsafe.loads(raw)
+        except ValueError:  # JsonTooDeep included
             yield RowError(line, "not a JSON object")
             continue
         if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsi_shared import jsonsafe
+from dsi_shared.jsonsafe import JsonTooDeep
 from fhir.resources.R4B.valueset import ValueSet
 from pydantic import ValidationError
 
@@ -39,8 +40,10 @@ class ParseReport:
 
 def from_fhir(data: bytes, default_version: str) -> ParseReport:
     try:
-        document = json.loads(data)
+        document = jsonsafe.loads(data, "the ValueSet")
         resource = ValueSet.model_validate(document)
+    except JsonTooDeep:
+        raise
     except (ValueError, ValidationError) as exc:
         raise BadValueSet(f"not a FHIR R4 ValueSet ({type(exc).__name__})") from None
     if resource.url is None:

@@ -19,7 +19,7 @@ from dsi_shared.events import IncomingEvent
 from dsi_shared.files import FileStore
 from fhir.resources.R4B import get_fhir_model_class
 from qip_share import feeds
-from qip_share.application import Conflict, QipShare
+from qip_share.application import Conflict, InvalidPeriod, QipShare
 from qip_share.delivery import assigned_intervals
 from qip_share.feeds import FEED_KINDS, FeedRecord, RowError, read_feed
 from qip_share.handlers import on_attribution_recorded
@@ -287,7 +287,7 @@ def test_a_requirement_may_set_its_own_data_window(app: QipShare, world: dict[st
     assert (delivery.data_window_start, delivery.data_window_end) == (date(2024, 1, 1), date(2025, 12, 31))
     assert "outside_data_window" not in delivery.totals["excluded"]
     assert app.reproduce(delivery.id).problems == []
-    with pytest.raises(Conflict, match="data window"):
+    with pytest.raises(InvalidPeriod, match="data window"):
         app.define_requirement("QIP-BAD-WINDOW", "bad", [], [], date(2025, 1, 1), date(2025, 12, 31),
                                date(2026, 3, 31), "", data_window_start=date(2026, 1, 1))
 

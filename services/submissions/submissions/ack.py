@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime
 
 _counter = itertools.count(1)
+# HL7 table 0357 (message error condition codes)
 HL7_ERROR = {"AE": "207^Application internal error^HL70357", "AR": "200^Unsupported message type^HL70357"}
+MISSING, DATA_TYPE = "101^Required field missing^HL70357", "102^Data type error^HL70357"
+_FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-([0-9]{1,3})\b")  # a problem naming its field: "EVN-6 malformed"
+
+
+def _error(code: str, problem: str) -> tuple[str, str]:
+    """(ERR-2 location, ERR-3 condition) for a problem: a field that is there but not of its type is `102`,
+    one that is absent `101`; the field named in ERR-2 as SEG^1^n."""
+    field = _FIELD.match(problem)
+    location = f"{field[1]}^1^{field[2]}" if field else ""
+    if code == "AE" and field and "malformed" in problem:
+        return location, DATA_TYPE
+    if code == "AE" and field and "missing" in problem:
+        return location, MISSING
+    return location, HL7_ERROR.get(code, HL7_ERROR["AE"])
 
 
 def _escape(text: str) -> str:
@@ -24,5 +40,6 @@ def build_ack(code: str, control_id: str, trigger: str = "", receiving_facility:
         f"MSA|{code}|{_escape(control_id)}",
     ]
     for problem in (problems or [])[:20] if code != "AA" else []:
-        segments.append(f"ERR|||{HL7_ERROR.get(code, HL7_ERROR['AE'])}|E||||{_escape(problem)}")
+        location, condition = _error(code, problem)
+        segments.append(f"ERR||{location}|{condition}|E||||{_escape(problem)}")
     return "\r".join(segments) + "\r"

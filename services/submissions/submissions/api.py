@@ -11,6 +11,8 @@ from uuid import UUID
 from dsi_shared.errors import Unprocessable
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth, read_body
+from dsi_shared.jsonsafe import check_depth
+from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
 from fastapi import APIRouter, Depends, Query, Request
 
 from submissions.application import CDA_TYPE, FHIR_TYPE, MessageAnswer, Submissions
@@ -49,6 +51,8 @@ def _received_at(value: datetime | None) -> datetime:
         return datetime.now(UTC)
     if value.tzinfo is None:
         raise Unprocessable("received_at must carry a UTC offset")
+    if not in_plan_years(value):
+        raise Unprocessable(f"received_at: outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
     return value
 
 
@@ -74,6 +78,8 @@ def routes(app: Submissions, auth: Auth) -> APIRouter:
         """One member's longitudinal record: a FHIR R4 Bundle (JSON) or a C-CDA CCD (XML)."""
         data = await read_body(request, MAX_BODY_BYTES)
         content_type = CDA_TYPE if "xml" in request.headers.get("content-type", "") else FHIR_TYPE
+        if content_type == FHIR_TYPE:
+            check_depth(data, "the Bundle")  # 422 before anything is stored: parsing it would exhaust the stack
         evaluation = await asyncio.to_thread(app.receive_record, data, content_type, _received_at(received_at), "http",
                                              participant_id, sending_facility)
         return submission_view(evaluation.submissions[0])

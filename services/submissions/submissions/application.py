@@ -15,12 +15,12 @@ from uuid import UUID
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.cipher import PayloadCipher, sha256_of
 from dsi_shared.errors import NotFound
+from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import PLAN_ZONE, plan_day, quarter_of
 from dsi_shared.rulebook import RuleBook, RulesCopy
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from submissions import hl7files, longitudinal
 from submissions.ack import build_ack
@@ -273,15 +273,12 @@ class Submissions(ServiceApplication):
 
     def receive_hl7(self, data: bytes, received_at: datetime, channel: str, hie_submission_id: str | None = None,
                     participant_hint: UUID | None = None) -> Evaluation:
-        for attempt in range(5):
+        def attempt() -> Evaluation:
             evaluation = self.evaluate_hl7(data, received_at, channel, hie_submission_id, participant_hint)
-            try:
-                self.save(*evaluation.aggregates)
-                return evaluation
-            except IntegrityError:
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+            self.save(*evaluation.aggregates)
+            return evaluation
+
+        return retry_on_conflict(attempt, "the participant's files")
 
     # -- longitudinal records (primary care) -------------------------------------------------------------------
     def evaluate_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
@@ -304,7 +301,6 @@ class Submissions(ServiceApplication):
         aggregates: list[Aggregate] = [submission]
         self._keep_if_held([submission], aggregates)
         return Evaluation([], [submission], aggregates)
-        return Evaluation([], [submission], [submission])
 
     def _judge_record(self, submission: Submission, participant: ParticipantFacts | None, book: RuleBook,
                       cause: str | None = None) -> bool:
@@ -372,15 +368,12 @@ class Submissions(ServiceApplication):
 
     def receive_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
                        participant_id: UUID | None, sending_facility: str | None = None) -> Evaluation:
-        for attempt in range(5):  # the participant's held-files record may be saved concurrently: decide again
+        def attempt() -> Evaluation:  # the participant's held-files record may be saved concurrently: decide again
             evaluation = self.evaluate_record(data, content_type, received_at, channel, participant_id, sending_facility)
-            try:
-                self.save(*evaluation.aggregates)
-                return evaluation
-            except IntegrityError:
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+            self.save(*evaluation.aggregates)
+            return evaluation
+
+        return retry_on_conflict(attempt, "the participant's records")
 
 
 def _decode(data: bytes) -> str | None:

@@ -10,10 +10,11 @@ from uuid import UUID
 from dsi_shared.consumer import Subscription
 from dsi_shared.errors import Unprocessable
 from dsi_shared.events import IncomingEvent
+from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
 from dsi_shared.rulebook import RulesCopy
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from submissions.application import CDA_TYPE, FHIR_TYPE, HL7_TYPE, Submissions
 from submissions.domain import CinAliasFacts, FacilityIndex, MemberFacts, ParticipantFacts
@@ -116,6 +117,13 @@ class SubmissionReceived(BaseModel):
     received_at: AwareDatetime
     content_type: str
     payload: str
+
+    @field_validator("received_at")
+    @classmethod
+    def plan_years(cls, value: datetime) -> datetime:
+        if not in_plan_years(value):
+            raise ValueError(f"outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
+        return value
 
 
 def on_submission_received(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:

@@ -18,7 +18,7 @@ from dsi_shared.members import CIN
 
 from submissions.hl7time import BadTimestamp, parse_ts
 
-SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.\d+)?$")
+SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.[0-9]+)?$")
 MEDICAID_ID = "MA"
 BATCH_SEGMENTS = {"FHS", "BHS", "BTS", "FTS"}
 

@@ -11,7 +11,9 @@ from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
+from dsi_shared import jsonsafe
 from dsi_shared.errors import describe
+from dsi_shared.jsonsafe import JsonTooDeep
 from dsi_shared.members import CIN
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
@@ -41,10 +43,13 @@ class RecordFacts:
 def fhir_bundle(text: str) -> RecordFacts:
     facts = RecordFacts("fhir-bundle")
     try:
-        raw = json.loads(text)
+        raw = jsonsafe.loads(text, "the Bundle")
         bundle = Bundle.model_validate(raw)
     except json.JSONDecodeError:
         facts.problems.append("not JSON")
+        return facts
+    except JsonTooDeep:
+        facts.problems.append(f"not a valid FHIR R4 Bundle (nests deeper than {jsonsafe.MAX_JSON_DEPTH} levels)")
         return facts
     except (ValidationError, ValueError, TypeError) as exc:
         facts.problems.append(f"not a valid FHIR R4 Bundle ({describe(exc) if isinstance(exc, ValidationError) else 'invalid'})")

@@ -61,7 +61,12 @@ class MllpListener:
 
     async def answer(self, block: bytes) -> bytes:
         with self.tracer.start_as_current_span("mllp message", kind=trace.SpanKind.SERVER) as span:
-            evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp")
+            try:
+                evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp")
+            except Exception as exc:  # noqa: BLE001 - every frame gets an answer: a silent close stalls the sender
+                log.error("MLLP frame not recorded: %s", type(exc).__name__)  # the type only: messages may hold PHI
+                span.set_attribute("hl7.ack_codes", "AE")
+                return build_ack("AE", "", problems=["application error: the message was not recorded; send it again"]).encode()
             span.set_attribute("hl7.ack_codes", ",".join(a.ack_code for a in evaluation.answers))
             if len(evaluation.answers) == 1:
                 return evaluation.answers[0].ack.encode()

@@ -221,3 +221,16 @@ def test_acks() -> None:
     parsed = hl7.parse(error)
     assert [str(s[0]) for s in parsed] == ["MSH", "MSA", "ERR", "ERR"]
     assert "a\\F\\b\\S\\c" in error and str(parsed.segment("MSA")[1]) == "AE"
+
+
+def test_a_far_off_or_unicode_timestamp_is_a_data_type_error_naming_the_field() -> None:
+    """Issue 12 §4: EVN-6 `99991231235959-1400` overflowed on conversion to UTC (a 500, a closed MLLP connection,
+    a dead letter). Out of the plan's years, or not ASCII digits: BadTimestamp, AE with ERR 102 on EVN-6."""
+    for bad in ("99991231235959-1400", "00010101000000+1400", "19991231235959", "２０２５1101080000"):
+        with pytest.raises(BadTimestamp):
+            parse_ts(bad)
+    assert parse_ts("21001231235959-1400").year == 2100
+    message = parse_message(0, adt("A01", "12345678A", occurred="99991231235959-1400", control_id="FAR1"))
+    assert (message.event_time, message.problems) == (None, ["EVN-6 malformed"])
+    ack = build_ack("AE", "FAR1", "A01", "SUNNY_SNF", message.problems).split("\r")
+    assert "MSA|AE|FAR1" in ack and "ERR||EVN^1^6|102^Data type error^HL70357|E||||EVN-6 malformed" in ack
