@@ -17,6 +17,7 @@ import nats
 import nats.js.errors
 from dsi_shared.bus import STREAMS, Naming, delete_streams
 from dsi_shared.config import Settings
+from dsi_shared.identifiers import npi_check_digit
 from dsi_shared.natsserver import free_port
 from dsi_shared.service import ServiceRuntime, discover
 from nats.aio.client import Client
@@ -105,7 +106,8 @@ class Stack:
 
     async def register(self, **changes: Any) -> str:
         """Register an eligible SNF (each call its own NPI unless given); returns the participant id."""
-        form = {**FORM, "npi": f"{random.randrange(10**9, 10**10)}", **changes}
+        first_nine = f"{random.randrange(10**8, 10**9)}"
+        form = {**FORM, "npi": first_nine + npi_check_digit(first_nine), **changes}  # a valid NPI (check digit)
         response = await self.clients["enrollment"].post("/participants", json=form, headers=STAFF)
         assert response.status_code == 201, response.text
         return str(response.json()["id"])

@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 import yaml
-from dsi_shared.bus import segment
+from dsi_shared.bus import Naming, ensure_streams, segment
 from dsi_shared.config import env_name
+from dsi_shared.consumer import by_stream
+from dsi_shared.natsperms import accounts_config, durable_name, grants
 from dsi_shared.natsserver import find_binary, free_port, port_open
 from dsi_shared.service import discover
 from nats.errors import Error as NatsError
+
+from tests.harness import FORM, STAFF, Stack, eventually, signature
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -69,7 +75,7 @@ def compose_nats(tmp_path_factory: pytest.TempPathFactory) -> Any:
     conf = NATS_CONF.replace('"/data/jetstream"', f'"{tmp}/js"').replace("port: 4222", f"port: {port}")
     conf = conf.replace("http_port: 8222", f"http_port: {free_port()}")
     (tmp / "nats.conf").write_text(conf)
-    users = ["enrollment", "submissions", "milestones", "payments", "qip_share", "integration", "ops"]
+    users = ["enrollment", "submissions", "milestones", "payments", "qip_share", "hie", "contracts", "ops", "admin"]
     env = {f"{u.upper()}_NATS_PASSWORD": f"pw-{u}" for u in users}
     process = subprocess.Popen([find_binary(), "-c", str(tmp / "nats.conf")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,9 +120,96 @@ async def test_a_service_may_publish_only_its_own_subjects(compose_nats: int, na
     assert not await may_publish(compose_nats, name, f"dsi.checkpoint.{segment(other)}")
 
 
-async def test_outside_systems_may_publish_inputs_only(compose_nats: int) -> None:
-    assert await may_publish(compose_nats, "integration", "dsi.in.agreement-signed")
-    assert not await may_publish(compose_nats, "integration", "dsi.payments.payment-issued")
+async def test_outside_systems_may_publish_their_own_inputs_only(compose_nats: int) -> None:
+    """"Separate users for the HIE (dsi.in.submission-received only) and the contracts system
+    (dsi.in.agreement-signed/-accepted only)" (issue 12 §2)."""
+    assert await may_publish(compose_nats, "hie", "dsi.in.submission-received")
+    assert not await may_publish(compose_nats, "hie", "dsi.in.agreement-signed")
+    assert not await may_publish(compose_nats, "hie", "dsi.milestones.milestone-achieved")
+    assert await may_publish(compose_nats, "contracts", "dsi.in.agreement-signed")
+    assert await may_publish(compose_nats, "contracts", "dsi.in.agreement-accepted")
+    assert not await may_publish(compose_nats, "contracts", "dsi.in.submission-received")
+    assert not await may_publish(compose_nats, "contracts", "dsi.payments.payment-issued")
+
+
+def test_the_conf_grants_each_user_exactly_what_natsperms_derives_from_the_services_subscriptions() -> None:
+    users = grants({name: list(by_stream(spec.subscriptions)) for name, spec in discover().items()})
+    passwords = {user: "$" + user.upper().replace("-", "_") + "_NATS_PASSWORD" for user in users}
+    assert NATS_CONF.split("accounts {", 1)[1] == accounts_config(users, passwords).split("accounts {", 1)[1]
+    for name in SERVICES:
+        publish = users[name][0]  # type: ignore[index]
+        assert not [g for g in publish if "STREAM.DELETE" in g or "STREAM.PURGE" in g or g in {"$JS.API.>", ">"}]
+
+
+async def admin_js(port: int) -> Any:
+    nc = await nats.connect(f"nats://127.0.0.1:{port}", user="admin", password="pw-admin", allow_reconnect=False)
+    return nc, nc.jetstream(timeout=2)
+
+
+async def denied(port: int, user: str, request: Callable[[Any], Awaitable[Any]]) -> bool:
+    """True when `user` cannot perform the JetStream API request (no reply, or an error reply)."""
+    nc = await nats.connect(f"nats://127.0.0.1:{port}", user=user, password=f"pw-{user.replace('-', '_')}",
+                            allow_reconnect=False, error_cb=_ignore)
+    try:
+        await request(nc.jetstream(timeout=1))
+    except (NatsError, TimeoutError):
+        return True
+    finally:
+        await nc.close()
+    return False
+
+
+async def _ignore(_: Exception) -> None:
+    return None
+
+
+async def test_no_service_may_delete_purge_or_rewrite_a_stream(compose_nats: int) -> None:
+    """"qip-share could delete enrollment's checkpoint messages, purge DSI_ENROLLMENT and delete DSI_PAYMENTS.
+    Grant each user only the JetStream API subjects it needs" (issue 12 §2)."""
+    nc, js = await admin_js(compose_nats)
+    try:
+        await ensure_streams(js, Naming(""), strict=True)
+        checkpoint = await js.publish("dsi.checkpoint.enrollment", b'{"position": 1}')
+        attempts = [(user, request) for user in [*SERVICES, "hie", "contracts", "ops"] for request in (
+            lambda j: j.delete_stream("DSI_PAYMENTS"), lambda j: j.purge_stream("DSI_ENROLLMENT"),
+            lambda j: j.delete_msg("DSI_CHECKPOINTS", checkpoint.seq),
+            lambda j: j.add_stream(name="ROGUE", subjects=["rogue.>"]))]
+        # nor create or take over another service's durable consumer
+        attempts += [(name, lambda j, o=next(s for s in SERVICES if s != name): j.add_consumer(
+            "DSI_ENROLLMENT", durable_name=durable_name(o, "DSI_ENROLLMENT"))) for name in SERVICES]
+        results = await asyncio.gather(*(denied(compose_nats, user, request) for user, request in attempts))
+        assert all(results), [user for (user, _), ok in zip(attempts, results, strict=True) if not ok]
+        assert {s.config.name for s in await js.streams_info()} >= {"DSI_PAYMENTS", "DSI_ENROLLMENT", "DSI_CHECKPOINTS"}
+        assert (await js.get_msg("DSI_CHECKPOINTS", checkpoint.seq)).data == b'{"position": 1}'
+        assert (await js.stream_info("DSI_ENROLLMENT")).state is not None
+    finally:
+        await nc.close()
+
+
+async def test_the_services_run_a_participant_to_payment_through_their_grants(compose_nats: int, stack: Stack) -> None:
+    """The grants suffice: enrollment, milestones and payments as their own NATS users (streams declared by admin,
+    `DSI_MANAGE_STREAMS=false`) take a participant from registration to its Milestone 1 payment."""
+    nc, js = await admin_js(compose_nats)
+    await ensure_streams(js, Naming(""), strict=True)
+    await nc.close()
+    urls = {name: stack.spawn(name, NATS_URL=f"nats://127.0.0.1:{compose_nats}", DSI_BUS_PREFIX="", NATS_USER=name,
+                              NATS_PASSWORD=f"pw-{name.replace('-', '_')}", DSI_MANAGE_STREAMS="false")
+            for name in ("enrollment", "milestones", "payments")}
+    async with httpx.AsyncClient(base_url=urls["enrollment"], headers=STAFF) as enrollment:
+        form = {**FORM, "npi": "1245319599"}
+        pid = (await enrollment.post("/participants", json=form)).json()["id"]
+        for agreement in ("LOA", "DSA", "HIE"):
+            assert (await enrollment.post(f"/participants/{pid}/agreements", json=signature(agreement))).status_code == 201
+        await stack.accept_agreements(pid, base_url=urls["enrollment"])
+    statement = await eventually(lambda: stack.payments_of(pid, urls["payments"]), timeout=30)
+    assert statement is not None
+    paid = await eventually(lambda: _paid(stack, pid, urls["payments"]), timeout=30)
+    assert [(p["milestone"], p["amount"]) for p in paid] == [("M1", "10000.00")]
+
+
+async def _paid(stack: Stack, pid: str, url: str) -> list[dict[str, Any]] | None:
+    statement = await stack.payments_of(pid, url)
+    return statement["payments"] if statement and statement["payments"] else None
 
 
 def documented_settings() -> set[str]:

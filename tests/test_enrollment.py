@@ -44,10 +44,10 @@ async def test_bad_forms_get_problem_json_and_change_nothing(enrollment: Stack) 
     pid = await enrollment.register(npi="1234567893")
     duplicate = await client.post("/participants", json={**FORM, "npi": "1234567893"}, headers=STAFF)
     assert duplicate.status_code == 409 and duplicate.json()["participant_id"] == pid
-    unknown = await client.post("/participants", json={**FORM, "npi": "1000000001", "provider_type": "astronaut"},
+    unknown = await client.post("/participants", json={**FORM, "npi": "1000000012", "provider_type": "astronaut"},
                                 headers=STAFF)
     assert unknown.status_code == 422 and "unknown provider type" in unknown.json()["detail"]
-    impossible = await client.post("/participants", json={**FORM, "npi": "1000000002", "submitted_on": "2024-13-01"},
+    impossible = await client.post("/participants", json={**FORM, "npi": "1000000020", "submitted_on": "2024-13-01"},
                                    headers=STAFF)
     assert impossible.status_code == 422
     neither = await client.post("/participants", json={**FORM, "npi": None, "tin": None}, headers=STAFF)
@@ -70,12 +70,12 @@ async def test_list_filters_by_type_county_and_status(enrollment: Stack) -> None
 
 async def test_a_dsa_signed_before_the_interest_form_is_attached_and_counts(enrollment: Stack) -> None:
     client = enrollment.clients["enrollment"]
-    early = await client.post("/agreements", json={**signature("DSA", "2024-02-01T09:00:00-08:00"), "npi": "1555555555"},
+    early = await client.post("/agreements", json={**signature("DSA", "2024-02-01T09:00:00-08:00"), "npi": "1555555550"},
                               headers=STAFF)
     assert early.json() == {"participant_id": None, "held_until_interest_form": True}
     # the contracts system also reports an early HIE agreement: only the DSA may come first
-    await enrollment.publish("dsi.in.agreement-signed", {"npi": "1555555555", **signature("HIE")})
-    pid = await enrollment.register(npi="1555555555")
+    await enrollment.publish("dsi.in.agreement-signed", {"npi": "1555555550", **signature("HIE")})
+    pid = await enrollment.register(npi="1555555550")
     shown = (await client.get(f"/participants/{pid}", headers=STAFF)).json()
     assert shown["agreements"]["DSA"]["channel"] == "before-interest-form"
     assert shown["agreements"]["DSA"]["signed_at"] == "2024-02-01T09:00:00-08:00"
@@ -135,11 +135,11 @@ async def test_acceptances_from_every_source_go_out_as_agreement_reviewed(enroll
     js = (await enrollment.nc()).jetstream()
     seen = await js.subscribe(enrollment.naming.subject("dsi.enrollment.agreement-reviewed"),
                               stream=enrollment.naming.stream("DSI_ENROLLMENT"))
-    pid = await enrollment.register(npi="1444444444", legal_name="Bayview Care LLC")
+    pid = await enrollment.register(npi="1444444446", legal_name="Bayview Care LLC")
     await enrollment.publish("dsi.in.agreement-accepted", {"participant_id": pid, "agreement": "HIE", "document_id": "doc-HIE",
                                                           "accepted_at": "2024-06-21T09:00:00-07:00"})
     await enrollment.publish("dsi.in.agreement-signed", {"participant_id": pid, **signature("HIE")})
-    signatories = "legal_name,npi,tin,signed_on\nBayview Care,1444444444,,2024-04-20\n"
+    signatories = "legal_name,npi,tin,signed_on\nBayview Care,1444444446,,2024-04-20\n"
     report = (await client.post("/agreements/dsa-signatories", params={"list_date": "2024-05-01"}, content=signatories,
                                 headers={**STAFF, "content-type": "text/csv"})).json()
     assert [(r["matched_by"], r["participant_id"], r["outcome"]) for r in report["results"]] == [("npi", pid, "recorded")]
@@ -262,12 +262,12 @@ async def test_834_enrolls_changes_and_terminates_members_and_publishes_no_names
 
 async def test_attributions_from_csv_and_atr_group(enrollment: Stack) -> None:
     client = enrollment.clients["enrollment"]
-    pid = await enrollment.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1777777777")
+    pid = await enrollment.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1777777776")
     csv = f"member_id,kind,assignee,start,end\n{cin(1)},pcp,{pid},2025-01-01,2025-03-31\n{cin(1)},qip,natividad,2025-01-01,\n"
     report = (await client.post("/attributions/import", content=csv, headers={**STAFF, "content-type": "text/csv"})).json()
     assert (report["accepted"], report["rejected"]) == (2, 0)
     group = {"resourceType": "Group", "type": "person", "actual": True,
-             "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1777777777"}],
+             "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1777777776"}],
              "member": [{"entity": {"reference": f"Patient/{cin(1)}"}, "period": {"start": "2025-04-01"}}]}
     report = (await client.post("/attributions/import", content=json.dumps(group),
                                 headers={**STAFF, "content-type": "application/fhir+json"})).json()
@@ -275,7 +275,7 @@ async def test_attributions_from_csv_and_atr_group(enrollment: Stack) -> None:
     q1 = (await client.get(f"/members/{cin(1)}", params={"on": "2025-02-01"}, headers=STAFF)).json()
     q2 = (await client.get(f"/members/{cin(1)}", params={"on": "2025-05-01"}, headers=STAFF)).json()
     assert (q1["attributed_participant"], q1["assigned_qip_entity"]) == (pid, "natividad")
-    assert q2["attributed_participant"] == "1777777777"
+    assert q2["attributed_participant"] == "1777777776"
 
 
 async def test_a_generated_834_with_100000_members_imports_through_http(stack: Stack) -> None:

@@ -45,9 +45,9 @@ async def test_no_member_id_name_birth_date_or_address_reaches_spans_or_logs(
     await enrollment.get(f"/members/{MEMBER}", headers=STAFF)
     await enrollment.get("/members/DOE-JANE-19450612", headers=STAFF)
     entity = (await qip.post("/entities", headers=STAFF, json={
-        "kind": "DPH", "name": "County Hospital", "identifiers": {"npi": "1992753880"}, "address": "1 Way, Fresno CA",
+        "kind": "DPH", "name": "County Hospital", "identifiers": {"npi": "1992753883"}, "address": "1 Way, Fresno CA",
         "endpoint": "sftp://x"})).json()
-    roster = f"member_id,kind,assignee,start,end\n{MEMBER},qip,1992753880,2025-01-01,\n{EXTRA.cin},qip,1992753880,2025-01-01,\n"
+    roster = f"member_id,kind,assignee,start,end\n{MEMBER},qip,1992753883,2025-01-01,\n{EXTRA.cin},qip,1992753883,2025-01-01,\n"
     await enrollment.post("/attributions/import", content=roster, headers={**STAFF, "content-type": "text/csv"})
 
     await post_hl7(stack, combined("A01", MEMBER), "2025-11-01T18:00:00-07:00")

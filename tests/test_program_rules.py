@@ -169,8 +169,8 @@ async def test_a_pcp_quarter_counts_plan_members_attributed_to_any_npi_it_declar
     NPI it declared, an umbrella group's individual PCPs included — in that quarter"."""
     await stack.start("enrollment", "milestones", "submissions")
     enrollment = stack.clients["enrollment"]
-    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666666",
-                               individual_npis=["1777777777"], sending_facilities=["VALLEY_PCP"])
+    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666668",
+                               individual_npis=["1777777776"], sending_facilities=["VALLEY_PCP"])
     for agreement in ("LOA", "DSA", "HIE"):
         await enrollment.post(f"/participants/{pid}/agreements", json=signature(agreement, "2024-11-01T10:00:00-07:00"),
                               headers=STAFF)
@@ -183,8 +183,8 @@ async def test_a_pcp_quarter_counts_plan_members_attributed_to_any_npi_it_declar
                   f"{elsewhere},POE,EDGAR,1982-01-01,2024-01-01,,1H,N,N\n")
     await enrollment.post("/members/import", content=roster_csv, headers={**STAFF, "content-type": "text/csv"})
     attributions = ("member_id,kind,assignee,start,end\n"
-                    f"{member},pcp,1777777777,2025-01-01,\n"  # an individual PCP of the group
-                    f"{not_yet},pcp,1666666666,2025-01-01,\n"  # attributed, but a plan member only from 2025Q2
+                    f"{member},pcp,1777777776,2025-01-01,\n"  # an individual PCP of the group
+                    f"{not_yet},pcp,1666666668,2025-01-01,\n"  # attributed, but a plan member only from 2025Q2
                     f"{elsewhere},pcp,1999999999,2025-01-01,\n")  # another PCP's
     await enrollment.post("/attributions/import", content=attributions, headers={**STAFF, "content-type": "text/csv"})
     submissions = stack.runtimes["submissions"].app

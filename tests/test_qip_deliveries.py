@@ -22,7 +22,7 @@ from tests.harness import STAFF, Stack, eventually
 pytestmark = pytest.mark.integration
 AUDITOR = {"Authorization": "Bearer auditor-token"}
 ANN, BEN, CAL = "20000001A", "20000002B", "20000003C"
-DPH_NPI, DMPH_NPI = "1992753880", "1003000126"
+DPH_NPI, DMPH_NPI = "1992753883", "1003000126"
 VALUE_SET = {"resourceType": "ValueSet", "url": "http://example.org/ValueSet/cis-e", "version": "2025", "name": "CisE",
              "status": "active", "expansion": {"timestamp": "2025-01-01T00:00:00Z", "contains": [
                  {"system": "http://hl7.org/fhir/sid/cvx", "code": "03"},

@@ -20,7 +20,7 @@ CSV = ("value_set_name,value_set_oid,code_system,code,value_set_version\n"
 async def test_reference_data_over_http(stack: Stack) -> None:
     await stack.start("qip-share")
     client = stack.clients["qip-share"]
-    form = {"kind": "DMPH", "name": "Hill District Hospital", "identifiers": {"npi": "1457392810"},
+    form = {"kind": "DMPH", "name": "Hill District Hospital", "identifiers": {"npi": "1457392813"},
             "address": "2 Hill Rd, Hollister CA", "endpoint": "sftp://hill.example/qip",
             "community_partners": [{"name": "Valley Clinic", "address": "1 Main St, Merced CA", "endpoint": "sftp://v"}]}
     assert (await client.post("/entities", json=form, headers=AUDITOR)).status_code == 403

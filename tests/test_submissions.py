@@ -161,7 +161,7 @@ async def test_mllp_with_a_real_client_concurrent_connections_and_hostile_frames
 async def test_longitudinal_records_record_the_attributed_member(stack: Stack) -> None:
     await stack.start("enrollment", "milestones", "submissions")
     client = stack.clients["enrollment"]
-    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666666")
+    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666668")
     for agreement in ("LOA", "DSA", "HIE"):
         await client.post(f"/participants/{pid}/agreements", json=signature(agreement, "2024-11-01T10:00:00-07:00"),
                           headers=STAFF)

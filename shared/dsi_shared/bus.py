@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -29,6 +31,24 @@ STREAMS: dict[str, str] = {
     "DSI_CHECKPOINTS": "dsi.checkpoint.>",  # each store's hash-chain head, outside its database (dsi_shared.chain)
 }
 DUPLICATE_WINDOW_SECONDS = 120.0
+DAY = 86400.0
+CLI_CONNECT_SECONDS = 5.0  # a command that needs NATS gives up after this (it never waits forever)
+
+
+def retention() -> dict[str, float]:
+    """Streams that can carry PHI → how long they keep a message (JetStream `max_age`, seconds). `DSI_IN` holds what
+    outside systems send (HL7 payloads, with names and birth dates, in plain text); `DSI_DEAD_LETTERS` copies any
+    message a consumer gave up on. Services' own event streams carry ids, never payloads, and are kept: relays
+    resume from them. `0` days keeps messages for ever."""
+    days = {"DSI_IN": os.environ.get("DSI_IN_MAX_AGE_DAYS", "30"),
+            "DSI_DEAD_LETTERS": os.environ.get("DSI_DEAD_LETTERS_MAX_AGE_DAYS", "90")}
+    limits: dict[str, float] = {}
+    for stream, raw in days.items():
+        value = float(raw)
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"the retention of {stream} must be a number of days >= 0")
+        limits[stream] = value * DAY
+    return limits
 
 
 def segment(service: str) -> str:
@@ -56,9 +76,14 @@ class Naming:
         return subject.removeprefix(f"{self.prefix}.") if self.prefix else subject
 
 
-async def connect(settings: Settings, name: str) -> Client:
+async def connect(settings: Settings, name: str, on_error_seen: Callable[[Exception], None] | None = None) -> Client:
+    """A service's connection: waits for NATS for ever, and reconnects for ever. `on_error_seen` hears each
+    connection problem (a service learns that NATS is down while it keeps trying)."""
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats connection problem: %s", type(exc).__name__)
+        if on_error_seen is not None:
+            on_error_seen(exc)
 
     return await nats.connect(
         settings.nats_url,
@@ -71,7 +96,10 @@ async def connect(settings: Settings, name: str) -> Client:
     )
 
 
-async def ensure_streams(js: JetStreamContext, naming: Naming) -> None:
+async def ensure_streams(js: JetStreamContext, naming: Naming, strict: bool = False) -> None:
+    """Declare every stream (create, or update to these settings). `strict`: fail when one cannot be declared
+    (the admin at deploy time) instead of carrying on (a service that may find them already declared)."""
+    max_ages = retention()
     for name, subjects in STREAMS.items():
         config = StreamConfig(
             name=naming.stream(name),
@@ -79,6 +107,7 @@ async def ensure_streams(js: JetStreamContext, naming: Naming) -> None:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=max_ages.get(name, 0.0),  # 0: no age limit (JetStream's default); an existing stream is updated
         )
         for attempt in range(5):
             try:
@@ -89,6 +118,8 @@ async def ensure_streams(js: JetStreamContext, naming: Naming) -> None:
                 await js.update_stream(config)
                 break
             except (TimeoutError, nats.errors.TimeoutError):
+                if strict and attempt == 4:
+                    raise
                 await asyncio.sleep(0.2 * (attempt + 1))
 
 
@@ -117,3 +148,31 @@ async def read_all(js: JetStreamContext, subject: str, timeout: float = 2.0) -> 
                 return
     finally:
         await subscription.unsubscribe()
+
+
+class BusUnreachable(Exception):
+    """NATS did not answer in time: a command that needs it stops, naming where it looked (never a password)."""
+
+
+def server_of(url: str) -> str:
+    """`host:port` of a NATS URL, without any user or password in it (for messages)."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    return f"{parts.hostname or '?'}:{parts.port or 4222}"
+
+
+async def connect_briefly(url: str, name: str, user: str | None = None, password: str | None = None,
+                          timeout: float = CLI_CONNECT_SECONDS) -> Client:
+    """A connection for a command (the CLI, the demo): raises BusUnreachable when NATS cannot be reached within
+    `timeout` seconds, and does not reconnect once connected (an outage mid-command fails it, never hangs it).
+    Services use `connect`, which waits for NATS for ever. (`max_reconnect_attempts=0` means "for ever" too.)"""
+
+    async def quiet(_: Exception) -> None:
+        pass  # the caller reports the failure once
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(url, name=name, user=user, password=password, connect_timeout=min(2.0, timeout),
+                         allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=quiet),
+            timeout)
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        raise BusUnreachable(f"NATS at {server_of(url)} is unreachable ({type(exc).__name__})") from None

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsi_shared.config import Settings, var_dir
+from dsi_shared.natsperms import OUTSIDE_USERS
 from dsi_shared.natsserver import NatsServer
 from dsi_shared.service import AuditFacts, AuditReport, ServiceRuntime, discover
 
@@ -39,6 +40,7 @@ app.add_typer(ops_app, name="ops")
 dead_letters_app = typer.Typer(help="Messages a consumer gave up on, with the reason.", no_args_is_help=True)
 ops_app.add_typer(dead_letters_app, name="dead-letters")
 console = Console()
+errors = Console(stderr=True)  # what went wrong, apart from the output (a --json answer stays parseable)
 RUN_FILE = "run.json"
 T = TypeVar("T")
 
@@ -64,51 +66,104 @@ def _tokens() -> str:
     return ",".join(f"dev-{role}-{secrets.token_urlsafe(12)}:{role}" for role in roles)
 
 
+def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write a file only its owner may read or write (0600 from the first byte: it holds tokens or keys), whatever
+    the umask; an existing file is replaced, or with `exclusive` left alone (FileExistsError)."""
+    if exclusive:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
+
+
 def _payload_key(var: Path) -> str:
-    """`DSI_PAYLOAD_KEY`, else the development key kept in var/ (created once: stored payloads must stay readable)."""
+    """`DSI_PAYLOAD_KEY`, else the development key kept in var/ (created once, 0600: stored payloads must stay
+    readable, and only by their owner)."""
     if key := os.environ.get("DSI_PAYLOAD_KEY"):
         return key
     path = var / "payload.key"
-    if not path.exists():
-        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
-        path.chmod(0o600)
+    try:
+        _write_private(path, base64.b64encode(secrets.token_bytes(32)).decode(), exclusive=True)
+    except FileExistsError:
+        path.chmod(0o600)  # one made before keys were created private
     return path.read_text().strip()
+
+
+RESTART_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds before restarting a service that died, by attempt
+STABLE_SECONDS = 60.0  # a service that ran this long before dying starts again from the first backoff step
+
+
+class Supervisor:
+    """`dsi up`'s service processes: one that dies is restarted after a growing delay (RESTART_BACKOFF), and
+    said so; the others keep running."""
+
+    def __init__(self, names: list[str], spawn: Callable[[str], subprocess.Popen[bytes]], var: Path) -> None:
+        self.spawn, self.var = spawn, var
+        self.children = {name: spawn(name) for name in names}
+        self.started = dict.fromkeys(names, time.monotonic())
+        self.failures = dict.fromkeys(names, 0)
+        self.restart_at: dict[str, float] = {}
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for name, child in list(self.children.items()):
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    self.children[name], self.started[name] = self.spawn(name), now
+                    console.print(f"[yellow]{name} restarted (pid {self.children[name].pid})[/yellow]")
+                continue
+            if child.poll() is None:
+                continue
+            if now - self.started[name] >= STABLE_SECONDS:
+                self.failures[name] = 0
+            delay = RESTART_BACKOFF[min(self.failures[name], len(RESTART_BACKOFF) - 1)]
+            self.failures[name] += 1
+            self.restart_at[name] = now + delay
+            console.print(f"[red]{name} exited with {child.returncode}; restarting it in {delay:.0f} s "
+                          f"(restart {self.failures[name]}); the other services keep running; see "
+                          f"{self.var / (name + '.log')}[/red]", soft_wrap=True)
+
+    def stop(self) -> None:
+        running = [child for child in self.children.values() if child.poll() is None]
+        for child in running:
+            child.terminate()
+        for child in running:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 @app.command()
 def up() -> None:
-    """Start the embedded NATS (unless NATS_URL is set) and every service; Ctrl-C stops all of them."""
+    """Start the embedded NATS (unless NATS_URL is set) and every service; a service that dies is restarted (with
+    backoff) while the others run on; Ctrl-C stops all of them."""
     var = var_dir().resolve()
     var.mkdir(parents=True, exist_ok=True)
     nats: NatsServer | None = None
     nats_url = os.environ.get("NATS_URL")
+    specs = discover()
+    nats_users: dict[str, str] = {}  # user → password, for the embedded server only
     if not nats_url:
-        nats = NatsServer(var / "nats", log_file=var / "nats-server.log").start()
+        nats, nats_users = _embedded_nats(var, specs)
         nats_url = nats.url
     env = {**os.environ, "NATS_URL": nats_url, "DSI_TOKENS": _tokens(), "DSI_VAR_DIR": str(var),
            "DSI_PAYLOAD_KEY": _payload_key(var)}
-    specs = discover()
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    urls: dict[str, str] = {}
-    for name, spec in specs.items():
-        port = Settings(name, spec.default_port).port
-        urls[name] = f"http://127.0.0.1:{port}"
-        log = open(var / f"{name}.log", "ab")
-        children[name] = subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name],
-                                          env=env, stdout=log, stderr=log)
-    (var / RUN_FILE).write_text(json.dumps({"nats_url": nats_url, "tokens": env["DSI_TOKENS"], "urls": urls,
-                                            "bus_prefix": env.get("DSI_BUS_PREFIX", "")}, indent=2))
-    _wait_ready(urls, children)
-    console.print("[bold]DSI is running[/bold] (Ctrl-C stops everything)")
-    for name, url in urls.items():
-        store = Settings(name, specs[name].default_port).store
-        console.print(f"  {name:12} {url}  (OpenAPI {url}/docs, store {store}, log {var / (name + '.log')})", soft_wrap=True)
-    console.print(f"NATS: {nats_url}" + (" (embedded, JetStream in var/nats)" if nats else ""))
-    console.print("Tokens (Authorization: Bearer <token>):")
-    for item in env["DSI_TOKENS"].split(","):
-        token, _, role = item.rpartition(":")
-        console.print(f"  {role:14} {token}", soft_wrap=True)
-    console.print("Try: make demo")
+    urls = {name: f"http://127.0.0.1:{Settings(name, spec.default_port).port}" for name, spec in specs.items()}
+
+    def spawn(name: str) -> subprocess.Popen[bytes]:
+        own = {"NATS_USER": name, "NATS_PASSWORD": nats_users[name], "DSI_MANAGE_STREAMS": "false"} if nats_users else {}
+        with open(var / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name],
+                                    env={**env, **own}, stdout=log, stderr=log)
+
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -117,43 +172,75 @@ def up() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    supervisor = Supervisor(list(specs), spawn, var)
     try:
+        outside = {user: nats_users[user] for user in OUTSIDE_USERS if user in nats_users}
+        _write_private(var / RUN_FILE, json.dumps({"nats_url": nats_url, "tokens": env["DSI_TOKENS"], "urls": urls,
+                                                   "bus_prefix": env.get("DSI_BUS_PREFIX", ""),
+                                                   "nats_users": outside}, indent=2))
+        _wait_ready(urls, supervisor, lambda: stopping)
+        if not stopping:
+            console.print("[bold]DSI is running[/bold] (Ctrl-C stops everything)")
+            for name, url in urls.items():
+                store = Settings(name, specs[name].default_port).store
+                console.print(f"  {name:12} {url}  (OpenAPI {url}/docs, store {store}, log {var / (name + '.log')})",
+                              soft_wrap=True)
+            console.print(f"NATS: {nats_url}" + (" (embedded, JetStream in var/nats)" if nats else ""))
+            console.print("Tokens (Authorization: Bearer <token>):")
+            for item in env["DSI_TOKENS"].split(","):
+                token, _, role = item.rpartition(":")
+                console.print(f"  {role:14} {token}", soft_wrap=True)
+            console.print("Try: make demo")
         while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    console.print(f"[red]{name} exited with {child.returncode}; see {var / (name + '.log')}[/red]")
-                    stopping = True
+            supervisor.check()
             time.sleep(0.3)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
         if nats:
             nats.stop()
         console.print("stopped")
 
 
-def _wait_ready(urls: dict[str, str], children: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
+def _embedded_nats(var: Path, specs: dict[str, Any]) -> tuple[NatsServer, dict[str, str]]:
+    """The embedded NATS with the same least-privilege users as compose (issue 12 §2), each with a password made
+    for this run; the streams declared by `admin`, as at deploy time. Returns the server and the passwords."""
+    from dsi_shared.bus import Naming, connect_briefly, ensure_streams
+    from dsi_shared.consumer import by_stream
+    from dsi_shared.natsperms import accounts_config, grants
+
+    prefix = os.environ.get("DSI_BUS_PREFIX", "")
+    users = grants({name: list(by_stream(spec.subscriptions)) for name, spec in specs.items()})
+    passwords = {user: secrets.token_urlsafe(24) for user in users}
+    server = NatsServer(var / "nats", log_file=var / "nats-server.log",
+                        accounts=accounts_config(users, passwords, prefix)).start()
+
+    async def declare() -> None:
+        nc = await connect_briefly(server.url, "dsi-up", "admin", passwords["admin"])
+        try:
+            await ensure_streams(nc.jetstream(), Naming(prefix), strict=True)
+        finally:
+            await nc.close()
+
+    asyncio.run(declare())
+    return server, passwords
+
+
+def _wait_ready(urls: dict[str, str], supervisor: Supervisor, stopping: Callable[[], bool], timeout: float = 60) -> None:
+    """Until every service answers /readyz 200 (a service dying meanwhile is restarted, not fatal)."""
     import httpx
 
     deadline = time.monotonic() + timeout
     pending = dict(urls)
-    while pending and time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline and not stopping():
+        supervisor.check()
         for name, url in list(pending.items()):
-            if children[name].poll() is not None:
-                raise typer.Exit(1)
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     del pending[name]
             except httpx.HTTPError:
                 pass
         time.sleep(0.2)
-    if pending:
+    if pending and not stopping():
         console.print(f"[red]not ready after {timeout:.0f}s: {', '.join(pending)}[/red]")
 
 
@@ -167,7 +254,13 @@ def demo() -> None:
     if not run_file.exists():
         console.print("[red]nothing is running: start it with `make run` first[/red]")
         raise typer.Exit(1)
-    raise typer.Exit(asyncio.run(run_demo(json.loads(run_file.read_text()), console)))
+    from dsi_shared.bus import BusUnreachable
+
+    try:
+        raise typer.Exit(asyncio.run(run_demo(json.loads(run_file.read_text()), console)))
+    except BusUnreachable as exc:
+        errors.print(f"[red]{exc}: is `make run` still running?[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _running(service: str, role: str) -> tuple[str | None, str | None]:
@@ -423,21 +516,33 @@ def audit_replay(
 
 
 async def _on_bus(work: Callable[[Any, Any], Awaitable[T]]) -> T:
-    """Run `work(jetstream, naming)` against the bus: NATS_URL / DSI_BUS_PREFIX, else `make run`'s."""
-    import nats
-
-    from dsi_shared.bus import Naming
+    """Run `work(jetstream, naming)` against the bus: NATS_URL / DSI_BUS_PREFIX, else `make run`'s. NATS not
+    reachable within seconds raises BusUnreachable (it never waits for ever)."""
+    from dsi_shared.bus import Naming, connect_briefly
 
     run_file = var_dir() / RUN_FILE
     run = json.loads(run_file.read_text()) if run_file.exists() else {}
     url = os.environ.get("NATS_URL") or run.get("nats_url") or "nats://127.0.0.1:4222"
     naming = Naming(os.environ.get("DSI_BUS_PREFIX", run.get("bus_prefix", "")))
-    nc = await nats.connect(url, user=os.environ.get("NATS_USER"), password=os.environ.get("NATS_PASSWORD"),
-                            connect_timeout=3, max_reconnect_attempts=0)
+    user, password = os.environ.get("NATS_USER"), os.environ.get("NATS_PASSWORD")
+    if user is None and "ops" in run.get("nats_users", {}):  # `make run`'s NATS: operators' commands run as `ops`
+        user, password = "ops", run["nats_users"]["ops"]
+    nc = await connect_briefly(url, "dsi-cli", user=user, password=password)
     try:
         return await work(nc.jetstream(), naming)
     finally:
         await nc.close()
+
+
+def _run_on_bus(work: Callable[[Any, Any], Awaitable[T]], hint: str = "") -> T:
+    """`_on_bus` for a command: NATS unreachable → a clear message (with `hint`) and exit code 2, within seconds."""
+    from dsi_shared.bus import BusUnreachable
+
+    try:
+        return asyncio.run(_on_bus(work))
+    except BusUnreachable as exc:
+        errors.print(f"[red]{exc}: start it, or point NATS_URL at it{hint}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 async def _checkpoints(services: list[str]) -> dict[str, list[Any]]:
@@ -458,7 +563,8 @@ def dead_letters_list(
     """Every dead letter: when, whose consumer, which subject, how many deliveries, why (never the body)."""
     from dsi_shared.deadletters import list_dead_letters
 
-    letters = asyncio.run(_on_bus(lambda js, naming: list_dead_letters(js, naming, service)))
+    letters = _run_on_bus(lambda js, naming: list_dead_letters(js, naming, service),
+                          " (dead letters are kept on JetStream only)")
     if as_json:
         print(json.dumps([{**vars(d), "at": d.at.isoformat()} for d in letters], indent=2))
         return
@@ -491,7 +597,7 @@ def dead_letters_replay(
         return [await replay_dead_letter(js, naming, seq, operator) for seq in sorted(set(wanted))]
 
     try:
-        replayed = asyncio.run(_on_bus(replay))
+        replayed = _run_on_bus(replay, " (dead letters are kept on JetStream only)")
     except NoSuchDeadLetter as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -519,11 +625,15 @@ def audit_verify(
     checkpoints: dict[str, list[Any]] = {name: [] for name in specs}
     reachable = True
     if not offline:
+        from dsi_shared.bus import BusUnreachable
+
         try:
             checkpoints = asyncio.run(_checkpoints(list(specs)))
         except Exception as exc:  # noqa: BLE001 - any failure to reach NATS is reported, not raised
             reachable = False
-            console.print(f"[red]checkpoints not read: NATS unreachable ({type(exc).__name__})[/red]")
+            why = str(exc) if isinstance(exc, BusUnreachable) else f"NATS unreachable ({type(exc).__name__})"
+            errors.print(f"[red]checkpoints not read: {why}; the stores' chains are verified without them (exit 1). "
+                         "Pass --offline to verify without the checkpoints on purpose.[/red]", soft_wrap=True)
     reports: list[Verification] = []
     started = time.monotonic()
     with Progress(console=console, transient=True, disable=as_json) as progress:
@@ -558,6 +668,20 @@ def audit_verify(
         console.print(f"{events:,} events in {seconds:.1f} s ({events / max(seconds, 1e-9):,.0f} events/s)"
                       + ("; checkpoints not checked (--offline)" if offline else ""))
     raise typer.Exit(1 if failed else 0)
+
+
+@ops_app.command("streams")
+def ops_streams() -> None:
+    """Declare (or update) every JetStream stream, as the NATS `admin` user at deploy time (NATS_URL, NATS_USER,
+    NATS_PASSWORD). Service users may not create, purge or delete streams (issue 12 §2)."""
+    from dsi_shared.bus import STREAMS, ensure_streams
+
+    async def declare(js: Any, naming: Any) -> list[str]:
+        await ensure_streams(js, naming, strict=True)
+        return [naming.stream(name) for name in STREAMS]
+
+    declared = _run_on_bus(declare)
+    console.print(f"{len(declared)} streams declared: {', '.join(declared)}")
 
 
 @ops_app.command("reencrypt")

@@ -74,6 +74,8 @@ class Settings:
     max_attempts: int = field(default_factory=lambda: int(os.environ.get("DSI_MAX_ATTEMPTS", "5")))
     ready_max_lag: int = field(default_factory=lambda: int(os.environ.get("DSI_READY_MAX_LAG", "10000")))
     checkpoint_seconds: float = field(default_factory=lambda: float(os.environ.get("DSI_CHECKPOINT_SECONDS", "10")))
+    # Declare the JetStream streams at start (dev, tests); off where an admin declares them (least privilege).
+    manage_streams: bool = field(default_factory=lambda: os.environ.get("DSI_MANAGE_STREAMS", "true").lower() != "false")
     store: str = ""
     port: int = 0
 

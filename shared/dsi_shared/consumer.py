@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import nats
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import Tracking
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -28,6 +28,8 @@ from opentelemetry import trace
 from dsi_shared import events
 from dsi_shared.bus import STREAMS, Naming, service_stream
 from dsi_shared.errors import PermanentError, describe
+from dsi_shared.natsperms import durable_name
+from dsi_shared.occ import retry_on_conflict
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import DEAD_LETTERS, MESSAGES_IN, extract, tracer
 
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[ServiceApplication, events.IncomingEvent], Sequence[Aggregate]]
 DEAD_LETTER_SUBJECT = "dsi.dead-letter.{service}"
-OCC_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class TrackingConsumer:
         self.contract_stream, self.handlers = stream, handlers
         self.ack_wait, self.max_attempts, self.batch = ack_wait, max_attempts, batch
         self.stream = naming.stream(stream)
-        self.durable = f"{service}--{stream.lower().replace('_', '-')}"
+        self.durable = durable_name(service, stream)
         self.tracer = tracer(service)
         # Fault hook for the crash tests: hold a committed message unacked so a test can kill the process.
         self.pause_before_ack = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS", "0"))
@@ -155,16 +156,16 @@ class TrackingConsumer:
             await self._settle(message.ack)
 
     def apply(self, handler: Handler, event: events.IncomingEvent, tracking: Tracking) -> bool:
-        """Handler + save with tracking; retried on an optimistic-concurrency conflict. False = duplicate."""
-        for _ in range(OCC_RETRIES):
+        """Handler + save with tracking; retried on an optimistic-concurrency conflict (another replica or an HTTP
+        command changed the same aggregate: reload and decide again). False = duplicate. A conflict that persists
+        is `ConcurrentChange`: not permanent, so the message is redelivered."""
+
+        def attempt() -> bool:
             if self.app.has_processed(tracking):
                 return False
-            aggregates = handler(self.app, event)
-            try:
-                return self.app.save_tracked(aggregates, tracking)
-            except IntegrityError:
-                continue  # another replica changed the same aggregate: reload and decide again
-        raise RuntimeError("optimistic concurrency conflict persisted")
+            return self.app.save_tracked(handler(self.app, event), tracking)
+
+        return retry_on_conflict(attempt, f"what {self.durable} changes")
 
     async def failed(self, message: Msg, contract_subject: str, exc: Exception) -> None:
         reason = describe(exc)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from dsi_shared.bus import Naming, connect
+from dsi_shared.bus import Naming, connect_briefly
 from dsi_shared.config import Settings
 
 
@@ -22,7 +22,7 @@ async def run_demo(run: dict[str, Any], console: Console) -> int:
     urls = run["urls"]
     async with httpx.AsyncClient(timeout=10) as http:
         form = {
-            "legal_name": f"Seaside Skilled Nursing {uuid.uuid4().hex[:4]}", "npi": "1992837465",
+            "legal_name": f"Seaside Skilled Nursing {uuid.uuid4().hex[:4]}", "npi": "1992837462",
             "provider_type": "skilled_nursing", "counties": ["Monterey"], "ehr_product": "PointClickCare",
             "is_hospital": False, "umbrella_group": None, "manages_ehr": True, "sending_facilities": ["SEASIDE"],
             "contact_email": "dsi@seaside.example", "submitted_on": date(2024, 3, 4).isoformat(),
@@ -37,7 +37,11 @@ async def run_demo(run: dict[str, Any], console: Console) -> int:
                                              "document_id": f"{agreement}-{pid[:8]}"})
             console.print(f"HTTP  {agreement} signed → {response.status_code} "
                           f"({'recorded' if response.json().get('recorded') else 'same signature, no change'})")
-        nc = await connect(Settings("demo", 0, nats_url=run["nats_url"]), name="dsi-demo")
+        settings = Settings("demo", 0, nats_url=run["nats_url"])
+        # the contracts system's own NATS user on `make run`'s server (it may publish its inputs and nothing else)
+        contracts = run.get("nats_users", {}).get("contracts")
+        nc = await connect_briefly(settings.nats_url, "dsi-demo", "contracts" if contracts else settings.nats_user,
+                                   contracts or settings.nats_password)
         subject = Naming(run.get("bus_prefix", "")).subject("dsi.in.agreement-signed")
         message = {"participant_id": pid, "agreement": "HIE", "signed_at": "2024-06-20T11:00:00-07:00",
                    "document_id": f"HIE-{pid[:8]}"}

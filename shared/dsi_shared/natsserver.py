@@ -47,10 +47,14 @@ def port_open(host: str, port: int) -> bool:
 class NatsServer:
     """One nats-server with JetStream on a file store; `kill()` and `start()` again keep its data."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, log_file: Path | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, log_file: Path | None = None,
+                 accounts: str = "") -> None:
+        """`accounts`: an `accounts { … }` block (users and their permissions, `natsperms.accounts_config`); without
+        it the server is open (tests on loopback)."""
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.log_file = log_file
+        self.accounts = accounts
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +64,8 @@ class NatsServer:
     def start(self, timeout: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats.conf"
-        config.write_text(CONFIG.format(port=self.port, store_dir=self.store_dir / "jetstream"))
+        config.write_text(CONFIG.format(port=self.port, store_dir=self.store_dir / "jetstream") + self.accounts)
+        config.chmod(0o600)  # it holds the users' passwords
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen([find_binary(), "-c", str(config)], stdout=output, stderr=output)
         deadline = time.monotonic() + timeout

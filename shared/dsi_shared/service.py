@@ -13,6 +13,7 @@ from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+import nats.errors
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client
@@ -23,13 +24,15 @@ from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
 from dsi_shared.events import IncomingEvent
-from dsi_shared.http import Auth, install_problem_handlers
+from dsi_shared.http import Auth, DependencyUnavailable, install_problem_handlers
 from dsi_shared.relay import Relay, outgoing
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import TracingMiddleware, metrics_snapshot, report_lag, setup_metrics, setup_telemetry
 
 log = logging.getLogger(__name__)
+VERIFY_NATS_TIMEOUT = 3.0  # seconds to read the checkpoints before `GET /audit/verify` answers 503
+READY_CHECK_SECONDS = 0.8  # each /readyz check gives up after this, so /readyz always answers within 1 s
 ENTRY_POINT_GROUP = "dsi.services"
 
 
@@ -147,14 +150,32 @@ class ServiceRuntime:
         self.consumers: list[TrackingConsumer] = []
         self._unreport_lag: Callable[[], None] = lambda: None
         self.workers: list[Worker] = []
+        self._joining: asyncio.Task[None] | None = None
+        self._on_bus = False  # connected, streams declared, relay and consumers running
+        self._store_probe: asyncio.Future[bool] | None = None
         self.http = self._build_http()
 
     async def start(self) -> None:
+        """Open the store, then join the bus: at once when NATS answers; when it does not, return anyway (HTTP
+        serves: `/healthz` alive, `/readyz` 503) and join in the background the moment NATS is reachable."""
         if self.spec.on_start is not None:
             await asyncio.to_thread(self.spec.on_start, self.app)
-        self.nc = await connect(self.settings, name=f"dsi-{self.spec.name}")
+        unreachable = asyncio.Event()
+        joining = self._joining = asyncio.create_task(self._join_bus(unreachable), name=f"{self.spec.name}-join-bus")
+        told = asyncio.create_task(unreachable.wait())
+        await asyncio.wait({joining, told}, return_when=asyncio.FIRST_COMPLETED)
+        told.cancel()
+        if joining.done():
+            joining.result()  # a failure to start on a reachable bus is raised, as before
+            return
+        log.warning("%s: NATS unreachable at start; serving HTTP, not ready until NATS is reached", self.spec.name)
+        joining.add_done_callback(self._crashed)
+
+    async def _join_bus(self, unreachable: asyncio.Event) -> None:
+        self.nc = await connect(self.settings, name=f"dsi-{self.spec.name}", on_error_seen=lambda _: unreachable.set())
         js = self.nc.jetstream()
-        await ensure_streams(js, self.naming)
+        if self.settings.manage_streams:
+            await ensure_streams(js, self.naming)
         loop = asyncio.get_running_loop()
         relay = Relay(self.app, self.spec.name, js, self.naming, observe=self.spec.observe)
         self.app.on_recorded(lambda: relay.wake_threadsafe(loop))
@@ -173,6 +194,7 @@ class ServiceRuntime:
                       for i, worker in enumerate(self.workers)]
         for task in self.tasks:
             task.add_done_callback(self._crashed)
+        self._on_bus = True
 
     def _crashed(self, task: asyncio.Task[None]) -> None:
         if self.workers and all(w.stopping.is_set() for w in self.workers):
@@ -182,6 +204,11 @@ class ServiceRuntime:
             os._exit(70)  # a service without its relay/consumer must not look healthy: let the supervisor restart it
 
     async def stop(self) -> None:
+        if self._joining is not None and not self._joining.done():
+            self._joining.cancel()  # NATS never came: stop trying
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._joining
+        self._on_bus = False
         self._unreport_lag()
         self._unreport_lag = lambda: None
         for worker in self.workers:
@@ -220,9 +247,11 @@ class ServiceRuntime:
 
         @http.get("/readyz", tags=["health"])
         async def readyz() -> JSONResponse:
-            """Ready: the store answers, NATS is connected, and no consumer is more than DSI_READY_MAX_LAG behind."""
-            lag = await self._lag()
-            checks = {"nats": bool(self.nc and self.nc.is_connected), "store": await asyncio.to_thread(self._store_reachable),
+            """Ready: the store answers, NATS is connected, and no consumer is more than DSI_READY_MAX_LAG behind.
+            Answers within a second whatever is down: a check that does not answer in time has failed."""
+            connected = bool(self._on_bus and self.nc and self.nc.is_connected)
+            lag, store = await asyncio.gather(self._lag() if connected else _nothing(), self._store_answers())
+            checks = {"nats": connected, "store": store,
                       "consumer_lag": lag is not None and lag <= self.settings.ready_max_lag}
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
@@ -235,9 +264,15 @@ class ServiceRuntime:
         @http.get("/audit/verify", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))])
         async def verify() -> dict[str, Any]:
             """This store's hash chain recomputed from its events and checked against its published checkpoints."""
-            if self.nc is None:
-                raise HTTPException(503, "not connected to NATS: checkpoints cannot be read")
-            checkpoints = await read_checkpoints(self.nc.jetstream(), self.naming, self.spec.name)
+            # NATS down: 503 at once, naming the dependency (not a 500 after the client's own timeouts)
+            unavailable = DependencyUnavailable("nats", "NATS is unreachable: the published checkpoints cannot be read")
+            if self.nc is None or not self.nc.is_connected:
+                raise unavailable
+            try:
+                checkpoints = await asyncio.wait_for(
+                    read_checkpoints(self.nc.jetstream(), self.naming, self.spec.name), VERIFY_NATS_TIMEOUT)
+            except (TimeoutError, nats.errors.Error, OSError):
+                raise unavailable from None
             report = await asyncio.to_thread(lambda: HashChain(self.app).verify(checkpoints))
             return {"service": self.spec.name, "intact": report.intact, "events": report.events,
                     "sealed_head": report.sealed_head, "unsealed": report.unsealed, "checkpoints": report.checkpoints,
@@ -261,11 +296,22 @@ class ServiceRuntime:
         return http
 
     async def _lag(self) -> int | None:
-        """The largest consumer lag now (None: the server could not be asked)."""
+        """The largest consumer lag now (None: the server could not be asked within READY_CHECK_SECONDS)."""
         try:
-            return max([await c.lag_now() for c in self.consumers], default=0)
-        except Exception:  # noqa: BLE001 - any failure to ask means not ready
+            lags = await asyncio.wait_for(asyncio.gather(*(c.lag_now() for c in self.consumers)), READY_CHECK_SECONDS)
+            return max(lags, default=0)
+        except Exception:  # noqa: BLE001 - any failure to ask (a timeout included) means not ready
             return None
+
+    async def _store_answers(self) -> bool:
+        """The store answered a query within READY_CHECK_SECONDS (one probe at a time: a hung database does not
+        pile up threads, each /readyz waits on the probe in flight)."""
+        if self._store_probe is None or self._store_probe.done():
+            self._store_probe = asyncio.ensure_future(asyncio.to_thread(self._store_reachable))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._store_probe), READY_CHECK_SECONDS)
+        except TimeoutError:
+            return False
 
     def _store_reachable(self) -> bool:
         try:
@@ -273,3 +319,7 @@ class ServiceRuntime:
             return True
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
+
+
+async def _nothing() -> None:
+    return None

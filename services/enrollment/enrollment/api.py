@@ -11,6 +11,7 @@ from uuid import UUID
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth, problem, read_body
+from dsi_shared.identifiers import Email, Identifier, Npi, Tin
 from dsi_shared.plantime import plan_day
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -29,20 +30,20 @@ MAX_UPLOAD_BYTES = int(os.environ.get("DSI_MAX_UPLOAD_BYTES", str(40 * 1024 * 10
 class InterestForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     legal_name: str = Field(min_length=1, max_length=300)
-    npi: str | None = Field(default=None, pattern=r"^[0-9]{10}$")
-    tin: str | None = Field(default=None, pattern=r"^[0-9]{9}$")
+    npi: Npi | None = Field(default=None, description="10 digits, the last its check digit")
+    tin: Tin | None = None
     provider_type: str = Field(min_length=1, max_length=100)
-    counties: list[str] = Field(default_factory=list, max_length=100)
-    ehr_product: str | None = None
+    counties: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+    ehr_product: str | None = Field(default=None, max_length=300)
     is_hospital: bool = False
     facility_kind: str | None = Field(default=None, max_length=100, description="e.g. snf, ltc, clinic, ltach")
-    umbrella_group: str | None = None
+    umbrella_group: str | None = Field(default=None, max_length=300)
     manages_ehr: bool = True
-    sending_facilities: list[str] = Field(default_factory=list, max_length=100)
-    individual_npis: list[Annotated[str, Field(pattern=r"^[0-9]{10}$")]] = Field(
+    sending_facilities: list[Identifier] = Field(default_factory=list, max_length=100)
+    individual_npis: list[Npi] = Field(
         default_factory=list, max_length=1000,
         description="NPIs of the individual PCPs it manages (an umbrella group): attribution files may name them")
-    contact_email: str = Field(min_length=3, max_length=320)
+    contact_email: Email
     submitted_on: date
 
     @model_validator(mode="after")
@@ -62,8 +63,8 @@ class AgreementIn(BaseModel):
 class EarlyAgreementIn(AgreementIn):
     """A signature reported before (or without knowing) the participant id: matched on NPI/TIN."""
 
-    npi: str | None = Field(default=None, pattern=r"^[0-9]{10}$")
-    tin: str | None = Field(default=None, pattern=r"^[0-9]{9}$")
+    npi: Npi | None = None
+    tin: Tin | None = None
 
 
 class ReviewIn(BaseModel):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
+from dsi_shared.identifiers import npi_problem
 from dsi_shared.plantime import PLAN_ZONE
 
 from enrollment.domain import BY_DSA_LIST, Participant
@@ -37,6 +38,7 @@ from enrollment.rosters import UnreadableFile
 
 COLUMNS = ("legal_name", "npi", "tin", "signed_on")
 REQUIRED = ("legal_name",)
+MAX_LEGAL_NAME = 300  # as on the interest form
 CHANNEL = "dsa-signatory-list"
 MAX_REPORTED_ERRORS = 1000
 _SUFFIXES = frozenset({"inc", "incorporated", "llc", "llp", "lp", "ltd", "limited", "corp", "corporation", "co",
@@ -102,12 +104,14 @@ def _row(line: int, row: dict[str, str]) -> SignatoryRow:
     legal_name = row.get("legal_name", "")
     npi = row.get("npi") or None
     tin = re.sub(r"[\s-]", "", row.get("tin", "")) or None
-    if npi is not None and not re.fullmatch(r"[0-9]{10}", npi):
-        raise ValueError("npi: not 10 digits")
+    if npi is not None and (problem := npi_problem(npi)) is not None:
+        raise ValueError(f"npi: {problem}")
     if tin is not None and not re.fullmatch(r"[0-9]{9}", tin):
         raise ValueError("tin: not 9 digits")
     if not (legal_name or npi or tin):
         raise ValueError("legal_name: missing (and no npi or tin)")
+    if len(legal_name) > MAX_LEGAL_NAME:
+        raise ValueError(f"legal_name: longer than {MAX_LEGAL_NAME} characters")
     return SignatoryRow(line, legal_name, npi, tin, _date(row.get("signed_on", "")))
 
 

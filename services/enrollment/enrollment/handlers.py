@@ -8,6 +8,7 @@ from typing import Any
 from dsi_shared.consumer import Subscription
 from dsi_shared.errors import PermanentError
 from dsi_shared.events import IncomingEvent
+from dsi_shared.identifiers import Identifier, Npi, Tin
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -23,12 +24,12 @@ class AgreementSignedMessage(BaseModel):
     by `participant_id`, or by `npi`/`tin` (a DSA may be signed before the interest form)."""
 
     model_config = ConfigDict(extra="ignore")
-    participant_id: str | None = None
-    npi: str | None = None
-    tin: str | None = None
+    participant_id: Identifier | None = None
+    npi: Npi | None = None
+    tin: Tin | None = None
     agreement: str
     signed_at: datetime
-    document_id: str
+    document_id: Identifier
 
     @model_validator(mode="after")
     def names_the_provider(self) -> AgreementSignedMessage:
@@ -55,11 +56,11 @@ class AgreementAcceptedMessage(BaseModel):
     `npi`/`tin`; `accepted_at` with a UTC offset."""
 
     model_config = ConfigDict(extra="ignore")
-    participant_id: str | None = None
-    npi: str | None = None
-    tin: str | None = None
+    participant_id: Identifier | None = None
+    npi: Npi | None = None
+    tin: Tin | None = None
     agreement: str
-    document_id: str
+    document_id: Identifier
     accepted_at: datetime
 
     @model_validator(mode="after")

@@ -77,13 +77,13 @@ def test_the_contracts_system_accepts_on_nats_even_before_the_signature(enrollme
     """"Accepted means accepted by staff review or by the counterparty (an acceptance event, ...)":
     `dsi.in.agreement-accepted` becomes the same AgreementReviewed (reason "accepted by the contracts system"); one
     naming an NPI before the interest form, or a signature not yet recorded, is held and applied when it arrives."""
-    early = {"npi": "1555555555", "agreement": "DSA", "document_id": "dsa-1", "accepted_at": "2024-02-02T09:00:00-08:00"}
+    early = {"npi": "1555555550", "agreement": "DSA", "document_id": "dsa-1", "accepted_at": "2024-02-02T09:00:00-08:00"}
     enrollment_app.save(*on_agreement_accepted(enrollment_app, incoming(early)))
-    held = enrollment_app._identity("npi:1555555555")
+    held = enrollment_app._identity("npi:1555555550")
     assert len(held.held_acceptances) == 1
-    api.post("/agreements", headers=STAFF, json={"npi": "1555555555", "agreement": "DSA", "document_id": "dsa-1",
+    api.post("/agreements", headers=STAFF, json={"npi": "1555555550", "agreement": "DSA", "document_id": "dsa-1",
                                                 "signed_at": "2024-02-01T09:00:00-08:00"})
-    pid = register(api, npi="1555555555")["id"]
+    pid = register(api, npi="1555555550")["id"]
     shown = show(api, pid)
     assert shown["agreements"]["DSA"]["status"] == "accepted"
     assert shown["agreements"]["DSA"]["review"]["reason"] == "accepted by the contracts system"
@@ -101,7 +101,7 @@ def test_the_contracts_system_accepts_on_nats_even_before_the_signature(enrollme
 @pytest.mark.parametrize("broken", [
     {"agreement": "DSA", "document_id": "d", "accepted_at": "2024-02-02T09:00:00Z"},  # names no provider
     {"participant_id": "x", "agreement": "DSA", "document_id": "d", "accepted_at": "2024-02-02T09:00:00"},  # no offset
-    {"npi": "1555555555", "agreement": "NDA", "document_id": "d", "accepted_at": "2024-02-02T09:00:00Z"},
+    {"npi": "1555555550", "agreement": "NDA", "document_id": "d", "accepted_at": "2024-02-02T09:00:00Z"},
 ])
 def test_an_acceptance_that_can_never_apply_is_a_permanent_error(enrollment_app: Enrollment,
                                                                  broken: dict[str, Any]) -> None:
@@ -181,7 +181,7 @@ SIGNATORIES = "\n".join([
     "SUNRISE SKILLED NURSING INC,1234567893,,2024-03-15,Central",  # by NPI
     "Valley Clinic LLC,,94-7654321,3/20/2024,Central",  # by TIN (the participant has an NPI too)
     "The Harbor Health Center,,,2024-03-25,Central",  # by name only
-    "Nobody We Know,1999999999,,2024-03-25,North",  # unmatched
+    "Nobody We Know,1999999992,,2024-03-25,North",  # unmatched
     "Broken Row,12345,,2024-03-25,North",  # bad NPI
 ]) + "\n"
 
@@ -191,8 +191,8 @@ def test_the_dsa_signatory_list_records_and_accepts_the_dsa_of_participants_on_i
     signatory list)": matched by NPI/TIN, the DSA is signed and accepted with the list as evidence; by legal name
     only, signed and left for staff to confirm; unmatched rows reported; the same list again changes nothing."""
     sunrise = register(api)["id"]
-    valley = register(api, legal_name="Valley Clinic", npi="1111111116", tin="947654321")["id"]
-    harbor = register(api, legal_name="Harbor Health Center, Inc.", npi="1222222227", tin=None)["id"]
+    valley = register(api, legal_name="Valley Clinic", npi="1111111112", tin="947654321")["id"]
+    harbor = register(api, legal_name="Harbor Health Center, Inc.", npi="1222222220", tin=None)["id"]
     headers = {**STAFF, "content-type": "text/csv"}
     report = api.post("/agreements/dsa-signatories", params={"list_date": "2024-04-01"}, content=SIGNATORIES,
                       headers=headers).json()

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
+from dsi_shared.plantime import QUARTER_PATTERN, Quarter
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse
 
@@ -39,7 +40,8 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
 
     @router.get("/payments/export", dependencies=[Depends(auth.require("program-staff", "auditor"))],
                 response_class=PlainTextResponse)
-    def export(quarter: str = Query(pattern=r"^\d{4}Q[1-4]$", description="e.g. 2025Q4")) -> Response:
+    def export(quarter: str = Query(pattern=QUARTER_PATTERN, description="e.g. 2025Q4")) -> Response:
+        quarter = str(Quarter.parse(quarter))  # a year outside the plan's range: 422
         body = app.export(quarter).encode()
         return Response(body, media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="dsi-payments-{quarter}.csv"',

@@ -20,6 +20,15 @@ EXPORT_COLUMNS = ("participant_id", "legal_name", "npi", "tin", "amount", "payme
                   "rule_version", "cut_reason")
 
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: a cell a spreadsheet would evaluate
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading single quote (the OWASP
+    CSV-injection guard), so `=HYPERLINK(…)` as a legal name is never evaluated by accounts payable's spreadsheet."""
+    return f"'{cell}" if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
 class NoCapInForce(Exception):
     """The rules have not reached payments yet (they travel on another stream): retried, never dropped."""
 
@@ -67,9 +76,12 @@ class Payments(ServiceApplication):
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(EXPORT_COLUMNS)
         for account, payment in rows:
-            writer.writerow([account.participant_id, account.payee.get("legal_name", ""), account.payee.get("npi") or "",
-                             account.payee.get("tin") or "", f"{payment['amount']:.2f}", payment["id"], payment["quarter"],
-                             payment["milestone"], payment["rule_version"], payment["cut_reason"] or ""])
+            payee = account.payee
+            writer.writerow([account.participant_id, spreadsheet_safe(payee.get("legal_name") or ""),
+                             spreadsheet_safe(payee.get("npi") or ""), spreadsheet_safe(payee.get("tin") or ""),
+                             f"{payment['amount']:.2f}", payment["id"], spreadsheet_safe(payment["quarter"]),
+                             spreadsheet_safe(payment["milestone"]), spreadsheet_safe(payment["rule_version"] or ""),
+                             spreadsheet_safe(payment["cut_reason"] or "")])
         return out.getvalue()
 
     def account_or_new(self, participant_id: UUID) -> PaymentAccount:

@@ -12,6 +12,7 @@ from uuid import UUID
 from dsi_shared.errors import Unprocessable
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth, read_body
+from dsi_shared.identifiers import Identifiers
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +28,7 @@ MAX_VALUE_SET_BYTES = 50 * 1024 * 1024
 class Partner(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=2, max_length=200)
-    identifiers: dict[str, str] = {}
+    identifiers: Identifiers = {}
     address: str = Field(min_length=5, max_length=500)
     endpoint: str = Field(min_length=5, max_length=500)
     covered_entity: bool = Field(False, description=(
@@ -39,7 +40,8 @@ class EntityForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["DPH", "DMPH"]
     name: str = Field(min_length=2, max_length=200)
-    identifiers: dict[str, str] = Field(min_length=1, description="e.g. {\"npi\": \"...\", \"oshpd\": \"...\"}")
+    identifiers: Identifiers = Field(min_length=1, description="e.g. {\"npi\": \"...\", \"oshpd\": \"...\"} "
+                                                              "(an `npi` must carry its check digit)")
     address: str = Field(min_length=5, max_length=500, description="for the accounting of disclosures (164.528)")
     endpoint: str = Field(min_length=5, max_length=500, description="where deliveries go (SFTP or HTTPS URL)")
     community_partners: list[Partner] = []
