@@ -106,9 +106,10 @@ def seal(stores: dict[str, str]) -> float:
 
 
 def cli(stores: dict[str, str], *args: str) -> tuple[dict[str, Any], float]:
+    """`dsi <args> --json` against these stores, as an auditor runs it: (its JSON, seconds)."""
     env = {**os.environ, **{f"{name.upper().replace('-', '_')}_STORE": url for name, url in stores.items()}}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dsi_shared.cli", "audit", *args, "--json"], env=env,
+    done = subprocess.run([sys.executable, "-m", "dsi_shared.cli", *args, "--json"], env=env,
                           capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - started
     if not done.stdout.strip():
@@ -124,9 +125,9 @@ async def main() -> None:
         events = seed(stores)
         seeding = time.perf_counter() - started
         raw, raw_seconds = raw_read(stores)
-        replayed, replay_seconds = cli(stores, "replay")
+        replayed, replay_seconds = cli(stores, "audit", "replay")
         sealing = seal(stores)
-        verified, verify_seconds = cli(stores, "verify", "--offline")
+        verified, verify_seconds = cli(stores, "audit", "verify", "--offline")
     finally:
         drop()
     raw_rate = raw / raw_seconds

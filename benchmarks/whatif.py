@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +25,7 @@ from milestones.earning import PER_FILE
 from submissions.application import HL7_TYPE, Submissions
 from submissions.domain import MemberFacts, ParticipantFacts, Submission, VisitCredits
 
+from benchmarks.audit import cli
 from benchmarks.spine import store_factory
 from tests.rulesdoc import amended, packaged
 
@@ -94,17 +93,6 @@ def seed(stores: dict[str, str]) -> int:
     submissions.close()
     milestones.close()
     return total
-
-
-def cli(stores: dict[str, str], *args: str) -> tuple[dict[str, Any], float]:
-    env = {**os.environ, **{f"{name.upper()}_STORE": url for name, url in stores.items()}}
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dsi_shared.cli", *args, "--json"], env=env, capture_output=True,
-                          text=True, timeout=7200)
-    seconds = time.perf_counter() - started
-    if not done.stdout.strip():
-        raise RuntimeError(done.stderr[-2000:])
-    return json.loads(done.stdout), seconds
 
 
 async def main() -> None:

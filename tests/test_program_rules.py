@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -34,12 +35,23 @@ async def enrolled_snf(stack: Stack, facility: str, accept: bool = True) -> str:
     app = stack.runtimes["submissions"].app
 
     async def known() -> bool:
-        return bool(app.participant_facts(__import__("uuid").UUID(pid)) and app.member_facts(MEMBER))  # type: ignore[attr-defined]
+        return bool(app.participant_facts(UUID(pid)) and app.member_facts(MEMBER))  # type: ignore[attr-defined]
 
     await eventually(known, timeout=30)
     if accept:
         await stack.accept_agreements(pid)
     return pid
+
+
+async def milestone1_noted(stack: Stack, pid: str) -> None:
+    """Until submissions has learnt the participant's Milestone 1 from milestones' stream."""
+    app = stack.runtimes["submissions"].app
+
+    async def known() -> bool:
+        facts = app.participant_facts(UUID(pid))  # type: ignore[attr-defined]
+        return bool(facts and facts.milestone1_at)
+
+    await eventually(known, timeout=30)
 
 
 async def post_file(stack: Stack, facility: str, event: str, received_at: str) -> dict[str, Any]:
@@ -60,13 +72,7 @@ async def test_a_correction_of_the_snf_start_makes_an_enrolled_snfs_files_from_2
     the day after its Milestone 1 deadline. Shipped as written; staff publishing a correction effective 2024-10-01
     makes an already-enrolled SNF's files from 2024-10-01 onward earn, visible in the submission's history."""
     pid = await enrolled_snf(stack, "SUNNY_SNF")
-    app = stack.runtimes["submissions"].app
-
-    async def milestone1_known() -> bool:
-        facts = app.participant_facts(__import__("uuid").UUID(pid))  # type: ignore[attr-defined]
-        return bool(facts and facts.milestone1_at)
-
-    await eventually(milestone1_known, timeout=30)
+    await milestone1_noted(stack, pid)
     held = await post_file(stack, "SUNNY_SNF", "20241105080000", "2024-11-05T10:00:00-08:00")
     assert (held["verdict"], held["reasons"]) == ("rejected", ["before_data_sharing_start"])
     before = await post_file(stack, "SUNNY_SNF", "20240920080000", "2024-09-20T10:00:00-07:00")  # before the correction's date
@@ -96,14 +102,8 @@ async def test_a_files_verdict_does_not_depend_on_which_stream_arrives_first(sta
     """"Order between streams must not decide money": a file judged before Milestone 1 reaches submissions is
     judged again when it does, and ends where the other order ends."""
     pid = await enrolled_snf(stack, "ORDER_SNF", accept=milestone_first)
-    app = stack.runtimes["submissions"].app
-
-    async def milestone1_known() -> bool:
-        facts = app.participant_facts(__import__("uuid").UUID(pid))  # type: ignore[attr-defined]
-        return bool(facts and facts.milestone1_at)
-
     if milestone_first:
-        await eventually(milestone1_known, timeout=30)
+        await milestone1_noted(stack, pid)
     file = await post_file(stack, "ORDER_SNF", "20251105080000", "2025-11-05T10:00:00-08:00")
     if not milestone_first:
         assert file["reasons"] == ["milestone1_not_achieved"]
@@ -134,13 +134,7 @@ async def test_what_if_shows_a_correction_and_a_shorter_window_before_publishing
     participant: dollars under the current rules, under the proposed rules, the difference, and the files,
     evaluations and milestones that change, with their reasons. Nothing is recorded." """
     pid = await enrolled_snf(stack, "WHATIF_SNF")
-    app = stack.runtimes["submissions"].app
-
-    async def milestone1_known() -> bool:
-        facts = app.participant_facts(__import__("uuid").UUID(pid))  # type: ignore[attr-defined]
-        return bool(facts and facts.milestone1_at)
-
-    await eventually(milestone1_known, timeout=30)
+    await milestone1_noted(stack, pid)
     early = await post_file(stack, "WHATIF_SNF", "20241105080000", "2024-11-05T10:00:00-08:00")
     sixty_hours = await post_file(stack, "WHATIF_SNF", "20251105080000", "2025-11-07T20:00:00-08:00")
     assert (early["verdict"], sixty_hours["verdict"]) == ("rejected", "credited")
@@ -190,7 +184,7 @@ async def test_a_pcp_quarter_counts_plan_members_attributed_to_any_npi_it_declar
     submissions = stack.runtimes["submissions"].app
 
     async def member_known() -> bool:
-        facts = submissions.participant_facts(__import__("uuid").UUID(pid))  # type: ignore[attr-defined]
+        facts = submissions.participant_facts(UUID(pid))  # type: ignore[attr-defined]
         return bool(facts and facts.milestone1_at and submissions.member_facts(member))  # type: ignore[attr-defined]
 
     await eventually(member_known, timeout=30)

@@ -139,6 +139,17 @@ class RuleBook:
     def of(cls, documents: Iterable[dict[str, Any]]) -> RuleBook:
         return cls(tuple(RulesDocument.model_validate(d) for d in documents))
 
+    @classmethod
+    def of_current_schema(cls, documents: Iterable[dict[str, Any]]) -> RuleBook:
+        """The documents of today's schema; one of an older schema is history, never applied."""
+        valid = []
+        for document in documents:
+            try:
+                valid.append(RulesDocument.model_validate(document))
+            except ValidationError:
+                continue
+        return cls(tuple(valid))
+
     def in_force(self, day: date) -> RulesDocument | None:
         """The version in force on `day` (None before the earliest effective date)."""
         best: RulesDocument | None = None
@@ -172,11 +183,8 @@ class RulesCopy(Aggregate):
         self.documents: list[dict[str, Any]] = []
 
     def note(self, document: dict[str, Any]) -> bool:
-        try:
-            parsed = RulesDocument.model_validate(document)
-        except ValidationError:
-            return False  # a document of an older schema: not applicable by today's rules
-        if any(d["version"] == parsed.version for d in self.documents):
+        parsed = RuleBook.of_current_schema([document]).latest  # None: an older schema, not applicable today
+        if parsed is None or any(d["version"] == parsed.version for d in self.documents):
             return False
         self.version_noted(document=parsed.as_stored())
         return True

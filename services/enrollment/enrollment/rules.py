@@ -24,7 +24,6 @@ from dsi_shared.rulebook import (
     parse_document,
 )
 from eventsourcing.domain import Aggregate, event
-from pydantic import ValidationError
 
 # Stable reason codes (A1): clients and reports key on these, so never rename one.
 TYPE_NOT_IN_PROGRAM = "provider_type_not_in_program"
@@ -166,14 +165,7 @@ class ProgramRules(Aggregate):
 
     @property
     def book(self) -> RuleBook:
-        """The versions of today's schema (one of an older schema is history, never applied)."""
-        valid = []
-        for document in self.versions:
-            try:
-                valid.append(RulesDocument.model_validate(document))
-            except ValidationError:
-                continue
-        return RuleBook(tuple(valid))
+        return RuleBook.of_current_schema(self.versions)
 
     @property
     def current(self) -> RulesDocument:
