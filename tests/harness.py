@@ -22,8 +22,13 @@ from dsi_shared.natsserver import free_port
 from dsi_shared.service import ServiceRuntime, discover
 from nats.aio.client import Client
 
-TOKENS = {"staff": "program-staff", "auditor-token": "auditor", "ops-token": "ops", "hie-token": "hie"}
-TOKENS_RAW = ",".join(f"{token}:{role}" for token, role in TOKENS.items())
+TOKENS = {"staff": "program-staff", "auditor-token": "auditor", "ops-token": "ops", "hie-token": "hie",
+          "sunny-hie": "hie", "unbound-hie": "hie"}
+# Sender scope and flags (DSI_TOKENS `token:role@SENDERS+backdate`): the suite's `hie-token` may submit for any sender
+# and state past receipt times (its files are dated in 2025), within the test DSI_HIE_MAX_DELAY_HOURS (conftest.py);
+# `sunny-hie` is an HIE bound to one facility, on the server's clock; `unbound-hie` is bound to nothing.
+TOKEN_SCOPES = {"hie-token": "@*+backdate", "sunny-hie": "@SUNNY_SNF"}
+TOKENS_RAW = ",".join(f"{token}:{role}{TOKEN_SCOPES.get(token, '')}" for token, role in TOKENS.items())
 STAFF = {"Authorization": "Bearer staff"}
 AGREEMENTS = ("LOA", "DSA", "HIE")
 

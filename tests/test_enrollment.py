@@ -278,6 +278,7 @@ async def test_attributions_from_csv_and_atr_group(enrollment: Stack) -> None:
     assert q2["attributed_participant"] == "1777777776"
 
 
+@pytest.mark.timeout(600)  # ~2.5 min on a quiet 2-core machine: 100,000 members in 500-row transactions
 async def test_a_generated_834_with_100000_members_imports_through_http(stack: Stack) -> None:
     await stack.start("enrollment")
     client = stack.clients["enrollment"]

@@ -3,6 +3,8 @@ letters, payments) readable at `GET /metrics` by the ops role, with subjects and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from tests.hl7_corpus import combined
 from tests.test_submissions import MEMBER, post_hl7, ready_snf
 
 pytestmark = pytest.mark.integration
+READY = {"nats": True, "store": True, "consumer_lag": True, "workers": True}
 OPS = {"Authorization": "Bearer ops-token"}
 
 
@@ -24,7 +27,7 @@ async def test_readiness_reports_consumer_lag_and_metrics_count_what_flowed(stac
     pid = await ready_snf(stack)
     await stack.start("payments")
     ready = await stack.clients["milestones"].get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True, "store": True, "consumer_lag": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == READY
     await post_hl7(stack, combined("A01", MEMBER), "2025-11-01T18:00:00-07:00")
     await post_hl7(stack, "MSH|^~\\&|nonsense\r", "2025-11-01T18:00:00-07:00")
     await quiet(stack)
@@ -48,3 +51,21 @@ async def test_a_service_whose_consumers_lag_beyond_the_bound_is_not_ready(
     await stack.start("enrollment")
     answer = await stack.clients["enrollment"].get("/readyz")
     assert answer.status_code == 503 and answer.json()["checks"]["consumer_lag"] is False
+
+
+async def test_a_worker_that_dies_in_process_is_reported_not_exited(stack: Stack) -> None:
+    """In a test or benchmark process a background worker's death must not end the whole process (a pytest timeout
+    used to kill the CI run with exit code 70); `/readyz` says so. `dsi serve` still exits for its supervisor."""
+    await stack.start("payments")
+    runtime = stack.runtimes["payments"]
+
+    async def dies() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(dies(), name="payments-test-worker")
+    with contextlib.suppress(RuntimeError):
+        await task
+    runtime._crashed(task)
+    ready = await stack.clients["payments"].get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["workers"] is False
+    assert runtime.exit_on_crash is False and runtime.crashed == ["payments-test-worker"]

@@ -48,22 +48,23 @@ T = TypeVar("T")
 @app.command()
 def serve(name: str) -> None:
     """Run one service (HTTP, relay, consumers) in the foreground."""
-    import uvicorn
+    from dsi_shared import httpserver
 
     specs = discover()
     if name not in specs:
         raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(specs)}")
-    runtime = ServiceRuntime(specs[name])
+    runtime = ServiceRuntime(specs[name], exit_on_crash=True)
     host = os.environ.get("DSI_HTTP_HOST", "127.0.0.1")
-    # No access log: request paths carry member ids (`/members/{cin}`), which must never reach logs.
-    uvicorn.run(runtime.http, host=host, port=runtime.settings.port, log_level="warning", access_log=False)
+    # No access log (request paths carry member ids); timeouts and connection limits: `dsi_shared.httpserver`.
+    httpserver.serve(runtime.http, host, runtime.settings.port)
 
 
 def _tokens() -> str:
     if raw := os.environ.get("DSI_TOKENS"):
         return raw
     roles = ("program-staff", "auditor", "ops", "hie")
-    return ",".join(f"dev-{role}-{secrets.token_urlsafe(12)}:{role}" for role in roles)
+    scopes = {"hie": "@*"}  # the dev HIE may submit for any facility, on the server's clock (no +backdate)
+    return ",".join(f"dev-{role}-{secrets.token_urlsafe(12)}:{role}{scopes.get(role, '')}" for role in roles)
 
 
 def _write_private(path: Path, text: str, exclusive: bool = False) -> None:

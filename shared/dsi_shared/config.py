@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -49,15 +50,64 @@ def eventsourcing_env(url: str) -> dict[str, str]:
     raise ValueError(f"unsupported store URL scheme {parts.scheme!r}: use sqlite:/// or postgresql://")
 
 
-def parse_tokens(raw: str) -> dict[str, str]:
-    """`DSI_TOKENS` = `token:role,token:role` → {token: role}. Unknown roles are a configuration error."""
-    tokens: dict[str, str] = {}
+ANY_SENDER = "*"
+SENDER_ROLES = frozenset({"hie", "program-staff"})  # the roles that may submit files
+_FLAGS = frozenset({"backdate"})
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What one bearer token may do: its role; for submitting roles, the senders it may submit for (`senders`:
+    sending facilities, NPIs, participant ids; None = any) and whether it may state an earlier `received_at`."""
+
+    role: str
+    senders: frozenset[str] | None = frozenset()
+    backdate: bool = False
+
+    @classmethod
+    def of_role(cls, role: str) -> TokenGrant:
+        """A token named without scope: program-staff may submit for any sender, an hie token for none."""
+        return cls(role, None if role == "program-staff" else frozenset())
+
+    def may_submit_for(self, identifiers: set[str]) -> bool:
+        return self.senders is None or bool(self.senders & identifiers)
+
+
+def parse_grants(raw: str) -> dict[str, TokenGrant]:
+    """`DSI_TOKENS` = `token:role[@SENDER|SENDER…|*][+backdate]`, comma-separated → {token: grant}. The one parser
+    of the setting: an unknown role or flag, or a scope on a role that submits nothing, is a configuration error."""
+    grants: dict[str, TokenGrant] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
-        token, sep, role = item.rpartition(":")
+        token, sep, spec = item.rpartition(":")
+        head, *flags = spec.split("+")
+        role, scoped, scope = head.partition("@")
         if not sep or not token or role not in ROLES:
             raise ValueError(f"DSI_TOKENS entry must be token:role with role in {sorted(ROLES)}")
-        tokens[token] = role
-    return tokens
+        if set(flags) - _FLAGS:
+            raise ValueError(f"DSI_TOKENS: unknown flag after a role; known: {sorted(_FLAGS)}")
+        if (scoped or flags) and role not in SENDER_ROLES:
+            raise ValueError(f"DSI_TOKENS: a sender scope or +backdate applies only to roles {sorted(SENDER_ROLES)}")
+        senders = {s.strip() for s in scope.split("|")} - {""}
+        if scoped and not senders:
+            raise ValueError("DSI_TOKENS: '@' must be followed by senders (facility|NPI|participant id) or '*'")
+        grant = TokenGrant.of_role(role) if not scoped else TokenGrant(
+            role, None if ANY_SENDER in senders else frozenset(senders))
+        grants[token] = TokenGrant(grant.role, grant.senders, "backdate" in flags)
+    return grants
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """`DSI_TOKENS` → {token: role} (see `parse_grants`)."""
+    return {token: grant.role for token, grant in parse_grants(raw).items()}
+
+
+def hie_max_delay() -> timedelta:
+    """`DSI_HIE_MAX_DELAY_HOURS` (default 72): how far before our clock a stated receipt time may be — the HIE's
+    documented forwarding delay. Read at each use."""
+    hours = float(os.environ.get("DSI_HIE_MAX_DELAY_HOURS", "72"))
+    if not hours >= 0:
+        raise ValueError("DSI_HIE_MAX_DELAY_HOURS must be a number of hours >= 0")
+    return timedelta(hours=hours)
 
 
 @dataclass(frozen=True)
@@ -87,5 +137,5 @@ class Settings:
             object.__setattr__(self, "port", int(raw) if raw else self.default_port)
 
     @property
-    def tokens(self) -> dict[str, str]:
-        return parse_tokens(self.tokens_raw)
+    def tokens(self) -> dict[str, TokenGrant]:
+        return parse_grants(self.tokens_raw)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nats
 from eventsourcing.domain import Aggregate
@@ -142,7 +142,8 @@ class TrackingConsumer:
             span.set_attribute("messaging.destination.name", contract_subject)
             span.set_attribute("messaging.consumer.group.name", self.durable)
             try:
-                event = events.decode(message.data, contract_subject, f"{self.stream}:{sequence}")
+                event = replace(events.decode(message.data, contract_subject, f"{self.stream}:{sequence}"),
+                                stored_at=message.metadata.timestamp)
                 tracking = tracking_for(event, self.contract_stream, sequence)
                 recorded = await asyncio.to_thread(self.apply, handler, event, tracking)
                 span.set_attribute("dsi.duplicate", not recorded)

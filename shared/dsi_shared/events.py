@@ -56,6 +56,7 @@ class IncomingEvent:
     id: str
     source: str
     subject: str | None = None
+    stored_at: datetime | None = None  # when our bus stored it (JetStream's clock); None outside a consumer
 
     @property
     def upstream_position(self) -> tuple[str, int] | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -14,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dsi_shared.config import TokenGrant
 from dsi_shared.errors import NotFound, PermanentError, Unprocessable, describe
 from dsi_shared.occ import ConcurrentChange
 
@@ -105,19 +108,38 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-class Auth:
-    """Bearer tokens from `DSI_TOKENS`, each mapped to one role."""
+@dataclass(frozen=True)
+class Sender:
+    """Who submits a file over HTTP: the actor for the record (role#fingerprint) and what the token may do."""
 
-    def __init__(self, tokens: dict[str, str]) -> None:
-        self.tokens = tokens
+    actor: str
+    grant: TokenGrant
+
+
+def fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+class Auth:
+    """Bearer tokens from `DSI_TOKENS` (`dsi_shared.config.parse_grants`), each with one role and, for roles that
+    submit files, the senders it may submit for and whether it may backdate a receipt. A plain role (tests, tools)
+    is a grant with that role's defaults."""
+
+    def __init__(self, tokens: Mapping[str, str | TokenGrant]) -> None:
+        self.grants = {token: g if isinstance(g, TokenGrant) else TokenGrant.of_role(g) for token, g in tokens.items()}
+        self.tokens = {token: grant.role for token, grant in self.grants.items()}
         if not tokens:
             log.warning("DSI_TOKENS is empty: every authenticated endpoint will answer 401")
 
-    def role_of(self, token: str) -> str | None:
-        for known, role in self.tokens.items():
+    def grant_of(self, token: str) -> TokenGrant | None:
+        for known, grant in self.grants.items():
             if hmac.compare_digest(known.encode(), token.encode()):
-                return role
+                return grant
         return None
+
+    def role_of(self, token: str) -> str | None:
+        grant = self.grant_of(token)
+        return grant.role if grant else None
 
     def require(self, *roles: str) -> Callable[..., str]:
         """A FastAPI dependency: 401 without a known token, 403 when its role is not among `roles`."""
@@ -139,6 +161,103 @@ class Auth:
         def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
                        role: str = Depends(self.require(*roles))) -> str:
             assert credentials is not None
-            return f"{role}#{hashlib.sha256(credentials.credentials.encode()).hexdigest()[:8]}"
+            return f"{role}#{fingerprint(credentials.credentials)}"
 
         return dependency
+
+    def require_sender(self, *roles: str) -> Callable[..., Sender]:
+        """Like `require_actor`, for endpoints that take files: answers the token's grant too. A token bound to no
+        sender at all (an `hie` token without `@…`) may submit nothing: 403 naming the fix."""
+
+        def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                       actor: str = Depends(self.require_actor(*roles))) -> Sender:
+            assert credentials is not None
+            grant = self.grant_of(credentials.credentials)
+            assert grant is not None
+            if grant.senders is not None and not grant.senders:
+                raise HTTPException(403, f"token {actor} is bound to no sender: give it the sending facilities, NPIs "
+                                         "or participant ids it submits for in DSI_TOKENS (token:hie@FACILITY|NPI)")
+            return Sender(actor, grant)
+
+        return dependency
+
+
+# -- the request gate: who asks, and how much they may send, before any body is read (issue 12 §3) ---------------
+MAX_JSON_BYTES = int(os.environ.get("DSI_MAX_JSON_BYTES", str(1024 * 1024)))
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the body is larger than the {limit} byte limit")
+
+
+class RequestGate:
+    """Pure ASGI middleware, outside everything else: a request without a known bearer token gets 401 problem JSON
+    before a byte of its body is read (every path but the health and docs pages; roles are still checked by the
+    routes' dependencies). A body is refused (413) before it is read when its Content-Length is over the limit,
+    and, streamed, as soon as it passes it. The limit of a route whose body FastAPI parses is `DSI_MAX_JSON_BYTES`;
+    an upload route (its endpoint takes the `Request` and streams the body through `read_body`) has its own limit
+    there. The route is known once the router has matched it (it records it in the scope), which is before the
+    first byte of the body is asked for."""
+
+    def __init__(self, app: AsgiApp, auth: Auth, json_limit: int | None = None) -> None:
+        self.app, self.auth = app, auth
+        self.json_limit = MAX_JSON_BYTES if json_limit is None else json_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or self.auth.role_of(token.strip()) is None:
+            await _answer(send, problem(401, "Unauthorized", "a valid bearer token is required"))
+            return
+        declared = headers.get("content-length", "")
+        size = int(declared) if declared.isascii() and declared.isdigit() else None
+        received = 0
+        limit: int | None = None
+        started = checked = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, limit, checked
+            if not checked:  # the first ask for the body: the route is matched by now
+                checked, limit = True, self._limit_for(scope)
+                if limit is not None and size is not None and size > limit:
+                    raise _too_large(limit)
+            message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except HTTPException as exc:  # raised by limited_receive where no handler turned it into a response
+            if exc.status_code != 413 or started:
+                raise
+            await _answer(send, problem(413, "Content Too Large", str(exc.detail)))
+
+    def _limit_for(self, scope: Scope) -> int | None:
+        """None for an upload route (`read_body` limits it), else the JSON limit."""
+        route = scope.get("route")
+        dependant = getattr(route, "dependant", None)
+        raw = dependant is not None and dependant.request_param_name is not None
+        return None if raw and getattr(route, "body_field", None) is None else self.json_limit
+
+
+async def _answer(send: Send, response: JSONResponse) -> None:
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]})
+    await send({"type": "http.response.body", "body": response.body})

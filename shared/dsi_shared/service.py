@@ -24,7 +24,7 @@ from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
 from dsi_shared.events import IncomingEvent
-from dsi_shared.http import Auth, DependencyUnavailable, install_problem_handlers
+from dsi_shared.http import Auth, DependencyUnavailable, RequestGate, install_problem_handlers
 from dsi_shared.relay import Relay, outgoing
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
@@ -136,8 +136,12 @@ def discover() -> dict[str, ServiceSpec]:
 
 
 class ServiceRuntime:
-    def __init__(self, spec: ServiceSpec, settings: Settings | None = None) -> None:
+    def __init__(self, spec: ServiceSpec, settings: Settings | None = None, exit_on_crash: bool = False) -> None:
+        """`exit_on_crash`: a service process (`dsi serve`) exits when a background worker dies, for its supervisor
+        to restart it; in-process (tests, benchmarks) the death is logged and `/readyz` reports it."""
         self.spec = spec
+        self.exit_on_crash = exit_on_crash
+        self.crashed: list[str] = []
         self.settings = settings or Settings(spec.name, spec.default_port)
         setup_telemetry(f"dsi-{spec.name}")
         setup_metrics(f"dsi-{spec.name}")
@@ -201,7 +205,9 @@ class ServiceRuntime:
             return  # shutting down: a worker ending with an error now is expected
         if not task.cancelled() and task.exception() is not None:
             log.error("%s background task %s died", self.spec.name, task.get_name(), exc_info=task.exception())
-            os._exit(70)  # a service without its relay/consumer must not look healthy: let the supervisor restart it
+            self.crashed.append(task.get_name())
+            if self.exit_on_crash:
+                os._exit(70)  # a service without its relay/consumer must not look healthy: let the supervisor restart it
 
     async def stop(self) -> None:
         if self._joining is not None and not self._joining.done():
@@ -239,6 +245,8 @@ class ServiceRuntime:
         telemetry: Any = {"tracing": False, "operation_spans": False, "logs": False}
         http = FastAPI(title=f"DSI {self.spec.name}", lifespan=self.lifespan, telemetry=telemetry)
         install_problem_handlers(http)
+        # Token first, then the body's size, before a byte of the body is read (issue 12 §3).
+        http.add_middleware(RequestGate, auth=self.auth)
         http.add_middleware(TracingMiddleware, service=self.spec.name)
 
         @http.get("/healthz", tags=["health"])
@@ -252,7 +260,8 @@ class ServiceRuntime:
             connected = bool(self._on_bus and self.nc and self.nc.is_connected)
             lag, store = await asyncio.gather(self._lag() if connected else _nothing(), self._store_answers())
             checks = {"nats": connected, "store": store,
-                      "consumer_lag": lag is not None and lag <= self.settings.ready_max_lag}
+                      "consumer_lag": lag is not None and lag <= self.settings.ready_max_lag,
+                      "workers": not self.crashed}
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
 

@@ -10,6 +10,7 @@ _counter = itertools.count(1)
 # HL7 table 0357 (message error condition codes)
 HL7_ERROR = {"AE": "207^Application internal error^HL70357", "AR": "200^Unsupported message type^HL70357"}
 MISSING, DATA_TYPE = "101^Required field missing^HL70357", "102^Data type error^HL70357"
+UNKNOWN_KEY = "204^Unknown key identifier^HL70357"  # a sender (MSH-4) the submitter is not bound to
 _FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-([0-9]{1,3})\b")  # a problem naming its field: "EVN-6 malformed"
 
 
@@ -22,6 +23,8 @@ def _error(code: str, problem: str) -> tuple[str, str]:
         return location, DATA_TYPE
     if code == "AE" and field and "missing" in problem:
         return location, MISSING
+    if code == "AR" and field and "not bound" in problem:
+        return location, UNKNOWN_KEY
     return location, HL7_ERROR.get(code, HL7_ERROR["AE"])
 
 

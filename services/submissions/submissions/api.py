@@ -10,12 +10,12 @@ from uuid import UUID
 
 from dsi_shared.errors import Unprocessable
 from dsi_shared.events import to_jsonable
-from dsi_shared.http import Auth, read_body
+from dsi_shared.http import Auth, Sender, read_body
 from dsi_shared.jsonsafe import check_depth
 from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from submissions.application import CDA_TYPE, FHIR_TYPE, MessageAnswer, Submissions
+from submissions.application import CDA_TYPE, FHIR_TYPE, MessageAnswer, Submissions, stated_receipt_problem
 from submissions.domain import Submission
 
 MAX_BODY_BYTES = int(os.environ.get("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024)))
@@ -46,42 +46,55 @@ def answer_view(answer: MessageAnswer) -> dict[str, Any]:
             "reasons": answer.reasons, "ack": answer.ack}
 
 
-def _received_at(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    if value.tzinfo is None:
+def _receipt(sender: Sender, stated: datetime | None) -> tuple[datetime, dict[str, Any]]:
+    """When the file was received, and the facts that say who sent it: the server's clock, unless the token has
+    `+backdate` and states an earlier `received_at` within `DSI_HIE_MAX_DELAY_HOURS` (recorded with its
+    fingerprint, never the token)."""
+    now = datetime.now(UTC)
+    origin: dict[str, Any] = {"submitted_by": sender.actor}
+    if stated is None:
+        return now, origin
+    if stated.tzinfo is None:
         raise Unprocessable("received_at must carry a UTC offset")
-    if not in_plan_years(value):
+    if not in_plan_years(stated):
         raise Unprocessable(f"received_at: outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
-    return value
+    if not sender.grant.backdate:
+        raise HTTPException(403, "received_at is the server's clock: this token may not state it (that needs "
+                                 "+backdate on its DSI_TOKENS entry); send the file without received_at")
+    if problem := stated_receipt_problem(stated, now):
+        raise Unprocessable(problem)
+    origin["backdated"] = {"by": sender.actor, "server_received_at": now.isoformat()}
+    return stated, origin
 
 
 def routes(app: Submissions, auth: Auth) -> APIRouter:
     router = APIRouter(tags=["submissions"])
-    senders = auth.require("hie", "program-staff")
+    senders = auth.require_sender("hie", "program-staff")
     readers = auth.require("program-staff", "auditor")
 
-    @router.post("/hl7", dependencies=[Depends(senders)],
-                 openapi_extra={"requestBody": {"content": {"x-application/hl7-v2+er7": {}, "text/plain": {}}}})
-    async def post_hl7(request: Request, received_at: datetime | None = Query(None, description="HIE receipt time"),
-                       hie_submission_id: str | None = None) -> dict[str, Any]:
+    @router.post("/hl7", openapi_extra={"requestBody": {"content": {"x-application/hl7-v2+er7": {}, "text/plain": {}}}})
+    async def post_hl7(request: Request, received_at: datetime | None = Query(
+                           None, description="HIE receipt time: only for tokens with +backdate; default the server's clock"),
+                       hie_submission_id: str | None = None, sender: Sender = Depends(senders)) -> dict[str, Any]:
         """A file of one or more HL7 v2 messages (the HIE's forwarded combined file); answered per message."""
+        at, origin = _receipt(sender, received_at)
         data = await read_body(request, MAX_BODY_BYTES)
-        evaluation = await asyncio.to_thread(app.receive_hl7, data, _received_at(received_at), "http", hie_submission_id)
+        evaluation = await asyncio.to_thread(app.receive_hl7, data, at, "http", hie_submission_id, None,
+                                             sender.grant.senders, origin)
         return {"messages": [answer_view(a) for a in evaluation.answers],
                 "submissions": [submission_view(s) for s in evaluation.submissions]}
 
-    @router.post("/longitudinal-records", dependencies=[Depends(senders)],
-                 openapi_extra={"requestBody": {"content": {FHIR_TYPE: {}, CDA_TYPE: {}}}})
+    @router.post("/longitudinal-records", openapi_extra={"requestBody": {"content": {FHIR_TYPE: {}, CDA_TYPE: {}}}})
     async def post_record(request: Request, participant_id: UUID | None = None, sending_facility: str | None = None,
-                          received_at: datetime | None = None) -> dict[str, Any]:
+                          received_at: datetime | None = None, sender: Sender = Depends(senders)) -> dict[str, Any]:
         """One member's longitudinal record: a FHIR R4 Bundle (JSON) or a C-CDA CCD (XML)."""
+        at, origin = _receipt(sender, received_at)
         data = await read_body(request, MAX_BODY_BYTES)
         content_type = CDA_TYPE if "xml" in request.headers.get("content-type", "") else FHIR_TYPE
         if content_type == FHIR_TYPE:
             check_depth(data, "the Bundle")  # 422 before anything is stored: parsing it would exhaust the stack
-        evaluation = await asyncio.to_thread(app.receive_record, data, content_type, _received_at(received_at), "http",
-                                             participant_id, sending_facility)
+        evaluation = await asyncio.to_thread(app.receive_record, data, content_type, at, "http", participant_id,
+                                             sending_facility, sender.grant.senders, origin)
         return submission_view(evaluation.submissions[0])
 
     @router.get("/submissions/{submission_id}", dependencies=[Depends(readers)])

@@ -8,12 +8,13 @@ racing: exactly one credits, the other becomes `duplicate_of`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.cipher import PayloadCipher, sha256_of
+from dsi_shared.config import hie_max_delay
 from dsi_shared.errors import NotFound
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import PLAN_ZONE, plan_day, quarter_of
@@ -43,6 +44,21 @@ from submissions.domain import (
 )
 
 HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+json", "application/cda+xml"
+SENDER_NOT_BOUND = "sender_not_bound_to_token"  # the file names a sender its token may not submit for (AR, 204)
+NOT_BOUND_PROBLEM = "MSH-4 sending facility not bound to this sender"
+CLOCK_SKEW = timedelta(minutes=5)  # a stated receipt this far after our clock is the sender's clock running fast
+
+
+def stated_receipt_problem(received_at: datetime, now: datetime) -> str | None:
+    """Why a receipt time stated by a sender (not our clock) may not stand, or None: it may be earlier than `now` by
+    at most `DSI_HIE_MAX_DELAY_HOURS`, and not later than `now` (beyond `CLOCK_SKEW`)."""
+    if received_at > now + CLOCK_SKEW:
+        return "received_at is in the future of the server's clock"
+    delay = hie_max_delay()
+    if received_at < now - delay:
+        return (f"received_at is more than {delay.total_seconds() / 3600:g} hours (DSI_HIE_MAX_DELAY_HOURS) before "
+                "the server's clock")
+    return None
 
 
 @dataclass
@@ -131,7 +147,11 @@ class Submissions(ServiceApplication):
 
     # -- HL7 v2 (skilled nursing) ---------------------------------------------------------------------------------
     def evaluate_hl7(self, data: bytes, received_at: datetime, channel: str, hie_submission_id: str | None = None,
-                     participant_hint: UUID | None = None) -> Evaluation:
+                     participant_hint: UUID | None = None, senders: frozenset[str] | None = None,
+                     origin: dict[str, Any] | None = None) -> Evaluation:
+        """`senders`: the facilities, NPIs and participant ids the submitter may submit for (None: any); a file
+        naming another is rejected `sender_not_bound_to_token` and answered AR (204). `origin`: who submitted and
+        how (kept in each submission's facts)."""
         aggregates: list[Aggregate] = []
         sha256 = self._store_payload(data, HL7_TYPE)
         text = _decode(data)
@@ -141,7 +161,7 @@ class Submissions(ServiceApplication):
             messages = [hl7files.parse_message(i, m) for i, m in enumerate(hl7files.split_messages(text))]
         except hl7files.NotHL7 as exc:
             submission = Submission(channel, received_at, HL7_TYPE, sha256, hie_submission_id, participant_hint,
-                                    {"messages": []})
+                                    {"messages": [], **(origin or {})})
             submission.reject(["not_hl7"])
             ack = build_ack("AR", "", problems=[str(exc)])
             return Evaluation([MessageAnswer("", "AR", ack, [str(exc)], submission.id, submission.verdict,
@@ -151,13 +171,16 @@ class Submissions(ServiceApplication):
         visits: dict[UUID, VisitCredits] = {}
         for combined in hl7files.combined_files(messages):
             submission = self._evaluate_file(combined, sha256, received_at, channel, hie_submission_id,
-                                             participant_hint, visits, aggregates)
+                                             participant_hint, visits, aggregates, senders, origin or {})
             submissions.append(submission)
             for message in combined.messages:
-                code = "AR" if message.fatal or "unknown_sending_facility" in submission.reasons else (
-                    "AE" if message.problems else "AA")
-                problems = [message.fatal] if message.fatal else (
-                    ["unknown sending facility (MSH-4)"] if code == "AR" else message.problems)
+                if SENDER_NOT_BOUND in submission.reasons:
+                    code, problems = "AR", [NOT_BOUND_PROBLEM]
+                else:
+                    code = "AR" if message.fatal or "unknown_sending_facility" in submission.reasons else (
+                        "AE" if message.problems else "AA")
+                    problems = [message.fatal] if message.fatal else (
+                        ["unknown sending facility (MSH-4)"] if code == "AR" else message.problems)
                 answers.append(MessageAnswer(message.control_id, code,
                                              build_ack(code, message.control_id, message.trigger, message.sending_facility,
                                                        problems), problems, submission.id, submission.verdict,
@@ -171,7 +194,8 @@ class Submissions(ServiceApplication):
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
                        hie_submission_id: str | None, participant_hint: UUID | None,
-                       visits: dict[UUID, VisitCredits], aggregates: list[Aggregate]) -> Submission:
+                       visits: dict[UUID, VisitCredits], aggregates: list[Aggregate],
+                       senders: frozenset[str] | None = None, origin: dict[str, Any] | None = None) -> Submission:
         first = combined.adt or combined.messages[0]
         participant_id = participant_hint or self.participant_for_facility(first.sending_facility_ids)
         adt = combined.adt
@@ -183,8 +207,14 @@ class Submissions(ServiceApplication):
             "member_id": adt.cin if adt else first.cin,
             "visit": adt.visit if adt else first.visit,
             "facility": adt.facility if adt else first.facility,
+            **(origin or {}),
         }
         submission = Submission(channel, received_at, HL7_TYPE, sha256, hie_submission_id, participant_id, facts)
+        if senders is not None and not all(
+                self._bound(senders, m.sending_facility_ids, self.participant_for_facility(m.sending_facility_ids))
+                for m in combined.messages):
+            submission.reject([SENDER_NOT_BOUND])
+            return submission
         fatal = sorted({m.fatal for m in combined.messages if m.fatal})
         if fatal:
             submission.reject([f"unprocessable:{f}" for f in fatal])
@@ -271,10 +301,21 @@ class Submissions(ServiceApplication):
         submission.record([f"cancels:{original.id}"])
         aggregates.append(original)
 
+    def _bound(self, senders: frozenset[str], facility_ids: tuple[str, ...], participant_id: UUID | None) -> bool:
+        """A sender is in `senders` when its facility ids are listed, or it resolves to a participant whose id or NPI
+        is listed."""
+        identifiers = set(facility_ids)
+        if participant_id is not None:
+            facts = self.participant_facts(participant_id)
+            identifiers |= {str(participant_id), *filter(None, [facts.npi if facts else None])}
+        return bool(senders & identifiers)
+
     def receive_hl7(self, data: bytes, received_at: datetime, channel: str, hie_submission_id: str | None = None,
-                    participant_hint: UUID | None = None) -> Evaluation:
+                    participant_hint: UUID | None = None, senders: frozenset[str] | None = None,
+                    origin: dict[str, Any] | None = None) -> Evaluation:
         def attempt() -> Evaluation:
-            evaluation = self.evaluate_hl7(data, received_at, channel, hie_submission_id, participant_hint)
+            evaluation = self.evaluate_hl7(data, received_at, channel, hie_submission_id, participant_hint, senders,
+                                           origin)
             self.save(*evaluation.aggregates)
             return evaluation
 
@@ -283,16 +324,21 @@ class Submissions(ServiceApplication):
     # -- longitudinal records (primary care) -------------------------------------------------------------------
     def evaluate_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
                         participant_id: UUID | None, sending_facility: str | None = None,
-                        hie_submission_id: str | None = None) -> Evaluation:
+                        hie_submission_id: str | None = None, senders: frozenset[str] | None = None,
+                        origin: dict[str, Any] | None = None) -> Evaluation:
         sha256 = self._store_payload(data, content_type)
         text = _decode(data) or ""
         facts = longitudinal.ccda_ccd(text) if content_type == CDA_TYPE or text.lstrip().startswith("<") \
             else longitudinal.fhir_bundle(text)
-        participant_id = participant_id or (self.participant_for_facility((sending_facility,)) if sending_facility else None)
+        named = (sending_facility,) if sending_facility and participant_id is None else ()
+        participant_id = participant_id or (self.participant_for_facility(named) if named else None)
         submission = Submission(channel, received_at, content_type, sha256, hie_submission_id, participant_id,
-                                {"kind": facts.kind, "member_id": facts.cin, "resource_types": facts.resource_types})
+                                {"kind": facts.kind, "member_id": facts.cin, "resource_types": facts.resource_types,
+                                 **(origin or {})})
         participant = self.participant_facts(participant_id) if participant_id else None
-        if participant_id is None:
+        if senders is not None and not self._bound(senders, named, participant_id):
+            submission.reject([SENDER_NOT_BOUND])
+        elif participant_id is None:
             submission.reject(["unknown_participant"])
         else:
             submission.facts["problems"] = list(facts.problems)
@@ -367,9 +413,11 @@ class Submissions(ServiceApplication):
         return [*changed, *(v for v in visits.values() if v.pending_events)]
 
     def receive_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
-                       participant_id: UUID | None, sending_facility: str | None = None) -> Evaluation:
+                       participant_id: UUID | None, sending_facility: str | None = None,
+                       senders: frozenset[str] | None = None, origin: dict[str, Any] | None = None) -> Evaluation:
         def attempt() -> Evaluation:  # the participant's held-files record may be saved concurrently: decide again
-            evaluation = self.evaluate_record(data, content_type, received_at, channel, participant_id, sending_facility)
+            evaluation = self.evaluate_record(data, content_type, received_at, channel, participant_id, sending_facility,
+                                              senders=senders, origin=origin)
             self.save(*evaluation.aggregates)
             return evaluation
 

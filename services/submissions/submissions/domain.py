@@ -366,3 +366,17 @@ def may_change(submission: Submission) -> bool:
 
 for _internal in (HeldFiles.HeldFilesOpened, HeldFiles.FileHeld, HeldFiles.FileReleased):  # type: ignore[attr-defined]
     _internal.relay = False  # bookkeeping: what to judge again
+
+
+class UnreadableFrame(Aggregate):
+    """An MLLP frame that could not be read at all (not HL7, not text): kept compactly, one event per frame, with
+    its hash, size and reason, never its bytes, and never published (issue 12 §3: garbage must not flood the
+    store or the bus)."""
+
+    @event("UnreadableFrameReceived")
+    def __init__(self, channel: str, received_at: datetime, payload_sha256: str, size: int, reason: str) -> None:
+        self.channel, self.received_at, self.payload_sha256 = channel, received_at, payload_sha256
+        self.size, self.reason = size, reason
+
+
+UnreadableFrame.UnreadableFrameReceived.relay = False  # type: ignore[attr-defined]

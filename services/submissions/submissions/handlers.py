@@ -3,7 +3,7 @@ enrollment and milestones (projected into its own store, keyed the way submissio
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +16,7 @@ from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from submissions.application import CDA_TYPE, FHIR_TYPE, HL7_TYPE, Submissions
+from submissions.application import CDA_TYPE, FHIR_TYPE, HL7_TYPE, Submissions, stated_receipt_problem
 from submissions.domain import CinAliasFacts, FacilityIndex, MemberFacts, ParticipantFacts
 
 
@@ -127,7 +127,13 @@ class SubmissionReceived(BaseModel):
 
 
 def on_submission_received(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+    """The HIE's notification: only the NATS user `hie` may publish this subject (infra/nats/nats.conf), so the bus
+    authenticates it and its `received_at` stands — within `DSI_HIE_MAX_DELAY_HOURS` before our clock (the time
+    JetStream stored the message, so a consumer that was down does not refuse what arrived in time), never after
+    it; otherwise it is dead-lettered at once with the reason."""
     submissions, message = _app(app), SubmissionReceived.model_validate(event.data)
+    if problem := stated_receipt_problem(message.received_at, event.stored_at or datetime.now(UTC)):
+        raise Unprocessable(problem)
     data = message.payload.encode("utf-8")
     participant = message.participant_id or (
         submissions.participant_for_facility((message.sending_facility,)) if message.sending_facility else None)

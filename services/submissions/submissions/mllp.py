@@ -1,34 +1,191 @@
 """MLLP listener (default port 2575): one HL7 message per frame, each answered with its ACK. Several connections
-at once (python-hl7's asyncio MLLP streams); a frame holding a batch is answered with the batch of ACKs."""
+at once; a frame holding a batch is answered with the batch of ACKs.
+
+Hostile peers (issue 12 §3): a frame over `DSI_MLLP_MAX_BYTES` is discarded as it streams (never buffered) and
+answered with one AR, the connection staying open; a frame that is not HL7 at all is recorded compactly (one
+unpublished `UnreadableFrameReceived`: hash, size, reason) and answered AR; a connection silent for
+`DSI_MLLP_IDLE_TIMEOUT_SECONDS`, or whose frame has not ended `DSI_MLLP_READ_TIMEOUT_SECONDS` after it began, is
+closed; a peer address may hold `DSI_MLLP_MAX_CONNECTIONS_PER_PEER` connections, more are closed at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import hl7.mllp
 from dsi_shared.telemetry import tracer
 from opentelemetry import trace
 
+from submissions import hl7files
 from submissions.ack import build_ack
-from submissions.application import Submissions
+from submissions.application import Submissions, _decode
+from submissions.domain import UnreadableFrame
 
 log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = int(os.environ.get("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024)))
 
 
+def _setting(name: str, default: str) -> float:
+    """Read when a listener is made (not at import), so each listener takes the environment of its start."""
+    return float(os.environ.get(name, default))
+
+
+VT, FS, CR = b"\x0b", b"\x1c", b"\r"
+HEAD_BYTES = 4096  # what is kept of an oversize frame: enough to find its MSH-10
+READ_CHUNK = 65536
+_CONTROL_ID = re.compile(r"[A-Za-z0-9._\-]{1,199}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A complete frame's content (without <VT> … <FS><CR>)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """A frame over the limit, discarded: its first bytes (to find its control id), size and SHA-256."""
+
+    head: bytes
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Unframed:
+    """Bytes ending in <FS><CR> that no <VT> began: discarded."""
+
+
+class MllpFramer:
+    """Splits a byte stream into MLLP frames, holding at most `max_bytes` of a frame: beyond it the frame is only
+    hashed until its end (pure; fed whatever the socket gives)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.in_frame = False
+        self.buf = bytearray()
+        self.size = 0
+        self.head = b""
+        self.hasher: hashlib._Hash | None = None  # set once the frame is over the limit
+        self.held_fs = False  # the last byte seen was <FS>: the frame ends if <CR> comes next
+
+    @property
+    def mid_frame(self) -> bool:
+        return self.in_frame
+
+    def feed(self, data: bytes) -> list[Frame | Oversize | Unframed]:
+        out: list[Frame | Oversize | Unframed] = []
+        i = 0
+        while i < len(data):
+            if not self.in_frame:
+                start = data.find(VT, i)
+                outside = data[i:] if start < 0 else data[i:start]
+                if self.held_fs and outside[:1] == CR:
+                    out.append(Unframed())
+                    outside = outside[1:]
+                self.held_fs = False
+                end = outside.rfind(FS + CR)
+                if end >= 0:
+                    out.append(Unframed())
+                    outside = outside[end + 2:]
+                self.held_fs = outside.endswith(FS)
+                if start < 0:
+                    return out
+                self.in_frame, self.held_fs = True, False
+                i = start + 1
+                continue
+            if self.held_fs:
+                self.held_fs = False
+                if data[i:i + 1] == CR:
+                    out.append(self._end())
+                    i += 1
+                    continue
+                self._take(FS)
+            end = data.find(FS + CR, i)
+            if end >= 0:
+                self._take(data[i:end])
+                out.append(self._end())
+                i = end + 2
+                continue
+            chunk = data[i:]
+            if chunk.endswith(FS):
+                self.held_fs, chunk = True, chunk[:-1]
+            self._take(chunk)
+            break
+        return out
+
+    def _take(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+        elif self.size <= self.max_bytes:
+            self.buf.extend(chunk)
+        else:  # over the limit now: keep the head, hash everything, hold nothing more
+            self.head = (bytes(self.buf[:HEAD_BYTES]) + chunk[:HEAD_BYTES])[:HEAD_BYTES]
+            self.hasher = hashlib.sha256(self.buf)
+            self.hasher.update(chunk)
+            self.buf = bytearray()
+
+    def _end(self) -> Frame | Oversize:
+        if self.hasher is not None:
+            result: Frame | Oversize = Oversize(self.head, self.size, self.hasher.hexdigest())
+        else:
+            result = Frame(bytes(self.buf))
+        self.in_frame, self.buf, self.size, self.head, self.hasher = False, bytearray(), 0, b"", None
+        return result
+
+
+def control_id_of(head: bytes) -> str:
+    """MSH-10 from the start of a frame, when it can be read (plain characters only; else empty)."""
+    text = head.decode("latin-1")
+    at = text.find("MSH")
+    if at < 0 or len(text) < at + 4:
+        return ""
+    separator = text[at + 3]
+    segment = re.split(r"[\r\n]", text[at:], maxsplit=1)[0]
+    fields = segment.split(separator)
+    if len(fields) < 10:
+        return ""
+    candidate = fields[9].strip()
+    return candidate if _CONTROL_ID.fullmatch(candidate) else ""
+
+
+def unreadable_reason(block: bytes) -> str | None:
+    """Why a frame cannot be read as HL7 at all (not text, no MSH first), or None."""
+    text = _decode(block)
+    if text is None:
+        return "the payload is not UTF-8 text and declares no ISO 8859/1 character set"
+    try:
+        hl7files.split_messages(text)
+    except hl7files.NotHL7 as exc:
+        return str(exc)
+    return None
+
+
 class MllpListener:
-    def __init__(self, app: Submissions, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, app: Submissions, port: int, host: str = "127.0.0.1", *, max_bytes: int | None = None,
+                 idle_timeout: float | None = None, read_timeout: float | None = None,
+                 per_peer: int | None = None) -> None:
         self.app, self.port, self.host = app, port, host
+        self.max_bytes = int(_setting("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024))) if max_bytes is None else max_bytes
+        self.idle_timeout = _setting("DSI_MLLP_IDLE_TIMEOUT_SECONDS", "300") if idle_timeout is None else idle_timeout
+        self.read_timeout = _setting("DSI_MLLP_READ_TIMEOUT_SECONDS", "60") if read_timeout is None else read_timeout
+        self.per_peer = int(_setting("DSI_MLLP_MAX_CONNECTIONS_PER_PEER", "10")) if per_peer is None else per_peer
         self.stopping = asyncio.Event()
         self.tracer = tracer("submissions")
         self.server: asyncio.AbstractServer | None = None
+        self.open_by_peer: Counter[str] = Counter()
 
     async def run(self) -> None:
-        self.server = await hl7.mllp.start_hl7_server(self.handle, host=self.host, port=self.port, limit=MAX_FRAME_BYTES)
+        self.server = await asyncio.start_server(self.accept, host=self.host, port=self.port)
         log.info("MLLP listening on %s:%d", self.host, self.port)
         try:
             await self.stopping.wait()
@@ -37,30 +194,72 @@ class MllpListener:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
 
-    async def handle(self, reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "unknown"
+        if self.open_by_peer[peer] >= self.per_peer:
+            # the peer's address only: never anything it sent
+            log.warning("MLLP connection from %s refused: %d open from this peer (limit %d)",
+                        peer, self.open_by_peer[peer], self.per_peer)
+            writer.close()
+            return
+        self.open_by_peer[peer] += 1
         try:
-            while not reader.at_eof() and not self.stopping.is_set():
+            await self.handle(reader, writer)
+        finally:
+            self.open_by_peer[peer] -= 1
+            if self.open_by_peer[peer] <= 0:
+                del self.open_by_peer[peer]
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = MllpFramer(self.max_bytes)
+        frame_began: float | None = None
+        try:
+            while not self.stopping.is_set():
+                if framer.mid_frame:
+                    frame_began = frame_began or time.monotonic()
+                    wait = min(self.idle_timeout, max(0.0, frame_began + self.read_timeout - time.monotonic()))
+                else:
+                    frame_began, wait = None, self.idle_timeout
                 try:
-                    block = await reader.readblock()
-                except asyncio.IncompleteReadError:
-                    break  # the peer closed the connection
-                except hl7.mllp.InvalidBlockError:
-                    writer.writeblock(build_ack("AR", "", problems=["frame does not start with <VT>"]).encode())
-                    await writer.drain()
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), wait)
+                except TimeoutError:
+                    log.warning("MLLP connection closed: %s", "frame not completed in time" if framer.mid_frame
+                                else "idle too long")
                     break
-                except ValueError:
-                    writer.writeblock(build_ack("AR", "", problems=[f"frame larger than {MAX_FRAME_BYTES} bytes"]).encode())
+                if not data:
+                    break  # the peer closed the connection
+                for item in framer.feed(data):
+                    writer.write(VT + await self.answer_item(item) + FS + CR)
                     await writer.drain()
-                    continue
-                writer.writeblock(await self.answer(block))
-                await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
 
+    async def answer_item(self, item: Frame | Oversize | Unframed) -> bytes:
+        if isinstance(item, Frame):
+            return await self.answer(item.data)
+        if isinstance(item, Unframed):
+            return build_ack("AR", "", problems=["frame does not start with <VT>"]).encode()
+        problem = f"frame larger than {self.max_bytes} bytes"
+        await self._record_unreadable(item.sha256, item.size, "frame_too_large")
+        return build_ack("AR", control_id_of(item.head), problems=[problem]).encode()
+
+    async def _record_unreadable(self, sha256: str, size: int, reason: str) -> None:
+        frame = UnreadableFrame("mllp", datetime.now(UTC), sha256, size, reason)
+        try:
+            await asyncio.to_thread(self.app.save, frame)
+        except Exception as exc:  # noqa: BLE001 - the answer still goes out
+            log.error("MLLP unreadable frame not recorded: %s", type(exc).__name__)
+
     async def answer(self, block: bytes) -> bytes:
         with self.tracer.start_as_current_span("mllp message", kind=trace.SpanKind.SERVER) as span:
+            reason = unreadable_reason(block)
+            if reason is not None:  # garbage: one compact, unpublished event; no payload kept
+                await self._record_unreadable(hashlib.sha256(block).hexdigest(), len(block), "not_hl7")
+                span.set_attribute("hl7.ack_codes", "AR")
+                return build_ack("AR", "", problems=[reason]).encode()
             try:
                 evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp")
             except Exception as exc:  # noqa: BLE001 - every frame gets an answer: a silent close stalls the sender
