@@ -128,7 +128,9 @@ async def test_one_peer_may_hold_only_so_many_http_connections(stack: Stack) -> 
     url = await asyncio.to_thread(stack.spawn, "enrollment", DSI_HTTP_MAX_CONNECTIONS_PER_PEER="3")
     held = [_connect(url) for _ in range(3)]
     try:
-        await asyncio.sleep(0.2)  # the server has accepted the three (their order is not asserted)
+        for sock in held:  # each answered once: the server has accepted and counts all three (no sleep needed)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await asyncio.to_thread(_response, sock))[0] == 200
         with _connect(url) as extra:
             assert await asyncio.to_thread(_closed_by_server, extra)
         held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # the ones held still work
