@@ -67,7 +67,8 @@ async def submission(stack: Stack, submission_id: str) -> dict[str, Any]:
     return dict((await stack.clients["submissions"].get(f"/submissions/{submission_id}", headers=STAFF)).json())
 
 
-async def test_a_correction_of_the_snf_start_makes_an_enrolled_snfs_files_from_2024_10_01_earn(stack: Stack) -> None:
+async def test_a_correction_of_the_snf_start_makes_an_enrolled_snfs_files_from_2024_10_01_earn(
+        stack: Stack, tmp_path: Path) -> None:
     """The program page's table gives SNF/LTC data sharing as starting "Oct. 1, 2025", while every other row starts
     the day after its Milestone 1 deadline. Shipped as written; staff publishing a correction effective 2024-10-01
     makes an already-enrolled SNF's files from 2024-10-01 onward earn, visible in the submission's history."""
@@ -95,6 +96,10 @@ async def test_a_correction_of_the_snf_start_makes_an_enrolled_snfs_files_from_2
     assert (await submission(stack, before["id"]))["reasons"] == ["before_data_sharing_start"]  # not reached
     rules = (await stack.clients["enrollment"].get("/program-rules", params={"on": "2024-10-01"}, headers=STAFF)).json()
     assert rules["in_force"]["version"] == "2024.2" and rules["versions"] == ["2024.1", "2024.2"]
+    # "already-paid results that it changes are shown as differences for staff": what the published version changed
+    await quiet(stack)
+    changed = what_if(stack, tmp_path, None, "--published", "2024.2", "--to", "2025Q4")["participants"][pid]
+    assert (changed["difference"], [f["submission_id"] for f in changed["files"]]) == ("400.00", [held["id"]])
 
 
 @pytest.mark.parametrize("milestone_first", [True, False])
@@ -117,12 +122,15 @@ async def test_a_files_verdict_does_not_depend_on_which_stream_arrives_first(sta
     assert (shown["amount"], shown["credit"]["quarter"], shown["credit"]["rule_version"]) == ("400.00", "2025Q4", "2024.1")
 
 
-def what_if(stack: Stack, tmp_path: Path, document: dict[str, Any], *args: str) -> dict[str, Any]:
-    path = tmp_path / f"{document['version']}.json"
-    path.write_text(json.dumps(document))
+def what_if(stack: Stack, tmp_path: Path, document: dict[str, Any] | None, *args: str) -> dict[str, Any]:
+    """`dsi rules what-if` on the stack's stores: for a proposed `document`, or (None) with `--published V` in args."""
+    if document is not None:
+        path = tmp_path / f"{document['version']}.json"
+        path.write_text(json.dumps(document))
+        args = (str(path), *args)
     env = {**os.environ, "DSI_VAR_DIR": str(tmp_path / "var"),
            **{f"{name.upper()}_STORE": stack.store_url_for(name) for name in ("submissions", "milestones")}}
-    result = subprocess.run([sys.executable, "-m", "dsi_shared.cli", "rules", "what-if", str(path), *args, "--json"],
+    result = subprocess.run([sys.executable, "-m", "dsi_shared.cli", "rules", "what-if", *args, "--json"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(json.loads(result.stdout))

@@ -344,29 +344,38 @@ def enrollment_import_dsa_list(
 
 @rules_app.command("what-if")
 def rules_what_if(
-    rules_file: Annotated[Path, typer.Argument(help="the proposed rules document (JSON, as POST /program-rules takes)")],
+    rules_file: Annotated[Path | None, typer.Argument(help="the proposed rules document (JSON, as POST /program-rules "
+                                                           "takes)")] = None,
+    published: Annotated[str | None, typer.Option("--published", help="instead of a file: a version already "
+                                                  "published — what it changed against the book without it, "
+                                                  "already-paid results included")] = None,
     from_quarter: Annotated[str | None, typer.Option("--from", help="first quarter worked out, e.g. 2024Q4 "
                                                                      "(default: the earliest version's)")] = None,
     to_quarter: Annotated[str | None, typer.Option("--to", help="last quarter (default: the last one ended)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Work out every participant's files, Milestone 1 and quarters from the recorded history under the current
-    rules and under the proposed version, and print the dollars and what changes, with reasons. Nothing is
-    recorded: the stores are only read."""
+    rules and under the proposed version, and print the dollars and what changes, with reasons. With `--published
+    V`, the same for a version already published (a correction's differences, for staff: results already paid are
+    never rewritten). Nothing is recorded: the stores are only read."""
     from dsi_shared.plantime import Quarter, plan_day
-    from dsi_shared.rulebook import InvalidRulesDocument, parse_document
+    from dsi_shared.rulebook import InvalidRulesDocument, RulesDocument, parse_document
 
-    try:
-        proposed = parse_document(json.loads(rules_file.read_text()))
-    except (OSError, ValueError) as exc:
-        message = str(exc) if isinstance(exc, InvalidRulesDocument) else f"{rules_file}: {type(exc).__name__}"
-        raise typer.BadParameter(message) from None
+    if (rules_file is None) == (published is None):
+        raise typer.BadParameter("give either a RULES_FILE or --published VERSION")
+    proposed: RulesDocument | None = None
+    if rules_file is not None:
+        try:
+            proposed = parse_document(json.loads(rules_file.read_text()))
+        except (OSError, ValueError) as exc:
+            message = str(exc) if isinstance(exc, InvalidRulesDocument) else f"{rules_file}: {type(exc).__name__}"
+            raise typer.BadParameter(message) from None
     try:
         last = Quarter.parse(to_quarter) if to_quarter else Quarter.of(plan_day(datetime.now().astimezone())).previous()
         first = Quarter.parse(from_quarter) if from_quarter else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    facts: dict[str, Any] = {"proposed": proposed, "to": last}
+    facts: dict[str, Any] = {"to": last}
     started = time.monotonic()
     specs = sorted((s for s in discover().values() if s.what_if is not None), key=lambda s: s.audit_order)
     for spec in specs:
@@ -375,12 +384,20 @@ def rules_what_if(
         try:
             if "from" not in facts:
                 book = application.rulebook()  # type: ignore[attr-defined]
+                if published is not None:  # the book without that version is "current"; the book as it is, proposed
+                    proposed = book.version(published)
+                    if proposed is None:
+                        raise typer.BadParameter(f"no published version {published!r}")
+                    facts["current"], facts["proposed_book"] = book.without(published), book
+                assert proposed is not None
+                facts["proposed"] = proposed
                 earliest = min((v.effective_from for v in book.versions), default=proposed.effective_from)
                 facts["from"] = first or Quarter.of(min(earliest, proposed.effective_from))
             with console.status(f"working out {spec.name} under both rule books") if not as_json else nullcontext():
                 spec.what_if(application, facts)
         finally:
             application.close()
+    assert proposed is not None
     participants: dict[str, dict[str, Any]] = facts.get("participants", {})
     summary = {"proposed_version": proposed.version, "effective_from": proposed.effective_from.isoformat(),
                "from": str(facts.get("from")), "to": str(last), "seconds": round(time.monotonic() - started, 2),
@@ -388,7 +405,8 @@ def rules_what_if(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"What if {proposed.version} (effective {proposed.effective_from}) were published: "
+    verb = "changed" if published else "were published"
+    table = Table(title=f"What if {proposed.version} (effective {proposed.effective_from}) {verb}: "
                         f"{summary['from']}–{last}")
     for column in ("participant", "current", "proposed", "difference", "files changed", "quarters changed", "Milestone 1"):
         table.add_column(column)

@@ -165,6 +165,10 @@ class RuleBook:
     def latest(self) -> RulesDocument | None:
         return self.versions[-1] if self.versions else None
 
+    def without(self, version: str) -> RuleBook:
+        """The book as it was before `version` was published (what a published correction changed)."""
+        return RuleBook(tuple(v for v in self.versions if v.version != version))
+
     def with_version(self, proposed: RulesDocument) -> RuleBook:
         """The book as it would be if `proposed` were published now (for what-if)."""
         return RuleBook((*self.versions, proposed))
