@@ -5,7 +5,14 @@ Hostile peers (issue 12 §3): a frame over `DSI_MLLP_MAX_BYTES` is discarded as 
 answered with one AR, the connection staying open; a frame that is not HL7 at all is recorded compactly (one
 unpublished `UnreadableFrameReceived`: hash, size, reason) and answered AR; a connection silent for
 `DSI_MLLP_IDLE_TIMEOUT_SECONDS`, or whose frame has not ended `DSI_MLLP_READ_TIMEOUT_SECONDS` after it began, is
-closed; a peer address may hold `DSI_MLLP_MAX_CONNECTIONS_PER_PEER` connections, more are closed at once."""
+closed; a peer address may hold `DSI_MLLP_MAX_CONNECTIONS_PER_PEER` connections, more are closed at once.
+
+Who may send (issue 12 §1): with `DSI_MLLP_TLS_CERT`/`_KEY`/`_CLIENT_CA` the listener speaks TLS and requires a client
+certificate signed by that CA (mutual TLS); `DSI_MLLP_PEERS` lists the known HIE peers — a client certificate's
+common name (with TLS) or an IP address (without) — each bound to the senders (facility ids, NPIs, participant ids,
+`*` any) it may send for: `hie-a@SUNNY_SNF|1234567893,10.0.0.5@*`. An unknown peer is closed at once; a file for a
+sender its peer is not bound to is AR (`204`), recorded and never credited. Unset: any peer, any sender (development
+on loopback only)."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import hashlib
 import logging
 import os
 import re
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +49,53 @@ VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 HEAD_BYTES = 4096  # what is kept of an oversize frame: enough to find its MSH-10
 READ_CHUNK = 65536
 _CONTROL_ID = re.compile(r"[A-Za-z0-9._\-]{1,199}")
+
+
+@dataclass(frozen=True)
+class Peers:
+    """Known MLLP peers (certificate common name or IP address) → the senders each may send for (None: any)."""
+
+    bindings: dict[str, frozenset[str] | None]
+
+    @classmethod
+    def parse(cls, raw: str) -> Peers | None:
+        """`peer@SENDER|SENDER,…`; None when `raw` is empty (no peer list: any peer)."""
+        if not raw.strip():
+            return None
+        bindings: dict[str, frozenset[str] | None] = {}
+        for entry in filter(None, (e.strip() for e in raw.split(","))):
+            peer, at, senders = entry.partition("@")
+            names = frozenset(s.strip() for s in senders.split("|") if s.strip())
+            if not peer or not at or not names:
+                raise ValueError("DSI_MLLP_PEERS entries are peer@SENDER|SENDER (a sender, or * for any)")
+            bindings[peer] = None if "*" in names else names
+        return cls(bindings)
+
+
+def tls_context() -> ssl.SSLContext | None:
+    """Mutual TLS when `DSI_MLLP_TLS_CERT` is set: our certificate, and a client certificate required, signed by
+    `DSI_MLLP_TLS_CLIENT_CA`."""
+    cert = os.environ.get("DSI_MLLP_TLS_CERT")
+    if not cert:
+        return None
+    key, client_ca = os.environ.get("DSI_MLLP_TLS_KEY"), os.environ.get("DSI_MLLP_TLS_CLIENT_CA")
+    if not key or not client_ca:
+        raise ValueError("DSI_MLLP_TLS_CERT needs DSI_MLLP_TLS_KEY and DSI_MLLP_TLS_CLIENT_CA (client certificates "
+                         "are required)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(client_ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def common_name(peercert: dict[str, object] | None) -> str | None:
+    for rdn in (peercert or {}).get("subject", ()):  # type: ignore[attr-defined]
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,8 +228,13 @@ def unreadable_reason(block: bytes) -> str | None:
 class MllpListener:
     def __init__(self, app: Submissions, port: int, host: str = "127.0.0.1", *, max_bytes: int | None = None,
                  idle_timeout: float | None = None, read_timeout: float | None = None,
-                 per_peer: int | None = None) -> None:
+                 per_peer: int | None = None, tls: ssl.SSLContext | None = None, peers: Peers | None = None,
+                 from_environment: bool = True) -> None:
+        """`tls`, `peers`: mutual TLS and the known peers; by default (`from_environment`) from the DSI_MLLP_TLS_* and
+        DSI_MLLP_PEERS settings."""
         self.app, self.port, self.host = app, port, host
+        self.tls = tls if tls is not None or not from_environment else tls_context()
+        self.peers = peers if peers is not None or not from_environment else Peers.parse(os.environ.get("DSI_MLLP_PEERS", ""))
         self.max_bytes = int(_setting("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024))) if max_bytes is None else max_bytes
         self.idle_timeout = _setting("DSI_MLLP_IDLE_TIMEOUT_SECONDS", "300") if idle_timeout is None else idle_timeout
         self.read_timeout = _setting("DSI_MLLP_READ_TIMEOUT_SECONDS", "60") if read_timeout is None else read_timeout
@@ -185,7 +245,7 @@ class MllpListener:
         self.open_by_peer: Counter[str] = Counter()
 
     async def run(self) -> None:
-        self.server = await asyncio.start_server(self.accept, host=self.host, port=self.port)
+        self.server = await asyncio.start_server(self.accept, host=self.host, port=self.port, ssl=self.tls)
         log.info("MLLP listening on %s:%d", self.host, self.port)
         try:
             await self.stopping.wait()
@@ -203,15 +263,24 @@ class MllpListener:
                         peer, self.open_by_peer[peer], self.per_peer)
             writer.close()
             return
+        identity = common_name(writer.get_extra_info("peercert")) if self.tls is not None else peer
+        senders: frozenset[str] | None = None
+        if self.peers is not None:
+            if identity is None or identity not in self.peers.bindings:
+                log.warning("MLLP connection from %s refused: not a known HIE peer", peer)  # address only
+                writer.close()
+                return
+            senders = self.peers.bindings[identity]
         self.open_by_peer[peer] += 1
         try:
-            await self.handle(reader, writer)
+            await self.handle(reader, writer, senders, identity)
         finally:
             self.open_by_peer[peer] -= 1
             if self.open_by_peer[peer] <= 0:
                 del self.open_by_peer[peer]
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     senders: frozenset[str] | None = None, identity: str | None = None) -> None:
         framer = MllpFramer(self.max_bytes)
         frame_began: float | None = None
         try:
@@ -230,16 +299,17 @@ class MllpListener:
                 if not data:
                     break  # the peer closed the connection
                 for item in framer.feed(data):
-                    writer.write(VT + await self.answer_item(item) + FS + CR)
+                    writer.write(VT + await self.answer_item(item, senders, identity) + FS + CR)
                     await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
 
-    async def answer_item(self, item: Frame | Oversize | Unframed) -> bytes:
+    async def answer_item(self, item: Frame | Oversize | Unframed, senders: frozenset[str] | None = None,
+                          identity: str | None = None) -> bytes:
         if isinstance(item, Frame):
-            return await self.answer(item.data)
+            return await self.answer(item.data, senders, identity)
         if isinstance(item, Unframed):
             return build_ack("AR", "", problems=["frame does not start with <VT>"]).encode()
         problem = f"frame larger than {self.max_bytes} bytes"
@@ -253,7 +323,7 @@ class MllpListener:
         except Exception as exc:  # noqa: BLE001 - the answer still goes out
             log.error("MLLP unreadable frame not recorded: %s", type(exc).__name__)
 
-    async def answer(self, block: bytes) -> bytes:
+    async def answer(self, block: bytes, senders: frozenset[str] | None = None, identity: str | None = None) -> bytes:
         with self.tracer.start_as_current_span("mllp message", kind=trace.SpanKind.SERVER) as span:
             reason = unreadable_reason(block)
             if reason is not None:  # garbage: one compact, unpublished event; no payload kept
@@ -261,7 +331,9 @@ class MllpListener:
                 span.set_attribute("hl7.ack_codes", "AR")
                 return build_ack("AR", "", problems=[reason]).encode()
             try:
-                evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp")
+                origin = {"mllp_peer": identity} if self.peers is not None else None
+                evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp",
+                                                     senders=senders, origin=origin)
             except Exception as exc:  # noqa: BLE001 - every frame gets an answer: a silent close stalls the sender
                 log.error("MLLP frame not recorded: %s", type(exc).__name__)  # the type only: messages may hold PHI
                 span.set_attribute("hl7.ack_codes", "AE")
