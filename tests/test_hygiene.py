@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -253,6 +254,13 @@ def test_dsi_up_runs_its_embedded_nats_with_per_service_users_and_the_demo_still
         assert asyncio.run(bus_checks()) == (False, False, True)
         demo, _ = dsi({**env, "COLUMNS": "200"}, "demo", timeout=120)  # services, contracts system: their own users
         assert demo.returncode == 0 and "exactly one $10,000 Milestone 1 payment" in demo.stdout, demo.stdout + demo.stderr
+        # its MLLP speaks mutual TLS: the development HIE's certificate is heard, a plain connection is not
+        tls = tmp_path / "var" / "tls"
+        hie = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        hie.load_cert_chain(str(tls / "hie-dev.crt"), str(tls / "hie-dev.key"))
+        mllp_port = int(env["SUBMISSIONS_MLLP_PORT"])
+        assert b"MSA|" in asyncio.run(_mllp_answer(mllp_port, hie))
+        assert asyncio.run(_mllp_answer(mllp_port, None)) == b""
         letters, _ = dsi(env, "ops", "dead-letters", "list", "--json")  # operators' commands run as `ops`
         [probe] = json.loads(letters.stdout)  # the `{}` this test published as the contracts system
         assert (probe["original_subject"], probe["service"]) == ("dsi.in.agreement-signed", "enrollment")
@@ -279,3 +287,17 @@ async def _may_publish(url: str, user: str, password: str, subject: str) -> bool
     finally:
         await nc.close()
     return not any("permissions violation" in str(e).lower() for e in errors)
+
+
+async def _mllp_answer(port: int, context: ssl.SSLContext | None) -> bytes:
+    """The answer to one HL7 frame over MLLP (b"" when the listener will not talk)."""
+    frame = b"\x0bMSH|^~\\&|PCC|SOME_SNF|HIO|SCHIO|20251101120000||ADT^A08^ADT_A01|T1|P|2.5.1\x1c\r"
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 10)
+        writer.write(frame)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+        writer.close()
+        return answer
+    except (ssl.SSLError, ConnectionError, OSError):
+        return b""

@@ -159,8 +159,12 @@ def up() -> None:
            "DSI_PAYLOAD_KEY": _payload_key(var)}
     urls = {name: f"http://127.0.0.1:{Settings(name, spec.default_port).port}" for name, spec in specs.items()}
 
+    mllp, hie_client = _dev_mllp_tls(var) if not os.environ.get("DSI_MLLP_TLS_CERT") else ({}, None)
+
     def spawn(name: str) -> subprocess.Popen[bytes]:
         own = {"NATS_USER": name, "NATS_PASSWORD": nats_users[name], "DSI_MANAGE_STREAMS": "false"} if nats_users else {}
+        if name == "submissions":
+            own.update(mllp)
         with open(var / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             return subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name],
                                     env={**env, **own}, stdout=log, stderr=log)
@@ -187,6 +191,9 @@ def up() -> None:
                 console.print(f"  {name:12} {url}  (OpenAPI {url}/docs, store {store}, log {var / (name + '.log')})",
                               soft_wrap=True)
             console.print(f"NATS: {nats_url}" + (" (embedded, JetStream in var/nats)" if nats else ""))
+            if hie_client:
+                console.print(f"MLLP: mutual TLS; the development HIE's client certificate {hie_client}.crt and .key, "
+                              f"trusting {mllp['DSI_MLLP_TLS_CLIENT_CA']}", soft_wrap=True)
             console.print("Tokens (Authorization: Bearer <token>):")
             for item in env["DSI_TOKENS"].split(","):
                 token, _, role = item.rpartition(":")
@@ -200,6 +207,17 @@ def up() -> None:
         if nats:
             nats.stop()
         console.print("stopped")
+
+
+def _dev_mllp_tls(var: Path) -> tuple[dict[str, str], str]:
+    """`make run`'s MLLP speaks mutual TLS as production does: a development CA (var/tls), the listener's
+    certificate, and one client certificate for a development HIE bound to any sender."""
+    from dsi_shared.devpki import DEV_HIE, dev_pki
+
+    pki = dev_pki(var / "tls")
+    return {"DSI_MLLP_TLS_CERT": str(pki.server_cert), "DSI_MLLP_TLS_KEY": str(pki.server_key),
+            "DSI_MLLP_TLS_CLIENT_CA": str(pki.ca), "DSI_MLLP_PEERS": os.environ.get("DSI_MLLP_PEERS", f"{DEV_HIE}@*")}, \
+        str(pki.client_cert.with_suffix(""))
 
 
 def _embedded_nats(var: Path, specs: dict[str, Any]) -> tuple[NatsServer, dict[str, str]]:

@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import os
 import ssl
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from dsi_shared.devpki import issue, write
 from dsi_shared.natsserver import free_port
 from submissions.application import Submissions
 from submissions.domain import Submission
@@ -33,41 +28,17 @@ def payload_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSI_PAYLOAD_KEY", base64.b64encode(os.urandom(32)).decode())  # payloads are stored encrypted
 
 
-def _issue(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, *, ca: bool = False,
-           server: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.now(UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-               .not_valid_after(now + timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                        critical=False)
-    return builder.sign(issuer_key, hashes.SHA256()), key
-
-
-def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
-    cert_path, key_path = path.with_suffix(".crt"), path.with_suffix(".key")
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, Path]:
-    ca_cert, ca_key = _issue("DSI test CA", None, ca=True)
+    ca_cert, ca_key = issue("DSI test CA", ca=True)
     ca = (ca_cert.subject, ca_key)
-    files = {"ca": _write(tmp_path / "ca", ca_cert, ca_key)[0]}
-    files["server.crt"], files["server.key"] = _write(tmp_path / "server", *_issue("mllp.test", ca, server=True))
-    files["hie-a.crt"], files["hie-a.key"] = _write(tmp_path / "hie-a", *_issue("hie-a", ca))
-    files["stranger.crt"], files["stranger.key"] = _write(tmp_path / "stranger", *_issue("stranger", ca))
-    other_ca = _issue("Another CA", None, ca=True)
-    rogue = _issue("hie-a", (other_ca[0].subject, other_ca[1]))  # the right name, from a CA we do not trust
-    files["rogue.crt"], files["rogue.key"] = _write(tmp_path / "rogue", *rogue)
+    files = {"ca": write(tmp_path / "ca", ca_cert, ca_key)[0]}
+    files["server.crt"], files["server.key"] = write(tmp_path / "server", *issue("mllp.test", ca, loopback=True))
+    files["hie-a.crt"], files["hie-a.key"] = write(tmp_path / "hie-a", *issue("hie-a", ca))
+    files["stranger.crt"], files["stranger.key"] = write(tmp_path / "stranger", *issue("stranger", ca))
+    other_ca = issue("Another CA", ca=True)
+    rogue = issue("hie-a", (other_ca[0].subject, other_ca[1]))  # the right name, from a CA we do not trust
+    files["rogue.crt"], files["rogue.key"] = write(tmp_path / "rogue", *rogue)
     return files
 
 
