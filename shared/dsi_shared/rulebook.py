@@ -202,5 +202,27 @@ class RulesCopy(Aggregate):
         return RuleBook.of(self.documents)
 
 
+class RulesReader:
+    """A service's rules book as its `RulesCopy` stands now, parsed only when a new version was noted (decisions
+    on the hot path — every file, every enrollment fact — read it)."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._book = RuleBook(())
+
+    @staticmethod
+    def copy_in(app: Any) -> RulesCopy:
+        """The store's copy, or a new one (saved only once a version is noted)."""
+        return app.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
+
+    def book(self, app: Any) -> RuleBook:
+        copy = app.find(RulesCopy.create_id(), RulesCopy)
+        if copy is None:
+            return RuleBook(())
+        if copy.version != self._version:
+            self._book, self._version = copy.book, copy.version
+        return self._book
+
+
 for _internal in (RulesCopy.RulesCopyStarted, RulesCopy.VersionNoted):  # type: ignore[attr-defined]
     _internal.relay = False  # a projection of enrollment's events: never re-published

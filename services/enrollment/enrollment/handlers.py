@@ -19,23 +19,28 @@ from enrollment.domain import BY_CONTRACTS_SYSTEM, participant_id
 CONTRACTS_SYSTEM_ACCEPTANCE = "accepted by the contracts system"
 
 
-class AgreementSignedMessage(BaseModel):
-    """`dsi.in.agreement-signed` from the e-signature/contracts system (DESIGN.md §4). The participant is named
-    by `participant_id`, or by `npi`/`tin` (a DSA may be signed before the interest form)."""
+class _AgreementMessage(BaseModel):
+    """What the contracts system's messages share: the agreement, its document, and the provider named by
+    `participant_id`, or by `npi`/`tin` (a DSA may be signed before the interest form)."""
 
     model_config = ConfigDict(extra="ignore")
     participant_id: Identifier | None = None
     npi: Npi | None = None
     tin: Tin | None = None
     agreement: str
-    signed_at: datetime
     document_id: Identifier
 
     @model_validator(mode="after")
-    def names_the_provider(self) -> AgreementSignedMessage:
+    def names_the_provider(self) -> _AgreementMessage:
         if not (self.participant_id or self.npi or self.tin):
             raise PermanentError("participant_id: missing (or name the provider by npi/tin)")
         return self
+
+
+class AgreementSignedMessage(_AgreementMessage):
+    """`dsi.in.agreement-signed` from the e-signature/contracts system (DESIGN.md §4)."""
+
+    signed_at: datetime
 
 
 def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
@@ -50,23 +55,14 @@ def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[A
     return aggregates
 
 
-class AgreementAcceptedMessage(BaseModel):
+class AgreementAcceptedMessage(_AgreementMessage):
     """`dsi.in.agreement-accepted` from the contracts system: the counterparty accepted a signed agreement
-    (A2.4: "Once all these documents have been signed and accepted"). Named like a signature: `participant_id`, or
-    `npi`/`tin`; `accepted_at` with a UTC offset."""
+    (A2.4: "Once all these documents have been signed and accepted"); `accepted_at` with a UTC offset."""
 
-    model_config = ConfigDict(extra="ignore")
-    participant_id: Identifier | None = None
-    npi: Npi | None = None
-    tin: Tin | None = None
-    agreement: str
-    document_id: Identifier
     accepted_at: datetime
 
     @model_validator(mode="after")
-    def names_the_provider(self) -> AgreementAcceptedMessage:
-        if not (self.participant_id or self.npi or self.tin):
-            raise PermanentError("participant_id: missing (or name the provider by npi/tin)")
+    def accepted_at_has_an_offset(self) -> AgreementAcceptedMessage:
         if self.accepted_at.tzinfo is None:
             raise PermanentError("accepted_at: must carry a UTC offset")
         return self

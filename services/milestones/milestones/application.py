@@ -12,7 +12,7 @@ from uuid import UUID
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import Quarter, plan_day
-from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesCopy
+from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import link_to, tracer
 from eventsourcing.domain import Aggregate
@@ -44,6 +44,10 @@ class DecisionConflict(PermanentError):
 
 class Milestones(ServiceApplication):
     name = "milestones"
+
+    def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(store_url, extra_env)
+        self.rules = RulesReader()
 
     def progress(self, participant_id: UUID) -> ParticipantProgress:
         found = self.find(ParticipantProgress.create_id(participant_id), ParticipantProgress)
@@ -141,8 +145,7 @@ class Milestones(ServiceApplication):
         return [link for link in links if link is not None][:128]
 
     def rulebook(self) -> RuleBook:
-        copy = self.find(RulesCopy.create_id(), RulesCopy)
-        return copy.book if copy is not None else RuleBook(())
+        return self.rules.book(self)
 
     def evaluate(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook | None = None) -> list[Aggregate]:
         """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done. The
@@ -202,10 +205,9 @@ class Milestones(ServiceApplication):
         met: set[str] = set()
         earlier = first
         while earlier < quarter:
-            for subject in ("quarter",):
-                found = self.find(Evaluation.create_id(pid, str(earlier), subject), Evaluation)
-                if found is not None and found.milestone and found.earned > ZERO and found.state != REJECTED:
-                    met.add(found.milestone)
+            found = self.find(Evaluation.create_id(pid, str(earlier)), Evaluation)
+            if found is not None and found.milestone and found.earned > ZERO and found.state != REJECTED:
+                met.add(found.milestone)
             earlier = earlier.next()
         return frozenset(met)
 

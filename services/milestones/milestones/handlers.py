@@ -9,7 +9,7 @@ from uuid import UUID
 
 from dsi_shared.consumer import Subscription
 from dsi_shared.events import IncomingEvent
-from dsi_shared.rulebook import RulesCopy
+from dsi_shared.rulebook import RulesReader
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import inject
 from eventsourcing.domain import Aggregate
@@ -72,7 +72,7 @@ def on_rules_published(app: ServiceApplication, event: IncomingEvent) -> list[Ag
     """A rules version (a correction too) reaches every participant already enrolled: Milestone 1 not yet achieved
     is decided again under the book with it. Quarters use it at their next close."""
     assert isinstance(app, Milestones)
-    copy = app.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
+    copy = RulesReader.copy_in(app)
     if not copy.note(event.data["document"]):
         return [copy] if copy.pending_events else []
     changed: list[Aggregate] = [copy]

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from dsi_shared.errors import NotFound
 from dsi_shared.plantime import Quarter, plan_day
-from dsi_shared.rulebook import RuleBook, RulesCopy
+from dsi_shared.rulebook import RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 
@@ -36,9 +36,12 @@ class NoCapInForce(Exception):
 class Payments(ServiceApplication):
     name = "payments"
 
+    def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(store_url, extra_env)
+        self.rules = RulesReader()
+
     def rulebook(self) -> RuleBook:
-        copy = self.find(RulesCopy.create_id(), RulesCopy)
-        return copy.book if copy is not None else RuleBook(())
+        return self.rules.book(self)
 
     def cap_for(self, quarter: str) -> Decimal:
         """The program cap in force on the quarter's first day."""

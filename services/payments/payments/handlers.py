@@ -7,7 +7,7 @@ from uuid import UUID
 
 from dsi_shared.consumer import Subscription
 from dsi_shared.events import IncomingEvent
-from dsi_shared.rulebook import RulesCopy
+from dsi_shared.rulebook import RulesReader
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
 
@@ -48,7 +48,7 @@ def on_evaluation_validated(app: ServiceApplication, event: IncomingEvent) -> li
 def on_rules_published(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
     """The cap is program data: kept here, applied as of the quarter each payment is for."""
     assert isinstance(app, Payments)
-    copy = app.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
+    copy = RulesReader.copy_in(app)
     copy.note(event.data["document"])
     return [copy] if copy.pending_events else []
 

@@ -17,8 +17,8 @@ from dsi_shared.cipher import PayloadCipher, sha256_of
 from dsi_shared.config import hie_max_delay
 from dsi_shared.errors import NotFound
 from dsi_shared.occ import retry_on_conflict
-from dsi_shared.plantime import PLAN_ZONE, plan_day, quarter_of
-from dsi_shared.rulebook import RuleBook, RulesCopy
+from dsi_shared.plantime import plan_day, quarter_of
+from dsi_shared.rulebook import RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
@@ -86,6 +86,7 @@ class Submissions(ServiceApplication):
 
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(store_url, extra_env)
+        self.rules = RulesReader()
         self._cipher: PayloadCipher | None = None
         self.blobs = BlobStore(self)
 
@@ -189,8 +190,7 @@ class Submissions(ServiceApplication):
         return Evaluation(answers, submissions, [*aggregates, *submissions, *visits.values()])
 
     def rulebook(self) -> RuleBook:
-        copy = self.find(RulesCopy.create_id(), RulesCopy)
-        return copy.book if copy is not None else RuleBook(())
+        return self.rules.book(self)
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
                        hie_submission_id: str | None, participant_hint: UUID | None,
@@ -240,7 +240,7 @@ class Submissions(ServiceApplication):
         """Judge a combined file from its facts (at receipt, or again when `cause` changed a fact). True when the
         submission changed."""
         facts = submission.facts
-        event_time = datetime.fromisoformat(facts["event_time"]) if facts.get("event_time") else None
+        event_time = submission.event_time
         member = self.member_facts(facts["member_id"]) if facts.get("member_id") else None
         judgment = judge_snf_file(event_type=facts["event_type"], event_time=event_time,
                                   received_at=submission.received_at, messages=facts["messages"], member=member,
@@ -249,7 +249,8 @@ class Submissions(ServiceApplication):
             assert event_time is not None and participant is not None and submission.participant_id is not None
             visit = self._visit(submission.participant_id, member.cin if member else facts["member_id"],
                                 facts["visit"], visits)
-            event_key = f"{facts['event_type']}|{event_time.astimezone(PLAN_ZONE).isoformat()}"
+            event_key = submission.event_key
+            assert event_key is not None
             earlier = visit.credited(event_key)
             if earlier is not None:
                 judgment = Judgment(REJECTED, [f"duplicate_of:{earlier['submission_id']}"], judgment.rule_version)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from dsi_shared.plantime import plan_day
+from dsi_shared.plantime import PLAN_ZONE, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, ProviderTypeRules, RuleBook, RulesDocument
 from eventsourcing.domain import Aggregate, event
 
@@ -37,6 +37,19 @@ class Submission(Aggregate):
         self.credit: dict[str, Any] | None = None
         self.reversed_by: UUID | None = None
         self.history: list[dict[str, Any]] = []  # each judgment in order, with what caused a judgment again
+
+    @property
+    def event_time(self) -> datetime | None:
+        """The qualifying event's time, as the file's facts recorded it."""
+        raw = self.facts.get("event_time")
+        return datetime.fromisoformat(raw) if raw else None
+
+    @property
+    def event_key(self) -> str | None:
+        """What makes one qualifying event earn once ("the event, not the message, is the unit"): its type and its
+        plan-local time."""
+        moment = self.event_time
+        return f"{self.facts['event_type']}|{moment.astimezone(PLAN_ZONE).isoformat()}" if moment else None
 
     @event("SubmissionCredited")
     def credit_event(self, participant_id: UUID, member_id: str, amount: Decimal, rule_version: str,

@@ -11,7 +11,7 @@ from dsi_shared.consumer import Subscription
 from dsi_shared.errors import Unprocessable
 from dsi_shared.events import IncomingEvent
 from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
-from dsi_shared.rulebook import RulesCopy
+from dsi_shared.rulebook import RulesReader
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -57,7 +57,7 @@ def on_rules_published(app: ServiceApplication, event: IncomingEvent) -> list[Ag
     """A rules version (a correction too): noted, then every held file judged again under the book as it is now
     ("files and quarters not yet paid are judged under it"). Files already credited are not rewritten."""
     submissions = _app(app)
-    copy = submissions.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
+    copy = RulesReader.copy_in(submissions)
     if not copy.note(event.data["document"]):
         return [copy] if copy.pending_events else []
     return [copy, *submissions.rejudge(cause=f"rules {event.data['document']['version']} published", book=copy.book)]

@@ -240,12 +240,14 @@ class MllpListener:
         self.read_timeout = _setting("DSI_MLLP_READ_TIMEOUT_SECONDS", "60") if read_timeout is None else read_timeout
         self.per_peer = int(_setting("DSI_MLLP_MAX_CONNECTIONS_PER_PEER", "10")) if per_peer is None else per_peer
         self.stopping = asyncio.Event()
+        self.listening = asyncio.Event()  # set once the port accepts connections
         self.tracer = tracer("submissions")
         self.server: asyncio.AbstractServer | None = None
         self.open_by_peer: Counter[str] = Counter()
 
     async def run(self) -> None:
         self.server = await asyncio.start_server(self.accept, host=self.host, port=self.port, ssl=self.tls)
+        self.listening.set()
         log.info("MLLP listening on %s:%d", self.host, self.port)
         try:
             await self.stopping.wait()

@@ -5,10 +5,9 @@ under a rules book — the current one, or one with a proposed version — by th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
-from dsi_shared.plantime import PLAN_ZONE, quarter_of
+from dsi_shared.plantime import quarter_of
 from dsi_shared.rulebook import RuleBook
 from dsi_shared.service import AuditReport, rebuild_aggregates
 
@@ -71,13 +70,12 @@ def _judge(submission: Submission, participant: ParticipantFacts | None, member:
     facts = submission.facts
     member_id = facts.get("member_id")
     if submission.content_type == HL7_TYPE:
-        event_time = datetime.fromisoformat(facts["event_time"]) if facts.get("event_time") else None
+        event_time = submission.event_time
         judgment = judge_snf_file(event_type=facts["event_type"], event_time=event_time,
                                   received_at=submission.received_at, messages=facts["messages"], member=member,
                                   participant=participant, book=book)
         if judgment.verdict == CREDITED and event_time is not None:
-            key = f"{submission.participant_id}|{member.cin if member else member_id}|{facts['visit']}|" \
-                  f"{facts['event_type']}|{event_time.astimezone(PLAN_ZONE).isoformat()}"
+            key = f"{submission.participant_id}|{member.cin if member else member_id}|{facts['visit']}|{submission.event_key}"
             if key in credited_events:
                 return _outcome(submission, REJECTED, ("duplicate",), ZERO, None, member_id, judgment.rule_version)
             credited_events.add(key)
