@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import subprocess
 import sys
 import time
@@ -203,3 +204,39 @@ async def quiet(stack: Stack, timeout: float = 20.0) -> None:
         return await idle()
 
     await eventually(idle_twice, timeout)
+
+
+async def mllp_exchange(port: int, frame: bytes, context: ssl.SSLContext | None = None) -> bytes:
+    """Send one MLLP frame (<VT>…<FS><CR>) and read the answer; b"" when the listener will not talk (TLS refused,
+    connection closed or reset)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 10)
+        writer.write(b"\x0b" + frame + b"\x1c\r")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+        writer.close()
+        return answer
+    except (ssl.SSLError, ConnectionError, OSError):
+        return b""
+
+
+async def publish_allowed(url: str, user: str, password: str, subject: str) -> bool:
+    """Whether NATS lets `user` publish on `subject`. The server may answer the PING sent with the PUB before its
+    -ERR, but it has handled the PUB by then: a second round trip's PONG comes after the -ERR, and the client
+    handles both in order — no sleep."""
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    try:
+        nc = await nats.connect(url, user=user, password=password, error_cb=on_error, allow_reconnect=False)
+    except nats.errors.Error:
+        return False
+    try:
+        await nc.publish(subject, b"{}")
+        await nc.flush(timeout=2)
+        await nc.flush(timeout=2)  # see above: the violation, if any, has been reported once this returns
+    finally:
+        await nc.close()
+    return not any("permissions violation" in str(e).lower() for e in errors)

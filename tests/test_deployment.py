@@ -22,7 +22,7 @@ from dsi_shared.natsserver import find_binary, free_port, port_open
 from dsi_shared.service import discover
 from nats.errors import Error as NatsError
 
-from tests.harness import FORM, STAFF, Stack, eventually, signature
+from tests.harness import FORM, STAFF, Stack, eventually, publish_allowed, signature
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -89,23 +89,7 @@ def compose_nats(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 async def may_publish(port: int, user: str, subject: str) -> bool:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
-    password = f"pw-{user.replace('-', '_')}"
-    nc = await nats.connect(f"nats://127.0.0.1:{port}", user=user, password=password, error_cb=on_error,
-                            allow_reconnect=False)
-    try:
-        await nc.publish(subject, b"{}")
-        await nc.flush(timeout=2)
-        await asyncio.sleep(0.2)  # the server reports a violation asynchronously
-    except NatsError:
-        return False
-    finally:
-        await nc.close()
-    return not any("permissions violation" in str(e).lower() for e in errors)
+    return await publish_allowed(f"nats://127.0.0.1:{port}", user, f"pw-{user.replace('-', '_')}", subject)
 
 
 @pytest.mark.parametrize("name", SERVICES)

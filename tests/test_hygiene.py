@@ -25,7 +25,7 @@ from dsi_shared.natsserver import NatsServer, free_port
 from dsi_shared.service import ServiceRuntime, discover
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from tests.harness import TOKENS_RAW, eventually
+from tests.harness import TOKENS_RAW, eventually, mllp_exchange, publish_allowed
 
 pytestmark = pytest.mark.integration
 SERVICES = list(discover())
@@ -246,9 +246,9 @@ def test_dsi_up_runs_its_embedded_nats_with_per_service_users_and_the_demo_still
                 open_to_anyone = True
             except (nats.errors.Error, OSError):
                 open_to_anyone = False
-            forged = await _may_publish(run["nats_url"], "contracts", run["nats_users"]["contracts"],
+            forged = await publish_allowed(run["nats_url"], "contracts", run["nats_users"]["contracts"],
                                         "dsi.milestones.milestone-achieved")
-            own = await _may_publish(run["nats_url"], "contracts", run["nats_users"]["contracts"], "dsi.in.agreement-signed")
+            own = await publish_allowed(run["nats_url"], "contracts", run["nats_users"]["contracts"], "dsi.in.agreement-signed")
             return open_to_anyone, forged, own
 
         assert asyncio.run(bus_checks()) == (False, False, True)
@@ -259,8 +259,9 @@ def test_dsi_up_runs_its_embedded_nats_with_per_service_users_and_the_demo_still
         hie = ssl.create_default_context(cafile=str(tls / "ca.crt"))
         hie.load_cert_chain(str(tls / "hie-dev.crt"), str(tls / "hie-dev.key"))
         mllp_port = int(env["SUBMISSIONS_MLLP_PORT"])
-        assert b"MSA|" in asyncio.run(_mllp_answer(mllp_port, hie))
-        assert asyncio.run(_mllp_answer(mllp_port, None)) == b""
+        frame = b"MSH|^~\\&|PCC|SOME_SNF|HIO|SCHIO|20251101120000||ADT^A08^ADT_A01|T1|P|2.5.1"
+        assert b"MSA|" in asyncio.run(mllp_exchange(mllp_port, frame, hie))
+        assert asyncio.run(mllp_exchange(mllp_port, frame, None)) == b""
         letters, _ = dsi(env, "ops", "dead-letters", "list", "--json")  # operators' commands run as `ops`
         [probe] = json.loads(letters.stdout)  # the `{}` this test published as the contracts system
         assert (probe["original_subject"], probe["service"]) == ("dsi.in.agreement-signed", "enrollment")
@@ -271,33 +272,3 @@ def test_dsi_up_runs_its_embedded_nats_with_per_service_users_and_the_demo_still
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-async def _may_publish(url: str, user: str, password: str, subject: str) -> bool:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
-    nc = await nats.connect(url, user=user, password=password, allow_reconnect=False, error_cb=on_error)
-    try:
-        await nc.publish(subject, b"{}")
-        await nc.flush(timeout=2)
-        await asyncio.sleep(0.2)  # the server reports a permissions violation asynchronously
-    finally:
-        await nc.close()
-    return not any("permissions violation" in str(e).lower() for e in errors)
-
-
-async def _mllp_answer(port: int, context: ssl.SSLContext | None) -> bytes:
-    """The answer to one HL7 frame over MLLP (b"" when the listener will not talk)."""
-    frame = b"\x0bMSH|^~\\&|PCC|SOME_SNF|HIO|SCHIO|20251101120000||ADT^A08^ADT_A01|T1|P|2.5.1\x1c\r"
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 10)
-        writer.write(frame)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(65536), 10)
-        writer.close()
-        return answer
-    except (ssl.SSLError, ConnectionError, OSError):
-        return b""

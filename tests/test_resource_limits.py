@@ -145,10 +145,7 @@ async def listener(tmp_path: Path) -> tuple[Submissions, MllpListener]:  # type:
     app = Submissions(f"sqlite:///{tmp_path / 'submissions.db'}")
     server = MllpListener(app, free_port(), max_bytes=10_000, idle_timeout=1, read_timeout=1, per_peer=3)
     task = asyncio.create_task(server.run())
-    for _ in range(100):
-        if server.server is not None:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(server.listening.wait(), 10)
     yield app, server
     server.stopping.set()
     await asyncio.wait_for(task, 10)

@@ -16,11 +16,10 @@ from dsi_shared.devpki import issue, write
 from dsi_shared.natsserver import free_port
 from submissions.application import Submissions
 from submissions.domain import Submission
-from submissions.mllp import FS, VT, MllpListener, Peers, tls_context
+from submissions.mllp import MllpListener, Peers, tls_context
 
+from tests.harness import mllp_exchange
 from tests.hl7_corpus import adt
-
-CR = b"\r"
 
 
 @pytest.fixture(autouse=True)
@@ -45,10 +44,7 @@ def pki(tmp_path: Path) -> dict[str, Path]:
 async def _listening(app: Submissions, **kwargs: object) -> AsyncIterator[MllpListener]:
     server = MllpListener(app, free_port(), from_environment=False, **kwargs)  # type: ignore[arg-type]
     task = asyncio.create_task(server.run())
-    for _ in range(100):
-        if server.server is not None:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(server.listening.wait(), 10)
     yield server
     server.stopping.set()
     await asyncio.wait_for(task, 10)
@@ -62,16 +58,7 @@ def _client(pki: dict[str, Path], who: str | None) -> ssl.SSLContext:
 
 
 async def _send(port: int, frame: str, context: ssl.SSLContext | None) -> bytes:
-    """The answer to one frame ('' when the listener refuses or closes the connection)."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 10)
-        writer.write(VT + frame.encode() + FS + CR)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(65536), 10)
-        writer.close()
-        return answer
-    except (ssl.SSLError, ConnectionError, OSError):
-        return b""
+    return await mllp_exchange(port, frame.encode(), context)
 
 
 def _reasons(app: Submissions) -> list[list[str]]:
