@@ -20,7 +20,7 @@ CONTRACTS_SYSTEM_ACCEPTANCE = "accepted by the contracts system"
 
 
 class _AgreementMessage(BaseModel):
-    """What the contracts system's messages share: the agreement, its document, and the provider named by
+    """What the contracts system's messages share: the agreement, and the provider named by
     `participant_id`, or by `npi`/`tin` (a DSA may be signed before the interest form)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -28,7 +28,6 @@ class _AgreementMessage(BaseModel):
     npi: Npi | None = None
     tin: Tin | None = None
     agreement: str
-    document_id: Identifier
 
     @model_validator(mode="after")
     def names_the_provider(self) -> _AgreementMessage:
@@ -41,6 +40,7 @@ class AgreementSignedMessage(_AgreementMessage):
     """`dsi.in.agreement-signed` from the e-signature/contracts system (DESIGN.md §4)."""
 
     signed_at: datetime
+    document_id: Identifier
 
 
 def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
@@ -59,6 +59,7 @@ class AgreementAcceptedMessage(_AgreementMessage):
     """`dsi.in.agreement-accepted` from the contracts system: the counterparty accepted a signed agreement
     (A2.4: "Once all these documents have been signed and accepted"); `accepted_at` with a UTC offset."""
 
+    document_id: Identifier
     accepted_at: datetime
 
     @model_validator(mode="after")
