@@ -9,9 +9,11 @@ FACILITY = "SUNNY_SNF"
 
 
 def msh(kind: str, facility: str = FACILITY, control_id: str | None = None, version: str = "2.5.1",
-        sent: str = "20251101120000") -> str:
+        sent: str = "20251101120000", acks: str = "") -> str:
+    """`acks`: MSH-15|MSH-16 (enhanced mode, e.g. "AL|NE"); empty: original mode."""
     control = control_id or f"MSG{next(_ids):07d}"
-    return f"MSH|^~\\&|PCC|{facility}^1234567890^NPI|HIO|SCHIO|{sent}||{kind}|{control}|P|{version}|||AL|NE"
+    return f"MSH|^~\\&|PCC|{facility}^1234567890^NPI|HIO|SCHIO|{sent}||{kind}|{control}|P|{version}" + (
+        f"|||{acks}" if acks else "")
 
 
 def pid(cin: str) -> str:

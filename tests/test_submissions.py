@@ -89,9 +89,11 @@ async def test_each_reason_a_file_fails(snf: tuple[Stack, str]) -> None:
     assert not_member["submissions"][0]["reasons"] == ["not_a_member"]  # eligibility ended the day before
     early = await post_hl7(stack, combined("A01", MEMBER, visit="V9", occurred="20250930230000"), "2025-10-01T01:00:00-07:00")
     assert early["submissions"][0]["reasons"] == ["before_data_sharing_start"]
-    incomplete = await post_hl7(stack, combined("A01", MEMBER, visit=None), "2025-11-01T12:00:00-07:00")  # type: ignore[arg-type]
-    assert incomplete["messages"][0]["ack_code"] == "AE" and "PV1-19 missing" in incomplete["messages"][0]["ack"]
-    assert "incomplete:PV1-19 missing" in incomplete["submissions"][0]["reasons"]
+    # (a file without a visit id is no longer incomplete since issue 13: tests/test_real_senders_hl7.py)
+    no_cin = combined("A01", MEMBER).replace(f"{MEMBER}^^^CAMEDICAL^MA~", "")
+    incomplete = await post_hl7(stack, no_cin, "2025-11-01T12:00:00-07:00")
+    assert incomplete["messages"][0]["ack_code"] == "AE" and "PID^1^3|101^" in incomplete["messages"][0]["ack"]
+    assert "incomplete:PID-3 has no Medi-Cal CIN (identifier type MA)" in incomplete["submissions"][0]["reasons"]
     update = await post_hl7(stack, adt("A08", MEMBER), "2025-11-01T12:00:00-07:00")
     assert (update["submissions"][0]["verdict"], update["submissions"][0]["reasons"]) == (
         "recorded", ["not_a_qualifying_event:A08"])

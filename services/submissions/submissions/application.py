@@ -24,7 +24,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
 from submissions import hl7files, longitudinal
-from submissions.ack import build_ack
+from submissions.ack import Reply, ack_for
 from submissions.domain import (
     CREDITED,
     REJECTED,
@@ -72,6 +72,7 @@ class MessageAnswer:
     submission_id: UUID | None = None
     verdict: str | None = None
     reasons: list[str] = field(default_factory=list)
+    reply: Reply = field(default_factory=Reply)  # how the sender asked to be answered (MLLP enhanced mode)
 
 
 @dataclass
@@ -155,39 +156,49 @@ class Submissions(ServiceApplication):
         how (kept in each submission's facts)."""
         aggregates: list[Aggregate] = []
         sha256 = self._store_payload(data, HL7_TYPE)
-        text = _decode(data)
+        decoded = hl7files.decode(data)  # never fails: bytes not in the declared set are read as Windows-1252
         try:
-            if text is None:
-                raise hl7files.NotHL7("the payload is not UTF-8 text and declares no ISO 8859/1 character set")
-            messages = [hl7files.parse_message(i, m) for i, m in enumerate(hl7files.split_messages(text))]
-        except hl7files.NotHL7 as exc:
+            texts, leniencies = hl7files.split_payload(decoded.text)
+        except hl7files.NotHL7 as exc:  # no readable MSH: AR, with MSH-10 when one can still be read
+            control_id = hl7files.control_id_of(decoded.text)
             submission = Submission(channel, received_at, HL7_TYPE, sha256, hie_submission_id, participant_hint,
                                     {"messages": [], **(origin or {})})
             submission.reject(["not_hl7"])
-            ack = build_ack("AR", "", problems=[str(exc)])
-            return Evaluation([MessageAnswer("", "AR", ack, [str(exc)], submission.id, submission.verdict,
-                                             submission.reasons)], [submission], [*aggregates, submission])
+            reply = Reply(codec=decoded.codec)
+            return Evaluation([MessageAnswer(control_id, "AR", ack_for(reply, "AR", control_id, [str(exc)]), [str(exc)],
+                                             submission.id, submission.verdict, submission.reasons, reply)],
+                              [submission], [*aggregates, submission])
+        messages = [hl7files.parse_message(i, m) for i, m in enumerate(texts)]
+        read_as = {"encoding": decoded.codec} if decoded.codec != "utf-8" else {}
         answers: list[MessageAnswer] = []
         submissions: list[Submission] = []
         visits: dict[UUID, VisitCredits] = {}
         for combined in hl7files.combined_files(messages):
             submission = self._evaluate_file(combined, sha256, received_at, channel, hie_submission_id,
-                                             participant_hint, visits, aggregates, senders, origin or {})
+                                             participant_hint, visits, aggregates, senders,
+                                             {**read_as, **(origin or {})}, [*decoded.leniencies, *leniencies])
             submissions.append(submission)
-            for message in combined.messages:
-                if SENDER_NOT_BOUND in submission.reasons:
-                    code, problems = "AR", [NOT_BOUND_PROBLEM]
-                else:
-                    code = "AR" if message.fatal or "unknown_sending_facility" in submission.reasons else (
-                        "AE" if message.problems else "AA")
-                    problems = [message.fatal] if message.fatal else (
-                        ["unknown sending facility (MSH-4)"] if code == "AR" else message.problems)
-                answers.append(MessageAnswer(message.control_id, code,
-                                             build_ack(code, message.control_id, message.trigger, message.sending_facility,
-                                                       problems), problems, submission.id, submission.verdict,
-                                             submission.reasons))
+            answers.extend(self._answer(message, submission, decoded.codec) for message in combined.messages)
         self._keep_if_held(submissions, aggregates)
         return Evaluation(answers, submissions, [*aggregates, *submissions, *visits.values()])
+
+    @staticmethod
+    def _answer(message: hl7files.Message, submission: Submission, codec: str) -> MessageAnswer:
+        """One message's ACK: AR (204) for a sender not bound or unknown, AR for what cannot be processed, AE naming
+        each problem, else AA; what was read leniently as ERR warnings. MSA-2 is its MSH-10 whatever the code."""
+        if SENDER_NOT_BOUND in submission.reasons:
+            code, problems = "AR", [NOT_BOUND_PROBLEM]
+        elif message.fatal:
+            code, problems = "AR", [message.fatal]
+        elif "unknown_sending_facility" in submission.reasons:
+            code, problems = "AR", ["unknown sending facility (MSH-4)"]
+        else:
+            code, problems = ("AE" if message.problems else "AA"), list(message.problems)
+        reply = Reply(message.trigger, message.sending_facility, message.version, message.charset, codec,
+                      message.accept_ack, message.application_ack)
+        ack = ack_for(reply, code, message.control_id, problems, message.warnings)
+        return MessageAnswer(message.control_id, code, ack, problems, submission.id, submission.verdict,
+                             submission.reasons, reply)
 
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
@@ -195,7 +206,8 @@ class Submissions(ServiceApplication):
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
                        hie_submission_id: str | None, participant_hint: UUID | None,
                        visits: dict[UUID, VisitCredits], aggregates: list[Aggregate],
-                       senders: frozenset[str] | None = None, origin: dict[str, Any] | None = None) -> Submission:
+                       senders: frozenset[str] | None = None, origin: dict[str, Any] | None = None,
+                       leniencies: list[str] | None = None) -> Submission:
         first = combined.adt or combined.messages[0]
         participant_id = participant_hint or self.participant_for_facility(first.sending_facility_ids)
         adt = combined.adt
@@ -206,9 +218,15 @@ class Submissions(ServiceApplication):
             "event_time_source": adt.event_time_source if adt else None,
             "member_id": adt.cin if adt else first.cin,
             "visit": adt.visit if adt else first.visit,
+            "visit_source": adt.visit_source if adt else first.visit_source,
             "facility": adt.facility if adt else first.facility,
             **(origin or {}),
         }
+        # every leniency, so an auditor sees what was read anyway: the payload's, then each message's (by MSH-10)
+        read_anyway = [*(leniencies or []), *(f"{m.kind} MSH-10 {m.control_id}: {w}"
+                                               for m in combined.messages for w in m.warnings)]
+        if read_anyway:
+            facts["leniencies"] = read_anyway
         submission = Submission(channel, received_at, HL7_TYPE, sha256, hie_submission_id, participant_id, facts)
         if senders is not None and not all(
                 self._bound(senders, m.sending_facility_ids, self.participant_for_facility(m.sending_facility_ids))
@@ -248,7 +266,7 @@ class Submissions(ServiceApplication):
         if judgment.verdict == CREDITED:
             assert event_time is not None and participant is not None and submission.participant_id is not None
             visit = self._visit(submission.participant_id, member.cin if member else facts["member_id"],
-                                facts["visit"], visits)
+                                facts["visit"] or "", visits)  # no visit id: the patient's events
             event_key = submission.event_key
             assert event_key is not None
             earlier = visit.credited(event_key)
@@ -287,10 +305,10 @@ class Submissions(ServiceApplication):
     def _cancel(self, submission: Submission, adt: hl7files.Message, cancelled_type: str, participant_id: UUID,
                 visits: dict[UUID, VisitCredits], aggregates: list[Aggregate]) -> None:
         member = self.member_facts(adt.cin) if adt.cin else None
-        if adt.cin is None or adt.visit is None:
-            submission.reject([f"incomplete:{p}" for p in adt.problems] or ["incomplete:PID-3/PV1-19"])
+        if adt.cin is None:
+            submission.reject([f"incomplete:{p}" for p in adt.problems] or ["incomplete:PID-3"])
             return
-        visit = self._visit(participant_id, member.cin if member else adt.cin, adt.visit, visits)
+        visit = self._visit(participant_id, member.cin if member else adt.cin, adt.visit or "", visits)
         credit = visit.latest_active(cancelled_type)
         if credit is None:
             submission.record([f"cancels_nothing_credited:{cancelled_type}"])
@@ -335,7 +353,7 @@ class Submissions(ServiceApplication):
         participant_id = participant_id or (self.participant_for_facility(named) if named else None)
         submission = Submission(channel, received_at, content_type, sha256, hie_submission_id, participant_id,
                                 {"kind": facts.kind, "member_id": facts.cin, "resource_types": facts.resource_types,
-                                 **(origin or {})})
+                                 **facts.recorded(), **(origin or {})})
         participant = self.participant_facts(participant_id) if participant_id else None
         if senders is not None and not self._bound(senders, named, participant_id):
             submission.reject([SENDER_NOT_BOUND])

@@ -85,8 +85,9 @@ class Submission(Aggregate):
 
 
 class VisitCredits(Aggregate):
-    """The credited qualifying events of one participant's member's visit: each earns once; a cancel finds
-    the latest credit of the event type it cancels."""
+    """The credited qualifying events of one participant's member's visit (`visit` "": the member's events that
+    came without a visit id, keyed on type and time alone): each earns once; a cancel finds the latest credit of the
+    event type it cancels."""
 
     @staticmethod
     def create_id(participant_id: UUID, member_id: str, visit: str) -> UUID:
@@ -98,7 +99,9 @@ class VisitCredits(Aggregate):
         self.credits: list[dict[str, Any]] = []
 
     def credited(self, event_key: str) -> dict[str, Any] | None:
-        return next((c for c in self.credits if c["event_key"] == event_key), None)
+        """The event's credit that stands: a cancelled one is no duplicate (the event sent again after its cancel,
+        a correction, earns again)."""
+        return next((c for c in self.credits if c["event_key"] == event_key and not c["reversed"]), None)
 
     @event("EventCredited")
     def add(self, event_key: str, event_type: str, submission_id: UUID) -> None:

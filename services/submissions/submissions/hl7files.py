@@ -8,6 +8,7 @@ which of them make a file complete, qualifying or a cancel is the rules version'
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +20,20 @@ from dsi_shared.members import CIN
 from submissions.hl7time import BadTimestamp, parse_ts
 
 SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.[0-9]+)?$")
+_VERSION_SHAPE = re.compile(r"^[0-9]{1,2}(\.[0-9]{1,2}){0,2}$")  # safe to name in an answer (never free text)
+_MESSAGE_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+_ADT_EVENT = re.compile(r"^A[0-9]{2}$")
+_CONTROL_ID = re.compile(r"[A-Za-z0-9._\-]{1,199}")
+_MSH_START = re.compile(r"(?:^|[\r\n\x0b])MSH")  # an MSH segment, not "MSH" inside a field
+ACK_TYPES = {"AL", "NE", "ER", "SU"}  # HL7 table 0155 (MSH-15, MSH-16)
+# HL7 table 0211 (MSH-18) → the Python codec; anything else is read as UTF-8 (and recorded)
+CHARSETS = {"ASCII": "ascii", "ISO IR6": "ascii", "8859/1": "latin-1", "ISO IR100": "latin-1", "8859/2": "iso8859-2",
+            "8859/3": "iso8859-3", "8859/4": "iso8859-4", "8859/5": "iso8859-5", "8859/6": "iso8859-6",
+            "8859/7": "iso8859-7", "8859/8": "iso8859-8", "8859/9": "iso8859-9", "8859/15": "iso8859-15",
+            "UNICODE UTF-8": "utf-8", "ISO IR192": "utf-8"}
 MEDICAID_ID = "MA"
 BATCH_SEGMENTS = {"FHS", "BHS", "BTS", "FTS"}
+VISIT_FIELDS = (("PV1.F19.R1.C1", "PV1-19"), ("PID.F18.R1.C1", "PID-18"), ("PV1.F50.R1.C1", "PV1-50"))
 
 
 class NotHL7(ValueError):
@@ -41,22 +54,88 @@ class Message:
     cin: str | None = None
     visit: str | None = None
     facility: str | None = None  # PV1-3.4
+    visit_source: str | None = None  # PV1-19, else PID-18 (account number), else PV1-50 (alternate visit id)
     event_time: datetime | None = None
     event_time_source: str | None = None
+    accept_ack: str = ""  # MSH-15 (table 0155; "" when absent or not in the table)
+    application_ack: str = ""  # MSH-16
+    charset: str = ""  # MSH-18 (first repetition) as sent
     segments: tuple[str, ...] = ()
-    problems: list[str] = field(default_factory=list)  # e.g. "PV1-19 missing" → AE
-    fatal: str | None = None  # e.g. "unsupported HL7 version" → AR
+    problems: list[str] = field(default_factory=list)  # e.g. "EVN-6 malformed" → AE
+    warnings: list[str] = field(default_factory=list)  # leniencies: read anyway, recorded, ERR severity W
+    fatal: str | None = None  # e.g. "unsupported HL7 version 2.2" → AR
 
     @property
     def kind(self) -> str:
         return f"{self.message_type}^{self.trigger}"
 
 
+@dataclass(frozen=True)
+class Decoded:
+    text: str
+    codec: str  # the character set the bytes were read with (a Python codec name)
+    charset: str  # MSH-18 as sent ("" when absent)
+    leniencies: tuple[str, ...] = ()
+
+
+def msh_fields(head: str) -> list[str]:
+    """The first MSH segment's fields (index n = MSH-(n+1)), split on its own field separator; [] without one."""
+    found = _MSH_START.search(head)
+    at = found.end() - 3 if found else -1
+    if at < 0 or len(head) < at + 4:
+        return []
+    return re.split(r"[\r\n]", head[at:], maxsplit=1)[0].split(head[at + 3])
+
+
+def control_id_of(head: bytes | str) -> str:
+    """MSH-10 from the start of a payload, when it can be read (plain characters only; else empty)."""
+    fields = msh_fields(head.decode("latin-1") if isinstance(head, bytes) else head[:4096])
+    candidate = fields[9].strip() if len(fields) > 9 else ""
+    return candidate if _CONTROL_ID.fullmatch(candidate) else ""
+
+
+def decode(data: bytes) -> Decoded:
+    """Bytes → text in the character set MSH-18 declares (table 0211), else UTF-8; bytes that are not valid in it are
+    read as Windows-1252 (ISO 8859-1 where 1252 has no character), as US senders mean, and that is recorded. Never
+    fails: whether it is HL7 at all is `split_payload`'s question."""
+    leniencies: list[str] = []
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+        leniencies.append("UTF-8 byte order mark ignored")
+    fields = msh_fields(data[:4096].decode("latin-1"))
+    charset = fields[17].split("~")[0].split("^")[0].strip() if len(fields) > 17 else ""
+    codec = CHARSETS.get(charset.upper(), "utf-8") if charset else "utf-8"
+    if charset and charset.upper() not in CHARSETS:
+        leniencies.append("MSH-18 character set not in HL7 table 0211: read as UTF-8")
+    try:
+        return Decoded(data.decode(codec), codec, charset, tuple(leniencies))
+    except UnicodeDecodeError:
+        said = f"not valid {codec} as MSH-18 declares" if charset else f"not valid {codec} and no MSH-18"
+    for fallback in ("windows-1252", "iso-8859-1"):
+        try:
+            return Decoded(data.decode(fallback), fallback, charset, (*leniencies, f"{said}: read as {fallback}"))
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
 def split_messages(text: str) -> list[str]:
-    """The messages of a payload, batch envelopes removed. Segment separators normalised to CR."""
+    return split_payload(text)[0]
+
+
+def split_payload(text: str) -> tuple[list[str], list[str]]:
+    """The messages of a payload, batch envelopes removed, and what was accepted leniently: segments ended by LF or
+    CR LF (read as CR), whitespace around segments or blank lines (ignored)."""
+    leniencies = ["segments ended by LF or CR LF: read as CR"] if "\n" in text else []
     normalised = text.replace("\r\n", "\r").replace("\n", "\r")
     messages: list[list[str]] = []
-    for segment in filter(None, (s.strip("\x0b\x1c") for s in normalised.split("\r"))):
+    trimmed = False
+    for raw in normalised.split("\r"):
+        segment = raw.strip("\x0b\x1c")
+        if segment != (stripped := segment.strip()):
+            segment, trimmed = stripped, True
+        if not segment:
+            continue
         name = segment[:3]
         if name in BATCH_SEGMENTS:
             continue
@@ -68,7 +147,9 @@ def split_messages(text: str) -> list[str]:
             raise NotHL7("the payload does not start with an MSH segment")
     if not messages:
         raise NotHL7("no HL7 message found")
-    return ["\r".join(m) for m in messages]
+    if trimmed:
+        leniencies.append("whitespace around segments ignored")
+    return ["\r".join(m) for m in messages], leniencies
 
 
 def _value(message: Any, path: str) -> str:
@@ -86,34 +167,24 @@ def parse_message(index: int, text: str) -> Message:
         return facts
     field_separator = text[3]
     if field_separator.isalnum() or len(set(text[3:8])) < 5:
-        facts.fatal = "invalid MSH delimiters"
+        facts.fatal, facts.control_id = "invalid MSH delimiters", control_id_of(text)
         return facts
     try:
         message = hl7.parse(text)
     except Exception:  # noqa: BLE001 - python-hl7 raises several kinds on broken structure
-        facts.fatal = "unparseable HL7 structure"
+        facts.fatal, facts.control_id = "unparseable HL7 structure", control_id_of(text)
         return facts
     facts.segments = tuple(str(segment[0]) for segment in message)
-    facts.message_type = _value(message, "MSH.F9.R1.C1")
-    facts.trigger = _value(message, "MSH.F9.R1.C2")
-    facts.control_id = _value(message, "MSH.F10")
-    facts.version = _value(message, "MSH.F12.R1.C1")
-    namespace, universal = _value(message, "MSH.F4.R1.C1"), _value(message, "MSH.F4.R1.C2")
-    facts.sending_facility = namespace or universal
-    facts.sending_facility_ids = tuple(i for i in (namespace, universal) if i)
-    for path, name in (("MSH.F7", "MSH-7"), ("MSH.F9", "MSH-9"), ("MSH.F10", "MSH-10"), ("MSH.F12", "MSH-12")):
-        if not _value(message, path):
-            facts.problems.append(f"{name} missing")
-    if not facts.sending_facility:
-        facts.problems.append("MSH-4 missing")
-    if facts.version and not SUPPORTED_VERSIONS.match(facts.version):
-        facts.fatal = "unsupported HL7 version"
+    _header(message, facts)
     if "PID" in facts.segments:
         facts.cin = _medicaid_id(message, facts)
     else:
         facts.problems.append("PID missing")
+    for path, name in VISIT_FIELDS:
+        if name[:3] in facts.segments and (visit := _value(message, path)):
+            facts.visit, facts.visit_source = visit, name
+            break
     if "PV1" in facts.segments:
-        facts.visit = _value(message, "PV1.F19.R1.C1") or None
         facts.facility = _value(message, "PV1.F3.R1.C4") or None
     if facts.message_type == "ADT":
         _adt_facts(message, facts)
@@ -122,6 +193,39 @@ def parse_message(index: int, text: str) -> Message:
     elif facts.kind in {"RDE^O11", "RDE^O01"}:  # RDE^O01: the same pharmacy order from HL7 2.3/2.3.1 senders
         _require(message, facts, ("ORC.F1", "ORC-1"), ("RXE.F2", "RXE-2"), ("RXE.F3", "RXE-3"), ("RXE.F5", "RXE-5"))
     return facts
+
+
+def _header(message: Any, facts: Message) -> None:
+    """MSH: what the message is, who sent it, how it wants to be answered. What makes it unprocessable (no or an
+    unknown message type or event, a version before 2.3) is `fatal` (AR); a missing required field a problem (AE)."""
+    facts.message_type = _value(message, "MSH.F9.R1.C1")
+    facts.trigger = _value(message, "MSH.F9.R1.C2")
+    facts.control_id = _value(message, "MSH.F10")
+    facts.version = _value(message, "MSH.F12.R1.C1")
+    facts.charset = _value(message, "MSH.F18.R1.C1")
+    namespace, universal = _value(message, "MSH.F4.R1.C1"), _value(message, "MSH.F4.R1.C2")
+    facts.sending_facility = namespace or universal
+    facts.sending_facility_ids = tuple(i for i in (namespace, universal) if i)
+    for path, name in (("MSH.F7", "MSH-7"), ("MSH.F10", "MSH-10"), ("MSH.F12", "MSH-12")):
+        if not _value(message, path):
+            facts.problems.append(f"{name} missing")
+    if not facts.sending_facility:
+        facts.problems.append("MSH-4 missing")
+    for path, name, attribute in (("MSH.F15", "MSH-15", "accept_ack"), ("MSH.F16", "MSH-16", "application_ack")):
+        value = _value(message, path).upper()
+        if value in ACK_TYPES:
+            setattr(facts, attribute, value)
+        elif value:
+            facts.warnings.append(f"{name} not in HL7 table 0155: ignored")
+    if not facts.message_type:
+        facts.fatal = "MSH-9 missing"
+    elif not _MESSAGE_TYPE.match(facts.message_type):
+        facts.fatal = "unsupported message type"
+    elif facts.message_type == "ADT" and not _ADT_EVENT.match(facts.trigger):
+        facts.fatal = "unsupported event code"
+    elif facts.version and not SUPPORTED_VERSIONS.match(facts.version):
+        named = f" {facts.version}" if _VERSION_SHAPE.match(facts.version) else ""
+        facts.fatal = f"unsupported HL7 version{named}"
 
 
 def _medicaid_id(message: Any, facts: Message) -> str | None:
@@ -159,8 +263,10 @@ def _adt_facts(message: Any, facts: Message) -> None:
     if "PV1" not in facts.segments:
         facts.problems.append("PV1 missing")
         return
-    if not facts.visit:
-        facts.problems.append("PV1-19 missing")
+    if not facts.visit:  # still this patient's event at this time: keyed on them (issue 13)
+        facts.warnings.append("no visit id (PV1-19, PID-18, PV1-50): the event is keyed on the patient and its time")
+    elif facts.visit_source != "PV1-19":
+        facts.warnings.append(f"PV1-19 empty: visit id from {facts.visit_source}")
     if not facts.facility and not facts.sending_facility:
         facts.problems.append("PV1-3 facility missing")
     # Timeliness runs from the event: EVN-6 (occurred), else PV1-44/45 (admit/discharge), else EVN-2 (recorded);
@@ -198,12 +304,15 @@ class CombinedFile:
 
     def message_facts(self) -> list[dict[str, Any]]:
         """Per message, in order (the ADT first when there is one): kind, control id, sender, version, its own
-        problems (field codes, never values) and whether it is for the ADT's patient and visit."""
+        problems (field codes, never values), what was accepted leniently, and whether it is for the ADT's patient
+        and visit (a message or an ADT without a visit id is matched on the patient)."""
         adt = self.adt
         ordered = [adt, *(m for m in self.messages if m is not adt)] if adt is not None else self.messages
         return [{"type": m.kind, "control_id": m.control_id, "sending_facility": m.sending_facility,
                  "version": m.version, "problems": list(m.problems),
-                 "belongs": adt is None or m is adt or (m.cin == adt.cin and (not m.visit or m.visit == adt.visit))}
+                 **({"warnings": list(m.warnings)} if m.warnings else {}),
+                 "belongs": adt is None or m is adt or (
+                     m.cin == adt.cin and (not m.visit or not adt.visit or m.visit == adt.visit))}
                 for m in ordered]
 
 
@@ -214,4 +323,15 @@ def combined_files(messages: list[Message]) -> list[CombinedFile]:
             files.append(CombinedFile([message]))
         else:
             files[-1].messages.append(message)
+            _sent_by_the_adt(files[-1].adt, message)
     return files
+
+
+def _sent_by_the_adt(adt: Message | None, message: Message) -> None:
+    """An associated message with a blank MSH-4 (optional in HL7): the file's ADT already names the sender, so it is
+    taken as that sender's (and bound like it), recorded as a warning, not a problem."""
+    if adt is None or not adt.sending_facility_ids or "MSH-4 missing" not in message.problems:
+        return
+    message.problems.remove("MSH-4 missing")
+    message.warnings.append("MSH-4 missing: the ADT's sending facility stands")
+    message.sending_facility_ids = adt.sending_facility_ids

@@ -1,5 +1,6 @@
-"""MLLP listener (default port 2575): one HL7 message per frame, each answered with its ACK. Several connections
-at once; a frame holding a batch is answered with the batch of ACKs.
+"""MLLP listener (default port 2575): one HL7 message per frame, each answered with its ACK (or as its MSH-15/16
+ask: `submissions.ack`), in the sender's version and character set. Several connections at once; a frame holding a
+batch is answered with the batch of ACKs.
 
 Hostile peers (issue 12 §3): a frame over `DSI_MLLP_MAX_BYTES` is discarded as it streams (never buffered) and
 answered with one AR, the connection staying open; a frame that is not HL7 at all is recorded compactly (one
@@ -21,7 +22,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import ssl
 import time
 from collections import Counter
@@ -32,9 +32,10 @@ from dsi_shared.telemetry import tracer
 from opentelemetry import trace
 
 from submissions import hl7files
-from submissions.ack import build_ack
-from submissions.application import Submissions, _decode
+from submissions.ack import Reply, ack_for, mllp_acknowledgement
+from submissions.application import MessageAnswer, Submissions
 from submissions.domain import UnreadableFrame
+from submissions.hl7files import control_id_of
 
 log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = int(os.environ.get("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024)))
@@ -48,7 +49,7 @@ def _setting(name: str, default: str) -> float:
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 HEAD_BYTES = 4096  # what is kept of an oversize frame: enough to find its MSH-10
 READ_CHUNK = 65536
-_CONTROL_ID = re.compile(r"[A-Za-z0-9._\-]{1,199}")
+ORIGINAL = Reply()  # frames we could not read as a message are answered in original mode, 2.5.1
 
 
 @dataclass(frozen=True)
@@ -198,31 +199,26 @@ class MllpFramer:
         return result
 
 
-def control_id_of(head: bytes) -> str:
-    """MSH-10 from the start of a frame, when it can be read (plain characters only; else empty)."""
-    text = head.decode("latin-1")
-    at = text.find("MSH")
-    if at < 0 or len(text) < at + 4:
-        return ""
-    separator = text[at + 3]
-    segment = re.split(r"[\r\n]", text[at:], maxsplit=1)[0]
-    fields = segment.split(separator)
-    if len(fields) < 10:
-        return ""
-    candidate = fields[9].strip()
-    return candidate if _CONTROL_ID.fullmatch(candidate) else ""
-
-
 def unreadable_reason(block: bytes) -> str | None:
-    """Why a frame cannot be read as HL7 at all (not text, no MSH first), or None."""
-    text = _decode(block)
-    if text is None:
-        return "the payload is not UTF-8 text and declares no ISO 8859/1 character set"
+    """Why a frame cannot be read as HL7 at all (no readable MSH first), or None. Any bytes are text: what is not
+    valid in the declared (or UTF-8) character set is read as Windows-1252."""
     try:
-        hl7files.split_messages(text)
+        hl7files.split_payload(hl7files.decode(block).text)
     except hl7files.NotHL7 as exc:
         return str(exc)
     return None
+
+
+def reply_frame(answers: list[MessageAnswer]) -> bytes | None:
+    """The frame sent back for a frame's messages, each acknowledged as its MSH-15/16 ask (`ack` module), in the
+    character set it came in; several in a batch; None when none asked for an answer."""
+    acks = [ack for a in answers
+            if (ack := mllp_acknowledgement(a.reply, a.ack_code, a.control_id, a.ack, a.problems)) is not None]
+    if not acks:
+        return None
+    codec = answers[0].reply.codec
+    text = acks[0] if len(acks) == 1 else f"BHS|^~\\&|DSI|PLAN\r{''.join(acks)}BTS|{len(acks)}\r"
+    return text.encode(codec, "replace")
 
 
 class MllpListener:
@@ -301,22 +297,24 @@ class MllpListener:
                 if not data:
                     break  # the peer closed the connection
                 for item in framer.feed(data):
-                    writer.write(VT + await self.answer_item(item, senders, identity) + FS + CR)
-                    await writer.drain()
+                    answer = await self.answer_item(item, senders, identity)
+                    if answer is not None:  # None: MSH-15/16 asked for no acknowledgement
+                        writer.write(VT + answer + FS + CR)
+                        await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
 
     async def answer_item(self, item: Frame | Oversize | Unframed, senders: frozenset[str] | None = None,
-                          identity: str | None = None) -> bytes:
+                          identity: str | None = None) -> bytes | None:
         if isinstance(item, Frame):
             return await self.answer(item.data, senders, identity)
         if isinstance(item, Unframed):
-            return build_ack("AR", "", problems=["frame does not start with <VT>"]).encode()
+            return ack_for(ORIGINAL, "AR", "", ["frame does not start with <VT>"]).encode()
         problem = f"frame larger than {self.max_bytes} bytes"
         await self._record_unreadable(item.sha256, item.size, "frame_too_large")
-        return build_ack("AR", control_id_of(item.head), problems=[problem]).encode()
+        return ack_for(ORIGINAL, "AR", control_id_of(item.head), [problem]).encode()
 
     async def _record_unreadable(self, sha256: str, size: int, reason: str) -> None:
         frame = UnreadableFrame("mllp", datetime.now(UTC), sha256, size, reason)
@@ -325,13 +323,14 @@ class MllpListener:
         except Exception as exc:  # noqa: BLE001 - the answer still goes out
             log.error("MLLP unreadable frame not recorded: %s", type(exc).__name__)
 
-    async def answer(self, block: bytes, senders: frozenset[str] | None = None, identity: str | None = None) -> bytes:
+    async def answer(self, block: bytes, senders: frozenset[str] | None = None,
+                     identity: str | None = None) -> bytes | None:
         with self.tracer.start_as_current_span("mllp message", kind=trace.SpanKind.SERVER) as span:
             reason = unreadable_reason(block)
             if reason is not None:  # garbage: one compact, unpublished event; no payload kept
                 await self._record_unreadable(hashlib.sha256(block).hexdigest(), len(block), "not_hl7")
                 span.set_attribute("hl7.ack_codes", "AR")
-                return build_ack("AR", "", problems=[reason]).encode()
+                return ack_for(ORIGINAL, "AR", control_id_of(block[:4096]), [reason]).encode()
             try:
                 origin = {"mllp_peer": identity} if self.peers is not None else None
                 evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp",
@@ -339,9 +338,7 @@ class MllpListener:
             except Exception as exc:  # noqa: BLE001 - every frame gets an answer: a silent close stalls the sender
                 log.error("MLLP frame not recorded: %s", type(exc).__name__)  # the type only: messages may hold PHI
                 span.set_attribute("hl7.ack_codes", "AE")
-                return build_ack("AE", "", problems=["application error: the message was not recorded; send it again"]).encode()
+                return ack_for(ORIGINAL, "AE", control_id_of(block[:4096]),
+                               ["application error: the message was not recorded; send it again"]).encode()
             span.set_attribute("hl7.ack_codes", ",".join(a.ack_code for a in evaluation.answers))
-            if len(evaluation.answers) == 1:
-                return evaluation.answers[0].ack.encode()
-            acks = "".join(a.ack for a in evaluation.answers)
-            return f"BHS|^~\\&|DSI|PLAN\r{acks}BTS|{len(evaluation.answers)}\r".encode()
+            return reply_frame(evaluation.answers)

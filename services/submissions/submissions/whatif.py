@@ -78,7 +78,8 @@ def _judge(submission: Submission, participant: ParticipantFacts | None, member:
             key = f"{submission.participant_id}|{member.cin if member else member_id}|{facts['visit']}|{submission.event_key}"
             if key in credited_events:
                 return _outcome(submission, REJECTED, ("duplicate",), ZERO, None, member_id, judgment.rule_version)
-            credited_events.add(key)
+            if submission.reversed_by is None:  # a cancelled credit is no duplicate of the event sent again
+                credited_events.add(key)
     else:
         judgment = judge_record(problems=facts.get("problems", []), received_at=submission.received_at, member=member,
                                 participant=participant, book=book)

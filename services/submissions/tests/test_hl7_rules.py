@@ -86,8 +86,8 @@ def test_a_complete_combined_file() -> None:
 
 def test_incomplete_files_name_the_segment_and_field() -> None:
     [file] = combined_files(parse_all("\r".join([adt("A01", CIN, visit=None), oru("87654321B")])))
-    assert problems_of(file) == ["PV1-19 missing", "ORU^R01 MSH-10 " + file.messages[1].control_id
-                               + " is for another patient or visit"]
+    # no visit id is no longer a problem (issue 13: the event is keyed on the patient and its time)
+    assert problems_of(file) == ["ORU^R01 MSH-10 " + file.messages[1].control_id + " is for another patient or visit"]
     no_cin = adt("A01", CIN).replace(f"{CIN}^^^CAMEDICAL^MA~", "")
     [file] = combined_files(parse_all(no_cin))
     assert problems_of(file) == ["PID-3 has no Medi-Cal CIN (identifier type MA)"]
@@ -111,7 +111,7 @@ def test_what_is_not_hl7_is_refused_before_parsing(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "fatal"), [
     ("MSH^~|&|PCC|X", "invalid MSH delimiters"),
-    (adt("A01", CIN, version="3.0"), "unsupported HL7 version"),
+    (adt("A01", CIN, version="3.0"), "unsupported HL7 version 3.0"),  # issue 13: the version is named
     ("MSH|", "no MSH segment"),
 ])
 def test_unprocessable_messages_are_fatal(text: str, fatal: str) -> None:

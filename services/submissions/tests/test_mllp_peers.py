@@ -77,7 +77,8 @@ async def test_over_mutual_tls_only_a_known_peer_is_heard_and_only_for_its_own_f
             other = await _send(server.port, adt("A01", "91000000A", facility="OTHER_SNF", control_id="OTHER1"),
                                 _client(pki, "hie-a"))
             assert b"MSA|AR|OTHER1" in other and b"204^" in other  # AR, unknown key: not its facility
-            assert b"MSA|" in own and b"204^" not in own  # its own facility is heard (unknown to this store: AR 200s)
+            # its own facility is heard: unknown to this store (AR 204 since issue 13), not "not bound"
+            assert b"MSA|AR|OWN1" in own and b"unknown sending facility" in own and b"not bound" not in own
             assert await _send(server.port, adt("A01", "91000000A"), _client(pki, None)) == b""  # no certificate
             assert await _send(server.port, adt("A01", "91000000A"), _client(pki, "rogue")) == b""  # untrusted CA
             assert await _send(server.port, adt("A01", "91000000A"), _client(pki, "stranger")) == b""  # not a peer
