@@ -22,26 +22,44 @@ class Enrollee:
     ohc: bool = False
     medicare_id: str | None = None
     frozen: list[str] = field(default_factory=list)
+    # Shapes seen in real senders (pyx12's test files: a family enrollment, a termination, Oregon MMIS):
+    dependent: bool = False  # INS01 N, relationship 19 (child)
+    eligibility_start: date | None = None  # DTP*356, member level (loop 2000)
+    eligibility_end: date | None = None  # DTP*357
+    coverage: bool = True  # an HD loop 2300 at all (dependents often have none)
+    pcp_since: date | None = None  # a loop 2310 PCP with its own DTP*348 (not the member's date)
+    reporting_category: bool = False  # a loop 2700 LS/LX/N1*75/DTP*007/LE block
 
 
 def member_segments(e: Enrollee) -> Iterator[str]:
-    yield f"INS*Y*18*{e.maintenance}*XN*A***AC~"
+    yield f"INS*{'N*19' if e.dependent else 'Y*18'}*{e.maintenance}*XN*A***AC~"
     yield f"REF*0F*{e.cin}~"
     for frozen in e.frozen:
         yield f"REF*Q4*{frozen}~"
     if e.medicare_id:
         yield f"REF*F6*{e.medicare_id}~"
+    if e.eligibility_start:
+        yield f"DTP*356*D8*{e.eligibility_start:%Y%m%d}~"
+    if e.eligibility_end:
+        yield f"DTP*357*D8*{e.eligibility_end:%Y%m%d}~"
     yield f"NM1*IL*1*{e.family}*{e.given}~"
     yield "N3*100 MAIN ST~"
     yield "N4*SALINAS*CA*93901~"
     yield f"DMG*D8*{e.birth}*F~"
-    yield f"HD*{e.maintenance}**HLT*{e.aid_code}~"
-    if e.start:
-        yield f"DTP*348*D8*{e.start:%Y%m%d}~"
-    if e.end:
-        yield f"DTP*349*D8*{e.end:%Y%m%d}~"
-    if e.ohc:
-        yield "COB*P*OTHERCARRIER*1~"
+    if e.coverage:
+        yield f"HD*{e.maintenance}**HLT*{e.aid_code}~"
+        if e.start:
+            yield f"DTP*348*D8*{e.start:%Y%m%d}~"
+        if e.end:
+            yield f"DTP*349*D8*{e.end:%Y%m%d}~"
+        if e.pcp_since:
+            yield "LX*1~"
+            yield "NM1*P3*1*CLINIC*PAT****XX*1234567893*25~"
+            yield f"DTP*348*D8*{e.pcp_since:%Y%m%d}~"
+        if e.ohc:
+            yield "COB*P*OTHERCARRIER*1~"
+    if e.reporting_category:
+        yield from ("LS*2700~", "LX*1~", "N1*75*PREVIOUS PMP END DATE~", "DTP*007*D8*20130615~", "LE*2700~")
 
 
 def build_834(enrollees: Iterable[Enrollee], control: int = 1) -> str:

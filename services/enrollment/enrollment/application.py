@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from datetime import date, datetime
@@ -17,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
+from enrollment.atr import ProviderSources
 from enrollment.domain import DuplicateParticipant, Participant, ProviderIdentity, identity_keys
 from enrollment.dsa_list import SignatoryList, match_signatories
 from enrollment.members import CinAlias, Member, normalise_cin
@@ -26,6 +28,10 @@ from enrollment.rules import ProgramRules, UnknownProviderType, default_rules_do
 T = TypeVar("T")
 CHUNK = 500  # rows saved per transaction on import: the PostgreSQL recorder serialises writers, so batch
 MAX_REPORTED_ERRORS = 1000
+# What became of each applied row; accepted = added + changed + terminated + unchanged, and
+# rows = accepted + not_applied + rejected.
+OUTCOMES = ("added", "changed", "terminated", "unchanged", "not_applied")
+NO_SPAN_TO_TERMINATE = "INS03 024: the plan has no eligibility span for the member on or before the termination date"
 
 
 class ImportBatch(Aggregate):
@@ -37,9 +43,16 @@ class ImportBatch(Aggregate):
 
     @event("RosterImported")
     def __init__(self, kind: str, file_format: str, sha256: str, size: int, rows: int, accepted: int,
-                 members_changed: int, rejected: int, errors: list[dict[str, Any]]) -> None:
+                 members_changed: int, rejected: int, errors: list[dict[str, Any]],
+                 provider_sources: dict[str, Any] | None = None, outcomes: dict[str, int] | None = None,
+                 notes: list[dict[str, Any]] | None = None, leniencies: dict[str, int] | None = None) -> None:
+        # `outcomes`, `notes` (lines applied with a leniency, or not applied, and why) and `leniencies` (how many
+        # lines each leniency concerned) are absent from reports recorded before they existed.
         self.report = {"kind": kind, "format": file_format, "sha256": sha256, "size": size, "rows": rows,
-                       "accepted": accepted, "members_changed": members_changed, "rejected": rejected, "errors": errors}
+                       "accepted": accepted, **(outcomes or {}), "members_changed": members_changed,
+                       "rejected": rejected, "errors": errors, "notes": notes or [], "leniencies": leniencies or {}}
+        if provider_sources:  # an ATR PCP list: whose NPI each member was attributed to
+            self.report["provider_sources"] = provider_sources
 
 
 class Enrollment(ServiceApplication):
@@ -282,24 +295,31 @@ class Enrollment(ServiceApplication):
             return self.repository.get(batch_id).report, True
         except AggregateNotFoundError:
             pass
-        counts = {"rows": 0, "accepted": 0, "members_changed": 0}
+        counts = {"rows": 0, "accepted": 0, "members_changed": 0, **dict.fromkeys(OUTCOMES, 0)}
         errors: list[dict[str, Any]] = []
+        notes: list[dict[str, Any]] = []
         chunk: list[EligibilityRow | AttributionRow] = []
         source = f"{kind}:{sha256[:16]}"
+        providers = ProviderSources(MAX_REPORTED_ERRORS)
         for row in rows:
             counts["rows"] += 1
             if isinstance(row, RowError):
                 errors.append(asdict(row))
                 continue
+            providers.note(row)
             chunk.append(row)
             if len(chunk) >= CHUNK:
-                self._apply_chunk(chunk, source, counts, errors)
+                self._apply_chunk(chunk, source, counts, errors, notes)
                 chunk = []
         if chunk:
-            self._apply_chunk(chunk, source, counts, errors)
+            self._apply_chunk(chunk, source, counts, errors, notes)
         errors.sort(key=lambda e: e["line"])
+        notes.sort(key=lambda n: n["line"])
+        leniencies = dict(Counter(n["note"] for n in notes if n["outcome"] != "not_applied"))
         batch = ImportBatch(kind, file_format, sha256, len(data), counts["rows"], counts["accepted"],
-                            counts["members_changed"], len(errors), errors[:MAX_REPORTED_ERRORS])
+                            counts["members_changed"], len(errors), errors[:MAX_REPORTED_ERRORS], providers.report(),
+                            outcomes={k: counts[k] for k in OUTCOMES}, notes=notes[:MAX_REPORTED_ERRORS],
+                            leniencies=leniencies)
         try:
             self.save(batch)
         except IntegrityError:
@@ -307,52 +327,77 @@ class Enrollment(ServiceApplication):
         return batch.report, False
 
     def _apply_chunk(self, rows: list[EligibilityRow | AttributionRow], source: str, counts: dict[str, int],
-                     errors: list[dict[str, Any]]) -> None:
+                     errors: list[dict[str, Any]], notes: list[dict[str, Any]]) -> None:
         """One transaction; another roster changing the same members meanwhile → the chunk is applied again to
-        the members as they are now."""
+        the members as they are now. Each row's outcome is counted (`OUTCOMES`); a termination with no span to
+        close is not applied (and registers no member)."""
 
-        def attempt() -> tuple[int, int, list[dict[str, Any]]]:
+        def attempt() -> tuple[dict[str, int], int, list[dict[str, Any]], list[dict[str, Any]]]:
             members: dict[str, Member] = {}
             extra: list[Aggregate] = []
-            accepted, refused = 0, []
+            tally = dict.fromkeys(OUTCOMES, 0)
+            refused: list[dict[str, Any]] = []
+            noted: list[dict[str, Any]] = []
             for row in rows:
-                member = members.get(row.cin) or self._member_or_new(row.cin)
-                members[row.cin] = member
+                found = members.get(row.cin) or self._member_or_none(row.cin)
+                if isinstance(row, EligibilityRow) and row.terminated and (
+                        found is None or row.end is None or not found.has_span_by(row.end)):
+                    tally["not_applied"] += 1
+                    noted.append({"line": row.line, "outcome": "not_applied", "note": NO_SPAN_TO_TERMINATE})
+                    continue
+                member = members[row.cin] = found or Member(row.cin)
+                before, aliases = len(member.pending_events), []
                 try:
                     if isinstance(row, EligibilityRow):
-                        extra.extend(self._apply_eligibility(member, row, source))
+                        aliases = self._apply_eligibility(member, row, source)
+                        extra.extend(aliases)
                     else:
                         member.attribute(row.kind, row.assignee, row.start, row.end, source)
-                    accepted += 1
                 except PermanentError as exc:
                     refused.append({"line": row.line, "reason": str(exc)})
+                    continue
+                outcome = _outcome(row, member.pending_events[before:], bool(aliases))
+                tally[outcome] += 1
+                noted.extend({"line": row.line, "outcome": outcome, "note": note} for note in getattr(row, "notes", ()))
             changed = [m for m in members.values() if m.pending_events]
             self.save(*changed, *extra)
-            return accepted, len(changed), refused
+            return tally, len(changed), refused, noted
 
-        accepted, changed, refused = retry_on_conflict(attempt, "a member in the file")
-        counts["accepted"] += accepted
+        tally, changed, refused, noted = retry_on_conflict(attempt, "a member in the file")
+        for outcome, n in tally.items():
+            counts[outcome] += n
+        counts["accepted"] += sum(n for outcome, n in tally.items() if outcome != "not_applied")
         counts["members_changed"] += changed
         errors.extend(refused)
+        notes.extend(noted)
 
     def _apply_eligibility(self, member: Member, row: EligibilityRow, source: str) -> list[Aggregate]:
         if row.family_name or row.given_name or row.birth_date:
             member.record_demographics(row.family_name, row.given_name, row.birth_date, source)
         if row.terminated:
             assert row.end is not None
-            member.terminate(row.end, source)
+            member.terminate(row.end, source, row.end_from)
         else:
             assert row.start is not None
+            dates_from = {"start": row.start_from, "end": row.end_from} if row.start_from else None
             member.record_eligibility(row.start, row.end, row.aid_code, row.other_health_coverage, row.dual_eligible,
-                                      source)
+                                      source, dates_from)
         aliases: list[Aggregate] = []
         for frozen in row.frozen_cins:
             if member.add_alias(frozen):
                 aliases.append(CinAlias(frozen, member.cin))
         return aliases
 
-    def _member_or_new(self, cin: str) -> Member:
+    def _member_or_none(self, cin: str) -> Member | None:
         try:
             return self.repository.get(Member.create_id(cin))
         except AggregateNotFoundError:
-            return Member(cin)
+            return None
+
+
+def _outcome(row: EligibilityRow | AttributionRow, new_events: list[Any], new_aliases: bool) -> str:
+    if isinstance(row, EligibilityRow) and row.terminated:
+        return "terminated" if new_events else "unchanged"
+    if any(type(e).__name__ == "EligibilityOpened" for e in new_events):
+        return "added"
+    return "changed" if new_events or new_aliases else "unchanged"

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from dsi_shared.errors import Unprocessable
-from dsi_shared.members import CIN, assignee_on
+from dsi_shared.members import assignee_on, cin_of
 from eventsourcing.domain import Aggregate, event
 
 PCP, QIP = "pcp", "qip"
@@ -21,10 +21,8 @@ class InvalidMember(Unprocessable):
 
 def normalise_cin(raw: str) -> str:
     """A Medi-Cal CIN: 8 digits then a letter. A 14-character BIC id starts with the CIN. (Never echo the value.)"""
-    value = (raw or "").strip().upper()
-    if len(value) == 14 and CIN.match(value[:9]):
-        value = value[:9]
-    if not CIN.match(value):
+    value = cin_of(raw, bic=True)
+    if value is None:
         raise InvalidMember("member id is not a Medi-Cal CIN (8 digits then a letter)")
     return value
 
@@ -63,47 +61,64 @@ class Member(Aggregate):
         self.demographics = {"family_name": family_name, "given_name": given_name, "birth_date": birth_date}
 
     # -- eligibility spans -------------------------------------------------------------------------------------
-    def record_eligibility(self, start: date, end: date | None, aid_code: str, other_health_coverage: bool,
-                           dual_eligible: bool, source: str) -> bool:
+    # A span: start, end, aid_code (None = unknown: the file left it blank), other_health_coverage, dual_eligible,
+    # and `dates_from` ({"start": ..., "end": ...}: the field that supplied each date, e.g. "DTP*356"). Provenance
+    # is recorded with the dates but is not itself a change: the same dates from another qualifier change nothing.
+    def record_eligibility(self, start: date, end: date | None, aid_code: str | None, other_health_coverage: bool,
+                           dual_eligible: bool, source: str, dates_from: dict[str, str | None] | None = None) -> bool:
         if end is not None and end < start:
             raise InvalidMember("eligibility ends before it starts")
         span: dict[str, Any] = {"start": start, "end": end, "aid_code": aid_code, "other_health_coverage": other_health_coverage,
                 "dual_eligible": dual_eligible}
         existing = self.spans.get(start.isoformat())
-        if existing == span:
+        facts = None if existing is None else {k: v for k, v in existing.items() if k in span}
+        if facts == span:
             return False
-        if existing is None:
-            self.eligibility_opened(cin=self.cin, **span, source=source)
-        elif {k: v for k, v in existing.items() if k != "end"} == {k: v for k, v in span.items() if k != "end"}:
-            self.eligibility_closed(cin=self.cin, start=start, end=end, source=source)
+        if facts is None:
+            self.eligibility_opened(cin=self.cin, **span, source=source, dates_from=dates_from)
+        elif {k: v for k, v in facts.items() if k != "end"} == {k: v for k, v in span.items() if k != "end"}:
+            self.eligibility_closed(cin=self.cin, start=start, end=end, source=source,
+                                    end_from=(dates_from or {}).get("end"))
         else:
-            self.eligibility_changed(cin=self.cin, **span, source=source)
+            self.eligibility_changed(cin=self.cin, **span, source=source, dates_from=dates_from)
         return True
 
-    def terminate(self, end: date, source: str) -> bool:
+    def has_span_by(self, day: date) -> bool:
+        """Some span starts on or before `day`: a termination at `day` has something to apply to."""
+        return any(span["start"] <= day for span in self.spans.values())
+
+    def terminate(self, end: date, source: str, end_from: str | None = None) -> bool:
         """Close every span still running past `end` (an 834 termination)."""
         changed = False
         for span in list(self.spans.values()):
             if span["start"] <= end and (span["end"] is None or span["end"] > end):
-                self.eligibility_closed(cin=self.cin, start=span["start"], end=end, source=source)
+                self.eligibility_closed(cin=self.cin, start=span["start"], end=end, source=source, end_from=end_from)
                 changed = True
         return changed
 
     @event("EligibilityOpened")
-    def eligibility_opened(self, cin: str, start: date, end: date | None, aid_code: str, other_health_coverage: bool,
-                           dual_eligible: bool, source: str) -> None:
+    def eligibility_opened(self, cin: str, start: date, end: date | None, aid_code: str | None,
+                           other_health_coverage: bool, dual_eligible: bool, source: str,
+                           dates_from: dict[str, str | None] | None = None) -> None:
         self.spans[start.isoformat()] = {"start": start, "end": end, "aid_code": aid_code,
-                                         "other_health_coverage": other_health_coverage, "dual_eligible": dual_eligible}
+                                         "other_health_coverage": other_health_coverage, "dual_eligible": dual_eligible,
+                                         "dates_from": dates_from}
 
     @event("EligibilityChanged")
-    def eligibility_changed(self, cin: str, start: date, end: date | None, aid_code: str, other_health_coverage: bool,
-                            dual_eligible: bool, source: str) -> None:
+    def eligibility_changed(self, cin: str, start: date, end: date | None, aid_code: str | None,
+                            other_health_coverage: bool, dual_eligible: bool, source: str,
+                            dates_from: dict[str, str | None] | None = None) -> None:
         self.spans[start.isoformat()] = {"start": start, "end": end, "aid_code": aid_code,
-                                         "other_health_coverage": other_health_coverage, "dual_eligible": dual_eligible}
+                                         "other_health_coverage": other_health_coverage, "dual_eligible": dual_eligible,
+                                         "dates_from": dates_from}
 
     @event("EligibilityClosed")
-    def eligibility_closed(self, cin: str, start: date, end: date | None, source: str) -> None:
-        self.spans[start.isoformat()]["end"] = end
+    def eligibility_closed(self, cin: str, start: date, end: date | None, source: str,
+                           end_from: str | None = None) -> None:
+        span = self.spans[start.isoformat()]
+        span["end"] = end
+        if end_from is not None:
+            span["dates_from"] = {**(span.get("dates_from") or {}), "end": end_from}
 
     def eligibility_on(self, day: date) -> dict[str, Any] | None:
         return next((s for s in sorted(self.spans.values(), key=lambda s: s["start"], reverse=True) if covers(s, day)), None)

@@ -1,7 +1,7 @@
 """Roster files → plain rows (adapters; no aggregate is touched here).
 
 - the state's eligibility file: CSV (`ELIGIBILITY_COLUMNS`) or X12 834 5010 (parsed with pyx12);
-- PCP attribution and QIP-entity assignment: CSV (`ATTRIBUTION_COLUMNS`) or a Da Vinci ATR FHIR `Group`.
+- PCP attribution and QIP-entity assignment: CSV (`ATTRIBUTION_COLUMNS`) or a Da Vinci ATR list (`enrollment.atr`).
 
 Each parser yields rows or `RowError(line, reason)`; a bad row never stops the good ones. Reasons name the
 field and the problem, never the value (rows hold PHI).
@@ -18,11 +18,7 @@ from typing import Any
 
 import pyx12.errors
 import pyx12.x12file
-from dsi_shared import jsonsafe
-from dsi_shared.errors import Unprocessable, describe
-from dsi_shared.jsonsafe import JsonTooDeep
-from fhir.resources.R4B.group import Group  # R4B: the R4-compatible release (ATR is an R4 IG)
-from pydantic import ValidationError
+from dsi_shared.errors import Unprocessable
 
 from enrollment.members import PCP, QIP, InvalidMember, normalise_cin
 
@@ -54,11 +50,14 @@ class EligibilityRow:
     birth_date: date | None
     start: date | None
     end: date | None
-    aid_code: str
+    aid_code: str | None  # None: unknown (an 834 with HD04 blank)
     other_health_coverage: bool
     dual_eligible: bool
     terminated: bool = False  # an 834 termination: close spans at `end`
     frozen_cins: tuple[str, ...] = field(default_factory=tuple)
+    start_from: str | None = None  # the field that supplied `start` (834: "DTP*348" or "DTP*356")
+    end_from: str | None = None
+    notes: tuple[str, ...] = ()  # leniencies applied to this row, for the line report (field codes, never values)
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,7 @@ class AttributionRow:
     assignee: str  # participant id or NPI (pcp); QIP entity id (qip)
     start: date
     end: date | None
+    provider_from: str | None = field(default=None, compare=False)  # ATR pcp: "attributed_provider" | "group_npi"
 
 
 class _Bad(Exception):
@@ -135,12 +135,18 @@ def eligibility_csv(text: str) -> Iterator[EligibilityRow | RowError]:
 
 
 # -- X12 834 (005010X220A1) -------------------------------------------------------------------------------------
-# Mapping, loop 2000 per member: INS (INS03 maintenance type: 021 add, 001 change, 024 termination, 025 reinstate,
-# 030 audit), REF*0F subscriber identifier = CIN, REF*Q4 prior identifier = a frozen CIN, NM1*IL name, DMG*D8 birth
-# date; loop 2300 HD (HD04 plan coverage description = the Medi-Cal aid code) with DTP*348 benefit begin and DTP*349
-# benefit end; loop 2320 COB = other health coverage; REF*F6 (Medicare beneficiary id) = dual eligible.
+# Mapping, loop 2000 per member: INS (INS01 Y subscriber / N dependent; INS03 maintenance type: 021 add, 001 change,
+# 024 termination, 025 reinstate, 030 audit), REF*0F subscriber identifier = CIN, REF*Q4 prior identifier = a frozen
+# CIN, NM1*IL name, DMG*D8 birth date, DTP*356/357 member eligibility begin/end; loop 2300 HD (HD04 plan coverage
+# description = the Medi-Cal aid code) with DTP*348/349 benefit begin/end; loop 2320 COB = other health coverage;
+# REF*F6 (Medicare beneficiary id) = dual eligible. Benefit dates win over eligibility dates, each end on its own:
+# state files (and dependents) often carry only 356/357. DTPs of loops 2310 (a PCP's own 348/349), 2320 and 2700
+# are not the member's dates.
 
 MAINTENANCE_TERMINATION = "024"
+DATE_LOOP = {"356": "2000", "357": "2000", "348": "2300", "349": "2300"}  # a DTP counts only in its own loop
+BEGIN, END = ("DTP*348", "DTP*356"), ("DTP*349", "DTP*357")  # by preference
+AID_CODE_UNKNOWN = "HD04: aid code blank or absent, recorded as unknown"
 
 
 def eligibility_834(text: str) -> Iterator[EligibilityRow | RowError]:
@@ -156,7 +162,8 @@ def eligibility_834(text: str) -> Iterator[EligibilityRow | RowError]:
             yield _member_834(member)
             member = None
         if seg_id == "INS":
-            member = {"line": number, "maintenance": _v(segment, "03"), "frozen": [], "ohc": False, "dual": False}
+            member = {"line": number, "maintenance": _v(segment, "03"), "frozen": [], "ohc": False, "dual": False,
+                      "loop": "2000"}
         elif member is None:
             continue
         elif seg_id == "REF":
@@ -172,13 +179,14 @@ def eligibility_834(text: str) -> Iterator[EligibilityRow | RowError]:
         elif seg_id == "DMG" and _v(segment, "01") == "D8":
             member["birth"] = _v(segment, "02")
         elif seg_id == "HD":
-            member["aid_code"] = _v(segment, "04")
+            member["aid_code"], member["loop"] = _v(segment, "04"), "2300"
         elif seg_id == "DTP":
             qualifier = _v(segment, "01")
-            if qualifier in {"348", "349"}:
-                member["start" if qualifier == "348" else "end"] = _v(segment, "03")
-        elif seg_id == "COB":
-            member["ohc"] = True
+            if DATE_LOOP.get(qualifier) == member["loop"]:
+                member["DTP*" + qualifier] = _v(segment, "03")
+        elif seg_id in {"LX", "COB", "LS"}:  # loops 2310 (provider), 2320 (coordination of benefits), 2700
+            member["loop"] = seg_id
+            member["ohc"] = member["ohc"] or seg_id == "COB"
     if member is not None:
         yield _member_834(member)
 
@@ -190,6 +198,11 @@ def _v(segment: Any, position: str) -> str:
         return ""
 
 
+def _pick(m: dict[str, Any], qualifiers: tuple[str, str]) -> str | None:
+    """The preferred qualifier the member loop carries, if any."""
+    return next((q for q in qualifiers if m.get(q)), None)
+
+
 def _member_834(m: dict[str, Any]) -> EligibilityRow | RowError:
     line = int(m["line"])
     try:
@@ -197,16 +210,17 @@ def _member_834(m: dict[str, Any]) -> EligibilityRow | RowError:
             raise _Bad("INS03: unknown maintenance type code")
         cin = _cin(m.get("cin"), "REF*0F")
         terminated = m["maintenance"] == MAINTENANCE_TERMINATION
-        start = _date(m.get("start"), "DTP*348", required=not terminated)
-        end = _date(m.get("end"), "DTP*349", required=terminated)
+        start_from, end_from = _pick(m, BEGIN), _pick(m, END)
+        start = _date(m.get(start_from or ""), start_from or "DTP*348 or DTP*356", required=not terminated)
+        end = _date(m.get(end_from or ""), end_from or "DTP*349 or DTP*357", required=terminated)
         if start and end and end < start:
-            raise _Bad("DTP*349: before DTP*348")
-        if not terminated and not m.get("aid_code"):
-            raise _Bad("HD04: missing aid code")
+            raise _Bad(f"{end_from}: before {start_from}")
+        aid_code = str(m.get("aid_code") or "").upper() or None
+        notes = (AID_CODE_UNKNOWN,) if aid_code is None and not terminated else ()
         return EligibilityRow(line, cin, m.get("family", ""), m.get("given", ""),
-                              _date(m.get("birth"), "DMG02", required=False), start, end,
-                              str(m.get("aid_code", "")).upper(), bool(m["ohc"]), bool(m["dual"]), terminated,
-                              tuple(_cin(c, "REF*Q4") for c in m["frozen"]))
+                              _date(m.get("birth"), "DMG02", required=False), start, end, aid_code, bool(m["ohc"]),
+                              bool(m["dual"]), terminated, tuple(_cin(c, "REF*Q4") for c in m["frozen"]),
+                              start_from if start else None, end_from if end else None, notes)
     except _Bad as bad:
         return RowError(line, str(bad))
 
@@ -232,36 +246,10 @@ def attribution_csv(text: str) -> Iterator[AttributionRow | RowError]:
 
 
 def attribution_atr(text: str, kind: str) -> Iterator[AttributionRow | RowError]:
-    """A Da Vinci ATR Group: the group's NPI (or, per member, its attributed provider's NPI) is the assignee;
-    `member.entity.identifier.value` (or `Patient/<CIN>`) the member; `member.period` the span."""
-    try:
-        group = Group.model_validate(jsonsafe.loads(text, "the Group"))
-    except JsonTooDeep:
-        raise
-    except (ValueError, ValidationError) as exc:
-        raise UnreadableFile(f"not a FHIR R4 Group ({describe(exc) if isinstance(exc, ValidationError) else 'JSON'})") from None
-    group_npi = next((i.value for i in group.identifier or [] if i.system == NPI_SYSTEM and i.value), None)
-    group_id = next((i.value for i in group.identifier or [] if i.value), None)
-    for index, entry in enumerate(group.member or [], start=1):
-        try:
-            reference = entry.entity
-            raw_cin = (reference.identifier.value if reference.identifier else None) or (
-                (reference.reference or "").removeprefix("Patient/"))
-            provider = next((ext.valueReference for ext in entry.extension or []
-                             if ext.url == ATR_ATTRIBUTED_PROVIDER and ext.valueReference), None)
-            provider_npi = provider.identifier.value if provider is not None and provider.identifier else None
-            assignee = (provider_npi or group_npi) if kind == PCP else (group_id or group_npi)
-            if not assignee:
-                raise _Bad("attributed provider: no NPI on the member or the group")
-            if entry.period is None or entry.period.start is None:
-                raise _Bad("member.period.start: missing")
-            start = _as_date(entry.period.start)
-            end = _as_date(entry.period.end) if entry.period.end else None
-            if entry.inactive and end is None:
-                raise _Bad("member.inactive without member.period.end")
-            yield AttributionRow(index, _cin(raw_cin, "member.entity"), kind, str(assignee), start, end)
-        except _Bad as bad:
-            yield RowError(index, str(bad))
+    """A Da Vinci ATR Group, Bundle or bulk-export NDJSON: see `enrollment.atr`."""
+    from enrollment.atr import group_rows  # atr builds on this module's rows (a top-level import would be circular)
+
+    return group_rows(text, kind)
 
 
 def _as_date(value: Any) -> date:
