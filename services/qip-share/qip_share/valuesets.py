@@ -18,10 +18,21 @@ from pydantic import ValidationError
 from qip_share.codes import UnknownCodeSystem, normalise, system_uri
 
 CSV_COLUMNS = ("value_set_name", "value_set_oid", "code_system", "code")
+MAX_NAMED_CODES = 100  # codes named in a report; the rest are counted
+UNKNOWN_SYSTEM = "unknown code system (use a FHIR URI, an OID or a name such as LOINC, CPT, NDC)"
 
 
 class BadValueSet(ValueError):
-    pass
+    """The file yields no value set; `errors` names each code it could not use and why."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+def capped(errors: list[dict[str, Any]], limit: int = MAX_NAMED_CODES) -> dict[str, Any]:
+    """The first `limit` errors and how many more there were (value-set codes are reference data, not PHI)."""
+    return {"errors": errors[:limit], "errors_not_shown": max(0, len(errors) - limit)}
 
 
 @dataclass
@@ -35,7 +46,7 @@ class ParsedValueSet:
 @dataclass
 class ParseReport:
     value_sets: list[ParsedValueSet]
-    errors: list[dict[str, Any]]  # {"line"/"at", "reason"}: never the row's values
+    errors: list[dict[str, Any]]  # {"line"/"at", "system", "code", "reason"}: codes are reference data, not PHI
 
 
 def from_fhir(data: bytes, default_version: str) -> ParseReport:
@@ -57,13 +68,15 @@ def from_fhir(data: bytes, default_version: str) -> ParseReport:
     elif resource.compose is not None:  # an unexpanded compose of enumerated concepts is usable as is
         for i, include in enumerate(resource.compose.include or []):
             if include.valueSet or include.filter:
-                errors.append({"at": f"compose.include[{i}]", "reason": "filters and imported value sets need an expansion"})
+                errors.append({"at": f"compose.include[{i}]", "system": str(include.system or "") or None, "code": None,
+                               "reason": "filters and imported value sets need an expansion"})
             entries += [(f"compose.include[{i}].concept[{j}]", include.system, c.code)
                         for j, c in enumerate(include.concept or [])]
     for at, system, code in entries:
         _add(parsed, {"at": at}, system, code, errors)
     if not parsed.codes:
-        raise BadValueSet("the ValueSet has no usable codes (expansion.contains or compose.include.concept)")
+        raise BadValueSet(f"the ValueSet has no usable codes: {_none_used(len(errors))} "
+                          "(expansion.contains or compose.include.concept)", errors)
     return ParseReport([parsed], errors)
 
 
@@ -74,17 +87,25 @@ def _contains(items: Iterable[Any], at: str) -> Iterator[tuple[str, str | None, 
         yield from _contains(item.contains or [], f"{at}[{i}].contains")
 
 
+def _none_used(unusable: int) -> str:
+    return f"none of its {unusable} entries could be used" if unusable else "it lists no codes"
+
+
 def _add(parsed: ParsedValueSet, where: dict[str, Any], system: str | None, code: str | None,
          errors: list[dict[str, Any]]) -> None:
-    if not system or not code or not code.strip():
-        errors.append({**where, "reason": "system and code are required"})
-        return
-    try:
-        uri = system_uri(system)
-    except UnknownCodeSystem as exc:
-        errors.append({**where, "reason": str(exc)})
-        return
-    parsed.codes.add((uri, normalise(uri, code)))
+    """Keep the code, or say which one it was and why it could not be used."""
+    system, code = (system or "").strip() or None, (code or "").strip() or None
+    reason = "missing code system and code" if not system and not code else (
+        "missing code system" if not system else "missing code" if not code else None)
+    if reason is None:
+        try:
+            uri = system_uri(str(system))
+        except UnknownCodeSystem:
+            reason = UNKNOWN_SYSTEM
+        else:
+            parsed.codes.add((uri, normalise(uri, str(code))))
+            return
+    errors.append({**where, "system": system, "code": code, "reason": reason})
 
 
 def from_csv(data: bytes, default_version: str) -> ParseReport:
@@ -101,12 +122,15 @@ def from_csv(data: bytes, default_version: str) -> ParseReport:
     for line, row in enumerate(reader, start=2):
         oid, name = (row.get("value_set_oid") or "").strip(), (row.get("value_set_name") or "").strip()
         if not oid or not name:
-            errors.append({"line": line, "reason": "value_set_name and value_set_oid are required"})
+            errors.append({"line": line, "system": (row.get("code_system") or "").strip() or None,
+                           "code": (row.get("code") or "").strip() or None,
+                           "reason": "value_set_name and value_set_oid are required"})
             continue
         url = oid if ":" in oid else f"urn:oid:{oid}"
         version = (row.get("value_set_version") or "").strip() or default_version
         parsed = sets.setdefault(f"{url}|{version}", ParsedValueSet(url, name, version))
         _add(parsed, {"line": line}, row.get("code_system"), row.get("code"), errors)
-    if not sets:
-        raise BadValueSet("the CSV holds no value set rows")
-    return ParseReport([s for s in sets.values() if s.codes], errors)
+    usable = [s for s in sets.values() if s.codes]
+    if not usable:
+        raise BadValueSet(f"the CSV has no usable codes: {_none_used(len(errors))}", errors)
+    return ParseReport(usable, errors)

@@ -38,7 +38,8 @@ def test_a_fhir_value_set_expansion_nested_and_abstract_entries() -> None:
     [parsed] = report.value_sets
     assert (parsed.name, parsed.version) == ("HbA1cLaboratoryTest", "20240101")
     assert parsed.codes == {(LOINC, "4548-4"), (LOINC, "17856-6")}
-    assert report.errors == [{"at": "expansion.contains[2]", "reason": report.errors[0]["reason"]}]
+    assert report.errors == [{"at": "expansion.contains[2]", "system": "http://example.org/unknown", "code": "x",
+                              "reason": report.errors[0]["reason"]}]
     for bad in (b"{", b'{"resourceType": "Patient"}', json.dumps({**HBA1C, "expansion": None}).encode()):
         with pytest.raises(BadValueSet):
             from_fhir(bad, "v1")
