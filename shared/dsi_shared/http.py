@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsi_shared.config import TokenGrant
@@ -23,6 +24,32 @@ from dsi_shared.occ import ConcurrentChange
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 _bearer = HTTPBearer(auto_error=False)
+
+
+class Answer(BaseModel):
+    """Base of every response model. `extra="forbid"`: a field a route returns that its model does not name is an
+    error (500 in the route, a failed schema check in tests), never silently dropped; `strict`: what the route
+    returned is what is sent (no coercion of "3" to 3), so a model documents the body and never changes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as `problem()` writes them; some add members (`errors`, `dependency`, ids)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+
+
+# Every route may answer these as problem JSON (the gate, the role check, validation, the handlers below).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": description, "content": {PROBLEM: {"schema": Problem.model_json_schema()}}}
+    for code, description in ((401, "no or unknown bearer token"), (403, "the token's role may not do this"),
+                              (404, "not found"), (409, "conflict"), (413, "the body is too large"),
+                              (422, "invalid request"), (503, "a dependency is unavailable"))}
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:

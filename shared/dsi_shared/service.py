@@ -24,7 +24,7 @@ from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
 from dsi_shared.events import IncomingEvent
-from dsi_shared.http import Auth, DependencyUnavailable, RequestGate, install_problem_handlers
+from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailable, RequestGate, install_problem_handlers
 from dsi_shared.relay import Relay, outgoing
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
@@ -34,6 +34,47 @@ log = logging.getLogger(__name__)
 VERIFY_NATS_TIMEOUT = 3.0  # seconds to read the checkpoints before `GET /audit/verify` answers 503
 READY_CHECK_SECONDS = 0.8  # each /readyz check gives up after this, so /readyz always answers within 1 s
 ENTRY_POINT_GROUP = "dsi.services"
+
+
+class Health(Answer):
+    status: str
+    service: str
+
+
+class Readiness(Answer):
+    ready: bool
+    checks: dict[str, bool]
+    lag: int | None
+
+
+class MetricPoint(Answer):
+    name: str
+    attributes: dict[str, Any]
+    value: int | float | None
+
+
+class Metrics(Answer):
+    service: str
+    metrics: list[MetricPoint]
+
+
+class ChainVerification(Answer):
+    service: str
+    intact: bool
+    events: int
+    sealed_head: int
+    unsealed: int
+    checkpoints: int
+    problems: list[str]
+
+
+class Replay(Answer):
+    service: str
+    as_of: str | None
+    aggregates: int
+    events: int
+    participants: dict[str, dict[str, str]]
+    problems: list[str]
 
 
 class Worker(Protocol):
@@ -249,11 +290,12 @@ class ServiceRuntime:
         http.add_middleware(RequestGate, auth=self.auth)
         http.add_middleware(TracingMiddleware, service=self.spec.name)
 
-        @http.get("/healthz", tags=["health"])
+        @http.get("/healthz", tags=["health"], response_model=Health)
         def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.spec.name}
 
-        @http.get("/readyz", tags=["health"])
+        @http.get("/readyz", tags=["health"], response_model=Readiness,
+                  responses={503: {"model": Readiness, "description": "not ready: the failing checks are false"}})
         async def readyz() -> JSONResponse:
             """Ready: the store answers, NATS is connected, and no consumer is more than DSI_READY_MAX_LAG behind.
             Answers within a second whatever is down: a check that does not answer in time has failed."""
@@ -265,12 +307,14 @@ class ServiceRuntime:
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
 
-        @http.get("/metrics", tags=["health"], dependencies=[Depends(self.auth.require("ops", "auditor"))])
+        @http.get("/metrics", tags=["health"], dependencies=[Depends(self.auth.require("ops", "auditor"))],
+                  response_model=Metrics, responses=PROBLEM_RESPONSES)
         def metrics() -> dict[str, Any]:
             """This process's metrics now (also exported over OTLP when configured)."""
             return {"service": self.spec.name, "metrics": metrics_snapshot()}
 
-        @http.get("/audit/verify", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))])
+        @http.get("/audit/verify", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))],
+                  response_model=ChainVerification, responses=PROBLEM_RESPONSES)
         async def verify() -> dict[str, Any]:
             """This store's hash chain recomputed from its events and checked against its published checkpoints."""
             # NATS down: 503 at once, naming the dependency (not a 500 after the client's own timeouts)
@@ -287,7 +331,8 @@ class ServiceRuntime:
                     "sealed_head": report.sealed_head, "unsealed": report.unsealed, "checkpoints": report.checkpoints,
                     "problems": report.problems}
 
-        @http.get("/audit/replay", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))])
+        @http.get("/audit/replay", tags=["audit"], dependencies=[Depends(self.auth.require("auditor", "ops"))],
+                  response_model=Replay, responses=PROBLEM_RESPONSES)
         async def replay(as_of: datetime | None = None) -> dict[str, Any]:
             """This store rebuilt from its events (as of a time, if given): its rows per participant and any
             difference it finds on its own. `dsi audit replay` adds the re-derivation across services."""
@@ -301,7 +346,7 @@ class ServiceRuntime:
                     "aggregates": report.aggregates, "events": report.events, "participants": report.rows,
                     "problems": report.problems}
 
-        http.include_router(self.spec.routes(self.app, self.auth))
+        http.include_router(self.spec.routes(self.app, self.auth), responses=PROBLEM_RESPONSES)
         return http
 
     async def _lag(self) -> int | None:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from enrollment import responses as out
 from enrollment import rosters
 from enrollment.application import Enrollment
 from enrollment.domain import AGREEMENTS, PLAN_AGREEMENTS, DuplicateParticipant, Participant
@@ -240,7 +241,7 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
 
     # -- participants -------------------------------------------------------------------------------------------
     @router.post("/participants", status_code=status.HTTP_201_CREATED, dependencies=[Depends(staff)], tags=["participants"],
-                 responses={409: {"description": "a participant with this NPI/TIN exists"}})
+                 response_model=out.Participant, responses={409: {"description": "a participant with this NPI/TIN exists"}})
     def register(form: InterestForm) -> Any:
         try:
             participant_id = app.register_participant(form.model_dump())
@@ -248,26 +249,29 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
             return problem(409, "Conflict", str(exc), participant_id=str(exc.participant_id))
         return participant_view(app, app.participant(participant_id))
 
-    @router.get("/participants", dependencies=[Depends(readers)], tags=["participants"])
+    @router.get("/participants", dependencies=[Depends(readers)], tags=["participants"], response_model=out.ParticipantList)
     def list_participants(provider_type: str | None = None, county: str | None = None,
                           status_: str | None = Query(default=None, alias="status")) -> dict[str, Any]:
         found = app.participants(provider_type, county, status_)
         return {"participants": [participant_view(app, p) for p in sorted(found, key=lambda p: p.legal_name)],
                 "count": len(found)}
 
-    @router.get("/participants/{participant_id}", dependencies=[Depends(readers)], tags=["participants"])
+    @router.get("/participants/{participant_id}", dependencies=[Depends(readers)], tags=["participants"],
+                response_model=out.ParticipantDetail)
     def show(participant_id: UUID) -> dict[str, Any]:
         return participant_view(app, app.participant(participant_id), with_history=True)
 
     @router.post("/participants/{participant_id}/agreements", dependencies=[Depends(staff)], tags=["agreements"],
+                 response_model=out.Signed,
                  responses={200: {"description": "the same signature was already recorded"},
-                            201: {"description": "signature recorded"}})
+                            201: {"description": "signature recorded", "model": out.Signed}})
     def sign(participant_id: UUID, body: AgreementIn, response: Response) -> dict[str, Any]:
         recorded = app.sign_agreement(participant_id, body.agreement, body.signed_at, body.document_id, "http")
         response.status_code = status.HTTP_201_CREATED if recorded else status.HTTP_200_OK
         return {**participant_view(app, app.participant(participant_id)), "recorded": recorded}
 
-    @router.post("/agreements", dependencies=[Depends(staff)], status_code=status.HTTP_202_ACCEPTED, tags=["agreements"])
+    @router.post("/agreements", dependencies=[Depends(staff)], status_code=status.HTTP_202_ACCEPTED, tags=["agreements"],
+                 response_model=out.EarlySignature)
     def sign_early(body: EarlyAgreementIn) -> dict[str, Any]:
         """A signature matched on NPI/TIN: the DSA may arrive before the interest form and is kept until then."""
         if not (body.npi or body.tin):
@@ -276,13 +280,13 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         return {"participant_id": str(owner) if owner else None, "held_until_interest_form": owner is None}
 
     @router.post("/participants/{participant_id}/agreements/{agreement}/reviews", dependencies=[Depends(staff)],
-                 tags=["agreements"])
+                 tags=["agreements"], response_model=out.Changed)
     def review(participant_id: UUID, agreement: Literal["LOA", "DSA", "HIE"], body: ReviewIn) -> dict[str, Any]:
         changed = app.review_agreement(participant_id, agreement, body.document_id, body.decision, body.reason)
         return {**participant_view(app, app.participant(participant_id)), "changed": changed}
 
     @router.post("/participants/{participant_id}/agreements/acceptance", dependencies=[Depends(staff)],
-                 tags=["agreements"])
+                 tags=["agreements"], response_model=out.Accepted)
     def accept_all(participant_id: UUID, body: AcceptanceIn | None = None) -> dict[str, Any]:
         """Staff accept, after a look at them, every signed document not yet reviewed (one AgreementReviewed,
         decision accepted, each). Rejected and already accepted documents are left alone."""
@@ -291,7 +295,7 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         return {**participant_view(app, app.participant(participant_id)), "accepted": accepted}
 
     @router.post("/participants/{participant_id}/agreement-due-date", dependencies=[Depends(staff)],
-                 tags=["agreements"])
+                 tags=["agreements"], response_model=out.Changed)
     def set_due_date(participant_id: UUID, body: DueDateIn) -> dict[str, Any]:
         """The participant's own agreement due date, set when the LOA is executed (default: the type's
         Milestone 1 date in the rules in force)."""
@@ -299,13 +303,14 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         return {**participant_view(app, app.participant(participant_id)), "changed": changed}
 
     @router.post("/participants/{participant_id}/signing-extension", dependencies=[Depends(staff)],
-                 tags=["agreements"])
+                 tags=["agreements"], response_model=out.Changed)
     def extend_signing(participant_id: UUID, body: SigningExtensionIn) -> dict[str, Any]:
         """Plan agreements signed by `until` are not flagged late. Nothing is refused for lateness either way."""
         changed = app.extend_signing(participant_id, body.until, body.reason)
         return {**participant_view(app, app.participant(participant_id)), "changed": changed}
 
     @router.post("/agreements/dsa-signatories", dependencies=[Depends(staff)], tags=["agreements"],
+                 response_model=out.SignatoryReport, response_model_exclude_unset=True,
                  openapi_extra={"requestBody": {"content": {"text/csv": {}}}})
     async def import_dsa_signatories(request: Request, list_date: date | None = None) -> dict[str, Any]:
         """The DxF DSA signatory list (CSV: legal_name, and optional npi, tin, signed_on; other columns ignored).
@@ -316,18 +321,20 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         day = list_date or plan_day(datetime.now(UTC))
         return await asyncio.to_thread(app.import_dsa_list, parsed, day)
 
-    @router.post("/participants/{participant_id}/withdrawal", dependencies=[Depends(staff)], tags=["participants"])
+    @router.post("/participants/{participant_id}/withdrawal", dependencies=[Depends(staff)], tags=["participants"],
+                 response_model=out.Participant)
     def withdraw(participant_id: UUID, body: DepartureIn) -> dict[str, Any]:
         app.depart(participant_id, "withdrawn", body.effective_on, body.reason)
         return participant_view(app, app.participant(participant_id))
 
-    @router.post("/participants/{participant_id}/termination", dependencies=[Depends(staff)], tags=["participants"])
+    @router.post("/participants/{participant_id}/termination", dependencies=[Depends(staff)], tags=["participants"],
+                 response_model=out.Participant)
     def terminate(participant_id: UUID, body: DepartureIn) -> dict[str, Any]:
         app.depart(participant_id, "terminated", body.effective_on, body.reason)
         return participant_view(app, app.participant(participant_id))
 
     # -- program rules --------------------------------------------------------------------------------------------
-    @router.get("/program-rules", dependencies=[Depends(readers)], tags=["program rules"])
+    @router.get("/program-rules", dependencies=[Depends(readers)], tags=["program rules"], response_model=out.ProgramRules)
     def rules(on: date | None = None) -> dict[str, Any]:
         """The latest published version (`current`), the one in force on `on` (default today), and every
         version with its effective date."""
@@ -339,19 +346,20 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
                 "versions": [v.version for v in book.versions],
                 "effective": [{"version": v.version, "effective_from": v.effective_from.isoformat()} for v in book.versions]}
 
-    @router.post("/program-rules", dependencies=[Depends(staff)], tags=["program rules"])
+    @router.post("/program-rules", dependencies=[Depends(staff)], tags=["program rules"], response_model=out.Published,
+                 responses={201: {"description": "a new version published", "model": out.Published}})
     def publish_rules(body: RulesIn, response: Response) -> Any:
         version, changed = app.publish_rules(body.rules, body.reason, body.confirm_lowering)
         response.status_code = status.HTTP_201_CREATED if changed else status.HTTP_200_OK
         return {"version": version, "changed": changed}
 
     # -- members and rosters -----------------------------------------------------------------------------------
-    @router.get("/members/{member_id}", dependencies=[Depends(readers)], tags=["members"])
+    @router.get("/members/{member_id}", dependencies=[Depends(readers)], tags=["members"], response_model=out.MemberView)
     def member(member_id: str, on: date | None = None) -> Any:
         found, alias = app.member(member_id)
         return member_view(found, alias, on or date.today())
 
-    @router.post("/members/import", dependencies=[Depends(staff)], tags=["members"],
+    @router.post("/members/import", dependencies=[Depends(staff)], tags=["members"], response_model=out.RosterReport,
                  openapi_extra={"requestBody": {"content": {"text/csv": {}, "application/edi-x12": {}}}})
     async def import_members(request: Request, format_: Literal["csv", "834"] | None = Query(None, alias="format")) -> Any:
         data = await read_body(request, MAX_UPLOAD_BYTES)
@@ -360,8 +368,9 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         parse = rosters.eligibility_834 if kind == "834" else rosters.eligibility_csv
         return await _import(app, "eligibility", kind, data, parse(text))
 
-    @router.post("/attributions/import", dependencies=[Depends(staff)], tags=["members"],
-                 openapi_extra={"requestBody": {"content": {"text/csv": {}, "application/fhir+json": {}}}})
+    @router.post("/attributions/import", dependencies=[Depends(staff)], tags=["members"], response_model=out.RosterReport,
+                 openapi_extra={"requestBody": {"content": {"text/csv": {}, "application/fhir+json": {},
+                                                            "application/fhir+ndjson": {}}}})
     async def import_attributions(request: Request, kind: Literal["pcp", "qip"] = "pcp",
                                   format_: Literal["csv", "atr"] | None = Query(None, alias="format")) -> Any:
         data = await read_body(request, MAX_UPLOAD_BYTES)

@@ -13,6 +13,7 @@ from dsi_shared.plantime import QUARTER_PATTERN, Quarter, plan_day
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from milestones import responses as out
 from milestones.application import Milestones
 from milestones.ledger import Evaluation
 
@@ -37,7 +38,7 @@ def routes(app: Milestones, auth: Auth) -> APIRouter:
     readers = auth.require("program-staff", "auditor")
     staff = auth.require_actor("program-staff")
 
-    @router.get("/participants/{participant_id}/milestones", dependencies=[Depends(readers)])
+    @router.get("/participants/{participant_id}/milestones", dependencies=[Depends(readers)], response_model=out.Progress)
     def milestones(participant_id: UUID) -> dict[str, Any]:
         progress = app.progress(participant_id)
         rules = app.rulebook().in_force(plan_day(datetime.now(UTC)))
@@ -56,31 +57,31 @@ def routes(app: Milestones, auth: Auth) -> APIRouter:
             "evaluations": [evaluation_view(e) for e in app.evaluations(participant_id=participant_id)],
         }
 
-    @router.post("/quarters/{quarter}/close")
+    @router.post("/quarters/{quarter}/close", response_model=out.QuarterClose)
     async def close(quarter: str = QUARTER, actor: str = Depends(staff)) -> dict[str, Any]:
         return to_jsonable(await asyncio.to_thread(app.close_quarter, quarter, actor, datetime.now(UTC)))
 
-    @router.get("/quarters/{quarter}", dependencies=[Depends(readers)])
+    @router.get("/quarters/{quarter}", dependencies=[Depends(readers)], response_model=out.ClosedQuarter)
     def closed(quarter: str = QUARTER) -> dict[str, Any]:
         summary = app.close_summary(Quarter.parse(quarter), already_closed=True)
         return {**to_jsonable(summary), "evaluations": [evaluation_view(e) for e in app.evaluations(quarter=quarter)]}
 
-    @router.get("/evaluations", dependencies=[Depends(readers)])
+    @router.get("/evaluations", dependencies=[Depends(readers)], response_model=out.EvaluationList)
     def evaluations(quarter: str | None = Query(None, pattern=QUARTER_PATTERN),
                     state: str | None = Query(None, pattern="^(pending_validation|validated|rejected)$"),
                     participant_id: UUID | None = None) -> dict[str, Any]:
         found = app.evaluations(quarter=quarter, participant_id=participant_id, state=state)
         return {"count": len(found), "evaluations": [evaluation_view(e) for e in found]}
 
-    @router.get("/evaluations/{evaluation_id}", dependencies=[Depends(readers)])
+    @router.get("/evaluations/{evaluation_id}", dependencies=[Depends(readers)], response_model=out.EvaluationView)
     def evaluation(evaluation_id: UUID) -> dict[str, Any]:
         return evaluation_view(app.evaluation(evaluation_id))
 
-    @router.post("/evaluations/{evaluation_id}/validate")
+    @router.post("/evaluations/{evaluation_id}/validate", response_model=out.EvaluationView)
     def validate(evaluation_id: UUID, actor: str = Depends(staff)) -> dict[str, Any]:
         return evaluation_view(app.validate(evaluation_id, actor, datetime.now(UTC)))
 
-    @router.post("/evaluations/{evaluation_id}/reject")
+    @router.post("/evaluations/{evaluation_id}/reject", response_model=out.EvaluationView)
     def reject(evaluation_id: UUID, body: Rejection, actor: str = Depends(staff)) -> dict[str, Any]:
         return evaluation_view(app.reject(evaluation_id, body.reason, actor, datetime.now(UTC)))
 

@@ -10,8 +10,8 @@ from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
 from dsi_shared.plantime import QUARTER_PATTERN, Quarter
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.responses import PlainTextResponse
 
+from payments import responses as out
 from payments.application import Payments
 from payments.domain import ZERO
 
@@ -20,7 +20,8 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
     router = APIRouter(tags=["payments"])
 
     @router.get("/participants/{participant_id}/payments",
-                dependencies=[Depends(auth.require("program-staff", "auditor"))])
+                dependencies=[Depends(auth.require("program-staff", "auditor"))],
+                response_model=out.Statement, response_model_exclude_unset=True)
     def statement(participant_id: UUID) -> dict[str, Any]:
         account = app.account(participant_id)
         cap = app.cap_today() or account.cap
@@ -39,7 +40,7 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
         }
 
     @router.get("/payments/export", dependencies=[Depends(auth.require("program-staff", "auditor"))],
-                response_class=PlainTextResponse)
+                response_class=out.CsvResponse, responses=out.CSV_EXPORT)
     def export(quarter: str = Query(pattern=QUARTER_PATTERN, description="e.g. 2025Q4")) -> Response:
         quarter = str(Quarter.parse(quarter))  # a year outside the plan's range: 422
         body = app.export(quarter).encode()

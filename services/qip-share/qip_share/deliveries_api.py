@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from qip_share import responses as out
 from qip_share.application import QipShare, Reproduction
 from qip_share.feeds import FEED_KINDS
 from qip_share.ledger import Delivery, Disclosure, FeedFile, Requirement
@@ -119,7 +120,8 @@ def feed_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
     staff = auth.require_actor("program-staff")
     readers = auth.require("program-staff", "auditor")
 
-    @router.post("/feeds/{kind}", status_code=201)
+    @router.post("/feeds/{kind}", status_code=201, response_model=out.FeedIngested,
+                 responses={200: {"description": "the same file was ingested before", "model": out.FeedIngested}})
     async def ingest(kind: str, request: Request, response: Response, actor: str = Depends(staff)) -> dict[str, Any]:
         """A feed file (CSV, columns per kind: see `qip_share.feeds`), streamed into the store as it arrives."""
         if kind not in FEED_KINDS:
@@ -136,26 +138,27 @@ def feed_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
             response.status_code = 200
         return {**feed_view(feed), "already_ingested": not new}
 
-    @router.get("/feeds", dependencies=[Depends(readers)])
+    @router.get("/feeds", dependencies=[Depends(readers)], response_model=out.FeedList)
     def feeds() -> dict[str, Any]:
         found = app.feeds()
         return {"count": len(found), "feeds": [{k: v for k, v in feed_view(f).items() if k != "rejects"} for f in found]}
 
-    @router.get("/feeds/{kind}/{sha256}", dependencies=[Depends(readers)])
+    @router.get("/feeds/{kind}/{sha256}", dependencies=[Depends(readers)], response_model=out.FeedView)
     def feed(kind: str, sha256: str) -> dict[str, Any]:
         return feed_view(app.get(FeedFile.create_id(kind, sha256), FeedFile, "feed file"))
 
-    @router.get("/feed-kinds", dependencies=[Depends(readers)])
+    @router.get("/feed-kinds", dependencies=[Depends(readers)], response_model=dict[str, out.FeedKindView])
     def feed_kinds() -> dict[str, Any]:
         return {name: {"description": k.description, "resource": k.resource, "required": k.required,
                        "optional": k.optional, "codes": k.codes, "key": k.key} for name, k in FEED_KINDS.items()}
 
-    @router.post("/members/{cin}/legal-bases", status_code=201)
+    @router.post("/members/{cin}/legal-bases", status_code=201, response_model=out.LegalBases)
     def legal_basis(form: LegalBasisForm, cin: str = CIN_PATH, actor: str = Depends(staff)) -> dict[str, Any]:
         member = app.record_legal_basis(cin, form.basis, form.start, form.end, form.reference, actor, datetime.now(UTC))
         return {"legal_bases": to_jsonable(member.legal_bases)}
 
-    @router.post("/requirements", status_code=201)
+    @router.post("/requirements", status_code=201, response_model=out.RequirementView,
+                 responses={200: {"description": "the same requirement was defined before", "model": out.RequirementView}})
     def define(form: RequirementForm, response: Response, _: str = Depends(staff)) -> dict[str, Any]:
         requirement, new = app.define_requirement(form.code, form.title, form.feed_kinds, form.value_set_urls,
                                                   form.period_start, form.period_end, form.due_date, form.source,
@@ -164,12 +167,12 @@ def feed_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
             response.status_code = 200
         return requirement_view(requirement, [])
 
-    @router.get("/requirements", dependencies=[Depends(readers)])
+    @router.get("/requirements", dependencies=[Depends(readers)], response_model=out.RequirementList)
     def requirements() -> dict[str, Any]:
         deliveries = app.deliveries()
         return {"requirements": [requirement_view(r, deliveries) for r in app.requirements()]}
 
-    @router.get("/requirements/{code}", dependencies=[Depends(readers)])
+    @router.get("/requirements/{code}", dependencies=[Depends(readers)], response_model=out.RequirementView)
     def requirement(code: str) -> dict[str, Any]:
         return requirement_view(app.requirement(code), app.deliveries())
 
@@ -184,7 +187,9 @@ def delivery_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
         return JSONResponse({"id": str(delivery_id), "status": "in-progress"}, status_code=202,
                             headers={"Content-Location": f"/deliveries/{delivery_id}", "Retry-After": "5"})
 
-    @router.post("/deliveries", status_code=201, response_model=None)
+    @router.post("/deliveries", status_code=201, response_model=out.DeliveryView, responses={
+        200: {"description": "recorded before: the same delivery", "model": out.DeliveryView},
+        202: {"description": "recording: ask again at Content-Location", "model": out.DeliveryPending}})
     async def deliver(form: DeliveryForm, wait: bool = Query(False, description="answer when recorded, not 202"),
                       actor: str = Depends(staff)) -> dict[str, Any] | JSONResponse:
         request = await asyncio.to_thread(app.delivery_request, form.entity_id, form.requirement, form.period_start,
@@ -208,12 +213,13 @@ def delivery_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
             failed[delivery_id] = type(job.exception()).__name__
             log.error("delivery %s failed: %s", delivery_id, failed[delivery_id])
 
-    @router.get("/deliveries", dependencies=[Depends(readers)])
+    @router.get("/deliveries", dependencies=[Depends(readers)], response_model=out.DeliveryList)
     def deliveries() -> dict[str, Any]:
         return {"deliveries": [{k: v for k, v in delivery_view(d).items() if k not in ("feeds", "recipients")}
                                for d in app.deliveries()]}
 
-    @router.get("/deliveries/{delivery_id}", dependencies=[Depends(readers)], response_model=None)
+    @router.get("/deliveries/{delivery_id}", dependencies=[Depends(readers)], response_model=out.DeliveryView,
+                responses={202: {"description": "recording: ask again later", "model": out.DeliveryPending}})
     def delivery(delivery_id: UUID) -> dict[str, Any] | JSONResponse:
         if delivery_id in running:
             return in_progress(delivery_id)
@@ -221,13 +227,16 @@ def delivery_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
             raise Unprocessable(f"the delivery failed ({failed[delivery_id]}); ask for it again")
         return delivery_view(app.delivery(delivery_id))
 
-    @router.get("/deliveries/{delivery_id}/manifest", dependencies=[Depends(readers)])
+    @router.get("/deliveries/{delivery_id}/manifest", dependencies=[Depends(readers)], response_class=Response,
+                responses={200: {"description": "the Bulk Data manifest, byte for byte as recorded",
+                                 "content": {"application/json": {"schema": {"type": "object"}}}}})
     def manifest(delivery_id: UUID) -> Response:
         found = app.delivery(delivery_id)
         return Response(app.files.read(found.manifest["sha256"]), media_type="application/json",
                         headers={"ETag": f'"{found.manifest["sha256"]}"'})
 
-    @router.get("/deliveries/{delivery_id}/files/{resource_type}.ndjson", dependencies=[Depends(readers)])
+    @router.get("/deliveries/{delivery_id}/files/{resource_type}.ndjson", dependencies=[Depends(readers)],
+                response_class=StreamingResponse, responses=out.media("application/fhir+ndjson", "one resource per line"))
     def output(delivery_id: UUID, resource_type: str) -> StreamingResponse:
         found = app.delivery(delivery_id)
         entry = next((f for f in found.files if f["type"] == resource_type), None)
@@ -237,11 +246,11 @@ def delivery_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
         return StreamingResponse(chunks, media_type="application/fhir+ndjson",
                                  headers={"ETag": f'"{entry["sha256"]}"', "Content-Length": str(entry["size"])})
 
-    @router.get("/deliveries/{delivery_id}/reproduction", dependencies=[Depends(readers)])
+    @router.get("/deliveries/{delivery_id}/reproduction", dependencies=[Depends(readers)], response_model=out.Reproduction)
     async def reproduction(delivery_id: UUID) -> dict[str, Any]:
         return reproduction_view(await asyncio.to_thread(app.reproduce, delivery_id))
 
-    @router.get("/members/{cin}/disclosures", dependencies=[Depends(readers)])
+    @router.get("/members/{cin}/disclosures", dependencies=[Depends(readers)], response_model=out.Disclosures)
     def disclosures(cin: str = CIN_PATH) -> dict[str, Any]:
         found = app.disclosures_of(cin)
         return {"count": len(found), "disclosures": [disclosure_view(d) for d in found]}

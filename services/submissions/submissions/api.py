@@ -15,6 +15,7 @@ from dsi_shared.jsonsafe import check_depth
 from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from submissions import responses as out
 from submissions.application import CDA_TYPE, FHIR_TYPE, MessageAnswer, Submissions, stated_receipt_problem
 from submissions.domain import Submission
 
@@ -72,7 +73,8 @@ def routes(app: Submissions, auth: Auth) -> APIRouter:
     senders = auth.require_sender("hie", "program-staff")
     readers = auth.require("program-staff", "auditor")
 
-    @router.post("/hl7", openapi_extra={"requestBody": {"content": {"x-application/hl7-v2+er7": {}, "text/plain": {}}}})
+    @router.post("/hl7", response_model=out.Hl7Answer,
+                 openapi_extra={"requestBody": {"content": {"x-application/hl7-v2+er7": {}, "text/plain": {}}}})
     async def post_hl7(request: Request, received_at: datetime | None = Query(
                            None, description="HIE receipt time: only for tokens with +backdate; default the server's clock"),
                        hie_submission_id: str | None = None, sender: Sender = Depends(senders)) -> dict[str, Any]:
@@ -84,7 +86,8 @@ def routes(app: Submissions, auth: Auth) -> APIRouter:
         return {"messages": [answer_view(a) for a in evaluation.answers],
                 "submissions": [submission_view(s) for s in evaluation.submissions]}
 
-    @router.post("/longitudinal-records", openapi_extra={"requestBody": {"content": {FHIR_TYPE: {}, CDA_TYPE: {}}}})
+    @router.post("/longitudinal-records", response_model=out.SubmissionView,
+                 openapi_extra={"requestBody": {"content": {FHIR_TYPE: {}, CDA_TYPE: {}}}})
     async def post_record(request: Request, participant_id: UUID | None = None, sending_facility: str | None = None,
                           received_at: datetime | None = None, sender: Sender = Depends(senders)) -> dict[str, Any]:
         """One member's longitudinal record: a FHIR R4 Bundle (JSON) or a C-CDA CCD (XML)."""
@@ -97,11 +100,12 @@ def routes(app: Submissions, auth: Auth) -> APIRouter:
                                              sending_facility, sender.grant.senders, origin)
         return submission_view(evaluation.submissions[0])
 
-    @router.get("/submissions/{submission_id}", dependencies=[Depends(readers)])
+    @router.get("/submissions/{submission_id}", dependencies=[Depends(readers)], response_model=out.SubmissionView)
     def show(submission_id: UUID) -> dict[str, Any]:
         return submission_view(app.submission(submission_id))
 
-    @router.get("/participants/{participant_id}/submissions", dependencies=[Depends(readers)])
+    @router.get("/participants/{participant_id}/submissions", dependencies=[Depends(readers)],
+                response_model=out.SubmissionList)
     def of_participant(participant_id: UUID) -> dict[str, Any]:
         found = app.submissions_of(participant_id)
         return {"participant_id": str(participant_id), "submissions": [submission_view(s) for s in found],

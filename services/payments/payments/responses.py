@@ -1,0 +1,51 @@
+"""Payments' response bodies, as the OpenAPI documents them (issue 12 §5). Money is always a decimal string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsi_shared.http import Answer
+from fastapi import Response
+from pydantic import Field
+
+
+class Payee(Answer):
+    """Empty until payments has seen the registration (the route leaves unset fields out)."""
+
+    legal_name: str | None = None
+    npi: str | None = None
+    tin: str | None = None
+
+
+class Payment(Answer):
+    id: str
+    milestone: str
+    quarter: str | None
+    earned: str
+    amount: str = Field(description="what is paid: `earned` cut to the cap")
+    cut_reason: str | None
+    rule_version: str
+    source_event: str
+    covers: list[str] = Field(description="exactly what is paid for: credited submissions, or the agreements")
+    cap: str | None = Field(None, description="the cap it was cut to (absent in payments from before it was data)")
+    running_total: str
+
+
+class Statement(Answer):
+    participant_id: str
+    payee: Payee
+    payments: list[Payment]
+    total_paid: str
+    remaining: str | None
+    cap: str | None
+
+
+class CsvResponse(Response):
+    """The accounts-payable export: CSV, not JSON (the OpenAPI says `text/csv`)."""
+
+    media_type = "text/csv"
+
+
+CSV_EXPORT: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the quarter's payments for accounts payable (the same bytes when asked again)",
+          "content": {"text/csv": {"schema": {"type": "string"}}}}}
