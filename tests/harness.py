@@ -10,7 +10,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,9 +19,14 @@ import nats
 import nats.js.errors
 from dsi_shared.bus import STREAMS, Naming, delete_streams
 from dsi_shared.config import Settings
+from dsi_shared.consumer import Subscription
+from dsi_shared.contracts import PublicEvent
+from dsi_shared.events import IncomingEvent, encode
 from dsi_shared.identifiers import npi_check_digit
 from dsi_shared.natsserver import free_port
 from dsi_shared.service import ServiceRuntime, discover
+from dsi_shared.store import ServiceApplication
+from eventsourcing.domain import Aggregate
 from nats.aio.client import Client
 
 TOKENS = {"staff": "program-staff", "auditor-token": "auditor", "ops-token": "ops", "hie-token": "hie",
@@ -110,6 +116,19 @@ class Stack:
         js = (await self.nc()).jetstream()
         await js.publish(self.naming.subject(contract_subject), json.dumps(data).encode(), headers=headers)
 
+    async def publish_as_producer(self, model: type[PublicEvent], position: int, *, deduplicated: bool = True,
+                                  **fields: Any) -> None:
+        """Publish an event exactly as its producer's relay would (through the producer's contract model, at
+        notification `position`), as if that service had recorded it: for tests that stand in for an upstream.
+        `deduplicated=False` leaves out `Nats-Msg-Id`: a re-publish after JetStream's duplicate window."""
+        service = {"qip": "qip-share"}.get(model.subject.split(".")[1], model.subject.split(".")[1])
+        data = model.payload({"aggregate_version": 1, **fields})
+        body = encode(service, position, model.subject, data, time=datetime.now(UTC), subject=str(data["aggregate_id"]),
+                      dataschema=model.dataschema())
+        js = (await self.nc()).jetstream()
+        headers = {"Nats-Msg-Id": f"{service}:{position}"} if deduplicated else {}
+        await js.publish(self.naming.subject(model.subject), body, headers=headers)
+
     async def register(self, **changes: Any) -> str:
         """Register an eligible SNF (each call its own NPI unless given); returns the participant id."""
         first_nine = f"{random.randrange(10**8, 10**9)}"
@@ -168,6 +187,14 @@ class Stack:
             await nc.close()
         except Exception:  # noqa: BLE001 - the server may be gone in fault tests; streams die with it
             pass
+
+
+def deliver_event(app: ServiceApplication, subscriptions: Sequence[Subscription[Any]], subject: str, data: dict[str, Any],
+            event_id: str = "test:1", source: str = "test") -> Sequence[Aggregate]:
+    """One consumed event through a service's subscription for `subject`, exactly as its consumer runs it (the payload
+    read through the subscription's model): for unit tests of one handler."""
+    [subscription] = [s for s in subscriptions if s.subject == subject]
+    return subscription.deliver(app, IncomingEvent(type=subject, data=data, id=event_id, source=source))
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.1) -> Any:

@@ -10,10 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
-from dsi_shared.events import encode
 from dsi_shared.natsserver import NatsServer
+from enrollment.contract import (
+    AgreementReviewed,
+    AgreementSigned,
+    EligibilityDetermined,
+    ParticipantRegistered,
+    RulesPublished,
+)
 from eventsourcing.persistence import Tracking
 
 from tests.harness import STAFF, Stack, eventually, quiet, signature
@@ -87,41 +94,27 @@ async def test_earlier_event_redelivered_after_a_later_one_still_applies_once(st
     await stack.start("milestones", "payments")
     pid = "7d8a3a8e-4f7e-4d51-9d0a-0c2a0b3f9e11"
 
-    def agreement_signed(position: int, agreement: str) -> tuple[bytes, str]:
-        data = {"agreement": agreement, "signed_at": "2024-05-01T10:00:00-07:00", "document_id": f"doc-{agreement}",
-                "channel": "http", "aggregate_id": pid}
-        from datetime import UTC, datetime
+    async def agreement_signed(position: int, agreement: str, deduplicated: bool = True) -> None:
+        await stack.publish_as_producer(AgreementSigned, position, deduplicated=deduplicated, aggregate_id=pid,
+                                        agreement=agreement,
+                                        signed_at="2024-05-01T10:00:00-07:00", document_id=f"doc-{agreement}")
 
-        return encode("enrollment", position, "dsi.enrollment.agreement-signed", data,
-                      time=datetime.now(UTC), subject=pid), f"enrollment:{position}"
-
-    nc = await stack.nc()
-    js = nc.jetstream()
-    from datetime import UTC, datetime
-
-    async def enrollment_event(position: int, name: str, data: dict[str, Any]) -> None:
-        await js.publish(stack.naming.subject(f"dsi.enrollment.{name}"),
-                         encode("enrollment", position, f"dsi.enrollment.{name}", {**data, "aggregate_id": pid},
-                                time=datetime.now(UTC), subject=pid), headers={"Nats-Msg-Id": f"enrollment:{position}"})
-
-    await enrollment_event(10, "rules-published", {"document": packaged(), "reason": "packaged"})
-    await enrollment_event(11, "participant-registered", {"provider_type": "skilled_nursing", "npi": None,
-                                                          "legal_name": "Sunrise"})
-    await enrollment_event(12, "eligibility-determined", {"eligible": True, "reasons": [], "rule_version": "2024.1"})
+    await stack.publish_as_producer(RulesPublished, 10, aggregate_id=uuid4(), document=packaged(), reason="packaged")
+    await stack.publish_as_producer(ParticipantRegistered, 11, aggregate_id=pid, provider_type="skilled_nursing",
+                                    npi=None, tin=None, legal_name="Sunrise", sending_facilities=[])
+    await stack.publish_as_producer(EligibilityDetermined, 12, aggregate_id=pid, eligible=True, reasons=[],
+                                    rule_version="2024.1")
     for position, agreement in ((13, "LOA"), (14, "DSA"), (15, "HIE")):  # acceptances seen before the signatures
-        await enrollment_event(position, "agreement-reviewed", {"agreement": agreement, "document_id": f"doc-{agreement}",
-                                                                "decision": "accepted", "reason": "test"})
-    subject = stack.naming.subject("dsi.enrollment.agreement-signed")
+        await stack.publish_as_producer(AgreementReviewed, position, aggregate_id=pid, agreement=agreement,
+                                        document_id=f"doc-{agreement}", decision="accepted", reason="test")
     # Notifications 3 and 2 are processed before 1 arrives.
     for position, agreement in ((3, "HIE"), (2, "DSA")):
-        body, msg_id = agreement_signed(position, agreement)
-        await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+        await agreement_signed(position, agreement)
     await quiet(stack)
-    body, msg_id = agreement_signed(1, "LOA")
-    await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+    await agreement_signed(1, "LOA")
     await stack.wait_paid(pid)
     # Re-published long after JetStream's duplicate window (no Nats-Msg-Id): the tracking record absorbs it.
-    await js.publish(subject, body)
+    await agreement_signed(1, "LOA", deduplicated=False)
     await quiet(stack)
     progress = (await stack.clients["milestones"].get(f"/participants/{pid}/milestones", headers=STAFF)).json()
     assert sorted(progress["agreements"]) == ["DSA", "HIE", "LOA"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from dsi_shared.events import encode
+from enrollment.contract import RulesPublished
+from milestones.contract import EvaluationValidated, MilestoneAchieved
 
 from tests.harness import STAFF, Stack, eventually, quiet
 from tests.hl7_corpus import combined
@@ -99,22 +100,16 @@ async def test_dsi_quarter_close_command_closes_once(stack: Stack, tmp_path: Pat
 async def test_two_payments_processes_racing_on_one_participant_never_pay_past_the_cap(stack: Stack) -> None:
     participant = str(uuid4())
     urls = [stack.spawn("payments", replica="a"), stack.spawn("payments", replica="b")]  # one store, one durable
-    js = (await stack.nc()).jetstream()
-    subject = stack.naming.subject("dsi.milestones.evaluation-validated")
     now = datetime.now(UTC)
-    rules = encode("enrollment", 1, "dsi.enrollment.rules-published", {"document": packaged(), "reason": "shipped"},
-                   time=now, subject="rules")  # the cap is the rules' number
-    await js.publish(stack.naming.subject("dsi.enrollment.rules-published"), rules, headers={"Nats-Msg-Id": "enrollment:1"})
+    await stack.publish_as_producer(RulesPublished, 1, aggregate_id=uuid4(), document=packaged(), reason="shipped")
     # Milestone 1 and 40 validated quarters of $1,300 each: $62,000 earned, $40,000 may be paid.
-    body = encode("milestones", 1, "dsi.milestones.milestone-achieved",
-                  {"participant_id": participant, "milestone": "M1", "amount": "10000.00", "quarter": "2024Q2",
-                   "rule_version": "2024.1", "basis": ["a", "b", "c"]}, time=now, subject=participant)
-    await js.publish(stack.naming.subject("dsi.milestones.milestone-achieved"), body, headers={"Nats-Msg-Id": "milestones:1"})
+    await stack.publish_as_producer(MilestoneAchieved, 1, aggregate_id=uuid4(), participant_id=participant,
+                                    milestone="M1", amount="10000.00", achieved_at=now, quarter="2024Q2",
+                                    rule_version="2024.1", deadline="2024-06-30", basis=["a", "b", "c"])
     for n in range(2, 42):
-        data = {"participant_id": participant, "quarter": "2026Q1", "milestone": f"SNF:test-{n}", "earned": "1300.00",
-                "rule_version": "2024.1", "credits": [f"{n}-a", f"{n}-b"], "aggregate_id": str(uuid4())}
-        await js.publish(subject, encode("milestones", n, "dsi.milestones.evaluation-validated", data, time=now,
-                                         subject=participant), headers={"Nats-Msg-Id": f"milestones:{n}"})
+        await stack.publish_as_producer(EvaluationValidated, n, aggregate_id=uuid4(), participant_id=participant,
+                                        quarter="2026Q1", milestone=f"SNF:test-{n}", earned="1300.00",
+                                        rule_version="2024.1", credits=[f"{n}-a", f"{n}-b"], validated_at=now)
     await quiet(stack, timeout=60)
     statements = [await stack.payments_of(participant, url) for url in urls]
     assert statements[0] == statements[1]  # one store, two processes

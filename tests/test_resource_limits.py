@@ -13,6 +13,7 @@ import pytest
 from dsi_shared.natsserver import free_port
 from dsi_shared.relay import outgoing
 from submissions.application import Submissions
+from submissions.contract import CONTRACT
 from submissions.mllp import MllpFramer, MllpListener, Oversize, control_id_of
 
 from tests.harness import STAFF, Stack
@@ -220,4 +221,4 @@ async def test_garbage_frames_are_recorded_compactly_and_never_published(
         event = app.mapper.to_domain_event(notification)
         assert type(event).__name__ == "UnreadableFrameReceived"
         assert event.reason == "not_hl7" and len(event.payload_sha256) == 64  # type: ignore[attr-defined]
-        assert outgoing("submissions", notification.id, event) is None  # never relayed to the bus
+        assert outgoing(CONTRACT, notification.id, event) is None  # never relayed to the bus

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import hl7
 import hl7.mllp
 import pytest
+from dsi_shared.plantime import PLAN_ZONE
 from dsi_shared.telemetry import inject
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -101,7 +103,9 @@ async def test_an_mllp_message_starts_the_trace_its_events_travel_in(stack: Stac
     snf_stack = stack
     spans.clear()
     reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", snf_stack.mllp_port)
-    writer.writemessage(hl7.parse(adt("A01", MEMBER, control_id="TRACE1")))
+    # a timely admission (MLLP receipt is our clock): credited, so its credit is published in the message's trace
+    admitted = (datetime.now(PLAN_ZONE) - timedelta(hours=1)).strftime("%Y%m%d%H%M%S%z")
+    writer.writemessage(hl7.parse(adt("A01", MEMBER, control_id="TRACE1", occurred=admitted, recorded=admitted)))
     await asyncio.wait_for(reader.readmessage(), 30)
     writer.close()
 
@@ -109,7 +113,7 @@ async def test_an_mllp_message_starts_the_trace_its_events_travel_in(stack: Stac
         return [s for s in spans.get_finished_spans() if s.name == "mllp message"]
 
     async def published() -> list[Any]:
-        return [s for s in spans.get_finished_spans() if s.name.startswith("publish dsi.submissions.")
+        return [s for s in spans.get_finished_spans() if s.name == "publish dsi.submissions.submission-credited"
                 and mllp() and s.context.trace_id == mllp()[0].context.trace_id]
     assert await eventually(published)
     stored = [s for s in spans.get_finished_spans() if s.name == "store append"

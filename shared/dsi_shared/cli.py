@@ -37,6 +37,8 @@ rules_app = typer.Typer(help="Program rules: preview a version before publishing
 app.add_typer(rules_app, name="rules")
 ops_app = typer.Typer(help="Operations: dead letters, key rotation.", no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
+docs_app = typer.Typer(help="Interface documents: the events each service publishes.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 dead_letters_app = typer.Typer(help="Messages a consumer gave up on, with the reason.", no_args_is_help=True)
 ops_app.add_typer(dead_letters_app, name="dead-letters")
 console = Console()
@@ -473,7 +475,7 @@ def _orphan_tracking(names: list[str]) -> list[str]:
     for name in names:
         store = open_store(name)
         try:
-            problems += orphan_tracking(store, open_store)
+            problems += orphan_tracking(store, open_store, {n: spec.contract for n, spec in services.items()})
         finally:
             store.close()
     return problems
@@ -504,7 +506,7 @@ def audit_replay(
         spec = discover()[name]
         store = spec.application(Settings(name, spec.default_port).store)
         try:
-            yield from published_events(store, name, facts)
+            yield from published_events(store, spec.contract, facts)
         finally:
             store.close()
 
@@ -738,6 +740,32 @@ def ops_reencrypt(service: Annotated[list[str] | None, typer.Option(help="only t
         finally:
             application.close()
         console.print(f"{name}: {count} blob(s) re-encrypted under key {cipher.key_id}")
+
+
+@docs_app.command("contracts")
+def docs_contracts(
+    write: Annotated[bool, typer.Option("--write", help="refresh shared/contracts.lock.json (after a compatible "
+                                                         "change; a breaking one needs a new schema version)")] = False,
+) -> None:
+    """Every subject the services publish, with its schema version and fields; exit 1 when a change breaks the lock."""
+    from dsi_shared.contracts import compatibility_problems, lock_entries, read_lock, write_lock
+
+    contracts = [spec.contract for spec in discover().values()]
+    current = lock_entries(contracts)
+    table = Table("subject", "version", "fields", "what it is")
+    for contract in contracts:
+        for model in contract.published:
+            fields = ", ".join(f for f in model.model_fields if f not in {"aggregate_id", "aggregate_version"})
+            table.add_row(model.subject, str(model.version), fields, (model.__doc__ or "").split("\n")[0])
+    console.print(table)
+    problems = compatibility_problems(read_lock(), current)
+    for problem in problems:
+        console.print(f"[red]BREAKING[/red] {problem}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    if write:
+        write_lock(current)
+        console.print(f"{len(current)} subjects written to the lock")
 
 
 def _qip_store() -> Any:

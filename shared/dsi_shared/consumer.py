@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar, cast
 
 import nats
 from eventsourcing.domain import Aggregate
@@ -27,6 +28,7 @@ from opentelemetry import trace
 
 from dsi_shared import events
 from dsi_shared.bus import STREAMS, Naming, service_stream
+from dsi_shared.contracts import Delivered, Message
 from dsi_shared.errors import PermanentError, describe
 from dsi_shared.natsperms import durable_name
 from dsi_shared.occ import retry_on_conflict
@@ -35,29 +37,40 @@ from dsi_shared.telemetry import DEAD_LETTERS, MESSAGES_IN, extract, tracer
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[ServiceApplication, events.IncomingEvent], Sequence[Aggregate]]
 DEAD_LETTER_SUBJECT = "dsi.dead-letter.{service}"
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
-class Subscription:
-    """Which upstream events a service reacts to, and the handler that turns each into aggregates to save."""
+class Subscription(Generic[M]):
+    """Which upstream events a service reacts to: the subject, the model its payload is read as (the producer's
+    `PublicEvent`, or the documented model of a `dsi.in.*` input), and the handler that turns each into aggregates
+    to save."""
 
     stream: str  # contract stream name, e.g. "DSI_ENROLLMENT"
     subject: str  # one contract subject of that stream, e.g. "dsi.enrollment.agreement-signed"
-    handler: Handler
+    model: type[M]
+    handler: Callable[[ServiceApplication, Delivered[M]], Sequence[Aggregate]]
+
+    def deliver(self, app: ServiceApplication, event: events.IncomingEvent) -> Sequence[Aggregate]:
+        """The handler's aggregates for one event; a payload its model refuses is a `ValidationError` (a
+        `ValueError`: permanent, dead-lettered with the reason)."""
+        return self.handler(app, Delivered(event, cast(M, self.model.read(event))))
 
 
-def by_stream(subscriptions: Sequence[Subscription]) -> dict[str, dict[str, Handler]]:
-    """Contract stream → {contract subject → handler}: one consumer per stream keeps the stream's order."""
-    grouped: dict[str, dict[str, Handler]] = {}
+def by_stream(subscriptions: Sequence[Subscription[Any]]) -> dict[str, dict[str, Subscription[Any]]]:
+    """Contract stream → {contract subject → subscription}: one consumer per stream keeps the stream's order."""
+    grouped: dict[str, dict[str, Subscription[Any]]] = {}
     for subscription in subscriptions:
         handlers = grouped.setdefault(subscription.stream, {})
         if subscription.subject in handlers:
             raise ValueError(f"two handlers for {subscription.subject}")
         if not subscription.subject.startswith(STREAMS[subscription.stream].removesuffix(">")):
             raise ValueError(f"{subscription.subject} is not a subject of {subscription.stream}")
-        handlers[subscription.subject] = subscription.handler
+        model_subject = getattr(subscription.model, "subject", subscription.subject)
+        if model_subject != subscription.subject:
+            raise ValueError(f"{subscription.subject} is read as {subscription.model.__name__} ({model_subject})")
+        handlers[subscription.subject] = subscription
     return grouped
 
 
@@ -74,7 +87,7 @@ def tracking_for(event: events.IncomingEvent, stream: str, stream_sequence: int)
 
 class TrackingConsumer:
     def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
-                 stream: str, handlers: dict[str, Handler], *, ack_wait: float, max_attempts: int,
+                 stream: str, handlers: dict[str, Subscription[Any]], *, ack_wait: float, max_attempts: int,
                  batch: int = 100) -> None:
         self.app, self.service, self.js, self.naming = app, service, js, naming
         self.contract_stream, self.handlers = stream, handlers
@@ -156,7 +169,7 @@ class TrackingConsumer:
                 await asyncio.sleep(self.pause_before_ack)
             await self._settle(message.ack)
 
-    def apply(self, handler: Handler, event: events.IncomingEvent, tracking: Tracking) -> bool:
+    def apply(self, handler: Subscription[Any], event: events.IncomingEvent, tracking: Tracking) -> bool:
         """Handler + save with tracking; retried on an optimistic-concurrency conflict (another replica or an HTTP
         command changed the same aggregate: reload and decide again). False = duplicate. A conflict that persists
         is `ConcurrentChange`: not permanent, so the message is redelivered."""
@@ -164,7 +177,7 @@ class TrackingConsumer:
         def attempt() -> bool:
             if self.app.has_processed(tracking):
                 return False
-            return self.app.save_tracked(handler(self.app, event), tracking)
+            return self.app.save_tracked(handler.deliver(self.app, event), tracking)
 
         return retry_on_conflict(attempt, f"what {self.durable} changes")
 

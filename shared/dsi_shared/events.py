@@ -57,6 +57,7 @@ class IncomingEvent:
     source: str
     subject: str | None = None
     stored_at: datetime | None = None  # when our bus stored it (JetStream's clock); None outside a consumer
+    dataschema: str | None = None  # the payload's schema and version (`dsi_shared.contracts`); None = version 1
 
     @property
     def upstream_position(self) -> tuple[str, int] | None:
@@ -66,7 +67,7 @@ class IncomingEvent:
 
 
 def encode(service: str, notification_id: int, event_type: str, data: dict[str, Any], *,
-           time: datetime, subject: str | None) -> bytes:
+           time: datetime, subject: str | None, dataschema: str | None = None) -> bytes:
     attributes: dict[str, Any] = {
         "id": f"{service}:{notification_id}",
         "source": f"/dsi/{service}",
@@ -76,6 +77,8 @@ def encode(service: str, notification_id: int, event_type: str, data: dict[str, 
     }
     if subject:
         attributes["subject"] = subject
+    if dataschema:
+        attributes["dataschema"] = dataschema
     return _FORMAT.write(CloudEvent(attributes, to_jsonable(data)))
 
 
@@ -98,5 +101,6 @@ def decode(body: bytes, contract_subject: str, fallback_id: str) -> IncomingEven
         if not isinstance(data, dict):
             raise InvalidMessage("CloudEvent data must be a JSON object")
         return IncomingEvent(type=event.get_type(), data=data, id=event.get_id(),
-                             source=event.get_source(), subject=event.get_subject())
+                             source=event.get_source(), subject=event.get_subject(),
+                             dataschema=event.get_dataschema())
     return IncomingEvent(type=contract_subject, data=raw, id=fallback_id, source="external")

@@ -21,6 +21,7 @@ from opentelemetry import trace
 
 from dsi_shared import events
 from dsi_shared.bus import Naming, segment, service_stream
+from dsi_shared.contracts import Contract
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import MESSAGES_OUT, extract, inject, tracer
 
@@ -29,27 +30,29 @@ MSG_ID = "Nats-Msg-Id"
 T = TypeVar("T")
 
 
-def outgoing(service: str, notification_id: int, domain_event: Any) -> tuple[str, bytes] | None:
-    """The contract subject and CloudEvent body a recorded domain event is published as (None: never published).
-    The auditor uses it too, to hand downstream re-derivations exactly what the bus carried."""
-    if getattr(type(domain_event), "relay", True) is False:
+def outgoing(contract: Contract, notification_id: int, domain_event: Any) -> tuple[str, bytes] | None:
+    """The contract subject and CloudEvent body a recorded domain event is published as; None: it is not in the
+    service's contract and stays in its store. The auditor uses it too, to hand downstream re-derivations exactly
+    what the bus carried."""
+    model = contract.model_for(domain_event)
+    if model is None:
         return None
-    contract_subject = f"dsi.{segment(service)}.{events.kebab(type(domain_event).__name__)}"
     state = dict(vars(domain_event))
-    aggregate_id = state.pop("originator_id")
     timestamp = state.pop("timestamp")
-    state["aggregate_id"] = aggregate_id
+    state["aggregate_id"] = state.pop("originator_id")
     # consumers of several subjects use it to apply an aggregate's facts in the order they happened
     state["aggregate_version"] = state.pop("originator_version")
-    return contract_subject, events.encode(service, notification_id, contract_subject, state, time=timestamp,
-                                           subject=str(aggregate_id))
+    return model.subject, events.encode(contract.service, notification_id, model.subject, model.payload(state),
+                                        time=timestamp, subject=str(state["aggregate_id"]),
+                                        dataschema=model.dataschema())
 
 
 class Relay:
-    def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
+    def __init__(self, app: ServiceApplication, contract: Contract, js: JetStreamContext, naming: Naming,
                  batch: int = 200, idle_poll: float = 0.5, observe: Callable[[Any], None] | None = None) -> None:
         """`observe` sees every recorded domain event once it is published (or kept back): service metrics."""
-        self.app, self.service, self.js, self.naming, self.observe = app, service, js, naming, observe
+        self.app, self.contract, self.js, self.naming, self.observe = app, contract, js, naming, observe
+        service = self.service = contract.service
         self.batch, self.idle_poll = batch, idle_poll
         self.stream = naming.stream(service_stream(service))
         self.subjects = naming.subject(f"dsi.{segment(service)}.>")
@@ -107,9 +110,9 @@ class Relay:
         domain_event, trace_context = self.app.tracing_mapper.decode_notification(notification)
         if self.observe is not None:
             self.observe(domain_event)
-        message = outgoing(self.service, notification.id, domain_event)
+        message = outgoing(self.contract, notification.id, domain_event)
         if message is None:
-            return  # kept in this service's store only (e.g. member demographics: minimum necessary)
+            return  # not in the contract: kept in this service's store only
         contract_subject, body = message
         with self.tracer.start_as_current_span(
             f"publish {contract_subject}", context=extract(trace_context), kind=trace.SpanKind.PRODUCER

@@ -23,6 +23,7 @@ from dsi_shared.bus import Naming, connect, ensure_streams
 from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
+from dsi_shared.contracts import Contract
 from dsi_shared.events import IncomingEvent
 from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailable, RequestGate, install_problem_handlers
 from dsi_shared.relay import Relay, outgoing
@@ -128,7 +129,7 @@ def events_as_of(app: ServiceApplication, facts: AuditFacts) -> Iterator[Any]:
             yield domain_event
 
 
-def published_events(app: ServiceApplication, service: str, facts: AuditFacts) -> Iterator[IncomingEvent]:
+def published_events(app: ServiceApplication, contract: Contract, facts: AuditFacts) -> Iterator[IncomingEvent]:
     """What this store put on the bus, in order, as its consumers received it (up to `facts["as_of"]`): the
     upstream facts a downstream service's payouts are re-derived from."""
     as_of = facts.get("as_of")
@@ -136,9 +137,9 @@ def published_events(app: ServiceApplication, service: str, facts: AuditFacts) -
         domain_event: Any = app.mapper.to_domain_event(notification)
         if as_of is not None and domain_event.timestamp > as_of:
             continue
-        message = outgoing(service, notification.id, domain_event)
+        message = outgoing(contract, notification.id, domain_event)
         if message is not None:
-            yield events.decode(message[1], message[0], f"{service}:{notification.id}")
+            yield events.decode(message[1], message[0], f"{contract.service}:{notification.id}")
 
 
 def recorded_at(app: ServiceApplication, notification: Any) -> datetime:
@@ -161,7 +162,8 @@ class ServiceSpec:
     default_port: int
     application: Callable[[str], ServiceApplication]
     routes: Callable[[Any, Auth], APIRouter]
-    subscriptions: tuple[Subscription, ...] = ()
+    contract: Contract  # the events it publishes (its `contract.py`)
+    subscriptions: tuple[Subscription[Any], ...] = ()
     audit: Auditor | None = None
     audit_order: int = 100
     on_start: Callable[[ServiceApplication], None] | None = None  # e.g. seed packaged configuration
@@ -222,7 +224,7 @@ class ServiceRuntime:
         if self.settings.manage_streams:
             await ensure_streams(js, self.naming)
         loop = asyncio.get_running_loop()
-        relay = Relay(self.app, self.spec.name, js, self.naming, observe=self.spec.observe)
+        relay = Relay(self.app, self.spec.contract, js, self.naming, observe=self.spec.observe)
         self.app.on_recorded(lambda: relay.wake_threadsafe(loop))
         sealer = self.sealer = Sealer(self.app, self.spec.name, js, self.naming, self.settings.checkpoint_seconds)
         self.app.on_recorded(lambda: sealer.wake_threadsafe(loop))

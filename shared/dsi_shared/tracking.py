@@ -5,12 +5,13 @@ event at that position look processed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
+from dsi_shared.contracts import Contract
 from dsi_shared.relay import outgoing
 from dsi_shared.store import ServiceApplication
 
@@ -34,22 +35,23 @@ def tracking_records(app: ServiceApplication) -> Iterator[tuple[str, int]]:
         yield str(row["application_name"]), int(row["notification_id"])
 
 
-def orphan_tracking(app: ServiceApplication, open_store: Callable[[str], ServiceApplication | None]) -> list[str]:
-    """Problems: tracking records naming one of our services' positions that its store never published.
-    `open_store(service)` gives that service's store (None when it is not being audited); records of outside
-    publishers (`nats:<stream>`) are positions on a stream, not checkable against a store."""
+def orphan_tracking(app: ServiceApplication, open_store: Callable[[str], ServiceApplication | None],
+                    contracts: Mapping[str, Contract]) -> list[str]:
+    """Problems: tracking records naming one of our services' positions that its store never published (under its
+    `contracts[service]`). `open_store(service)` gives that service's store (None when it is not being audited);
+    records of outside publishers (`nats:<stream>`) are positions on a stream, not checkable against a store."""
     by_upstream: dict[str, list[int]] = {}
     for name, position in tracking_records(app):
         if not name.startswith("nats:"):
             by_upstream.setdefault(name, []).append(position)
     problems: list[str] = []
     for upstream, positions in sorted(by_upstream.items()):
-        store = open_store(upstream)
-        if store is None:
+        store, contract = open_store(upstream), contracts.get(upstream)
+        if store is None or contract is None:
             continue
         try:
             for position in positions:
-                if not _published(store, upstream, position):
+                if not _published(store, contract, position):
                     problems.append(f"{app.name}: tracking record ({upstream}, {position}) has no matching event "
                                     f"published by {upstream}: planted, or lost upstream")
         finally:
@@ -57,8 +59,8 @@ def orphan_tracking(app: ServiceApplication, open_store: Callable[[str], Service
     return problems
 
 
-def _published(store: ServiceApplication, service: str, position: int) -> bool:
+def _published(store: ServiceApplication, contract: Contract, position: int) -> bool:
     found = store.recorder.select_notifications(start=position, limit=1)
     if not found or found[0].id != position:
         return False
-    return outgoing(service, position, store.mapper.to_domain_event(found[0])) is not None
+    return outgoing(contract, position, store.mapper.to_domain_event(found[0])) is not None

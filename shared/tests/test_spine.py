@@ -12,6 +12,7 @@ from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.bus import Naming, segment, service_stream
 from dsi_shared.config import eventsourcing_env, parse_tokens
 from dsi_shared.consumer import Subscription, by_stream, tracking_for
+from dsi_shared.contracts import Delivered, Message
 from dsi_shared.errors import InvalidMessage
 from dsi_shared.store import ServiceApplication
 from dsi_shared.telemetry import setup_telemetry
@@ -114,19 +115,19 @@ def test_events_carry_the_trace_they_were_recorded_in_but_domain_events_do_not(t
 
 
 def test_subscriptions_are_grouped_into_one_ordered_consumer_per_stream() -> None:
-    def handle(app: ServiceApplication, event: events.IncomingEvent) -> list[Aggregate]:
+    def handle(app: ServiceApplication, delivered: Delivered[Message]) -> list[Aggregate]:
         return []
 
-    grouped = by_stream([Subscription("DSI_ENROLLMENT", "dsi.enrollment.agreement-signed", handle),
-                         Subscription("DSI_ENROLLMENT", "dsi.enrollment.agreement-reviewed", handle),
-                         Subscription("DSI_IN", "dsi.in.agreement-signed", handle)])
+    grouped = by_stream([Subscription("DSI_ENROLLMENT", "dsi.enrollment.agreement-signed", Message, handle),
+                         Subscription("DSI_ENROLLMENT", "dsi.enrollment.agreement-reviewed", Message, handle),
+                         Subscription("DSI_IN", "dsi.in.agreement-signed", Message, handle)])
     assert {stream: sorted(handlers) for stream, handlers in grouped.items()} == {
         "DSI_ENROLLMENT": ["dsi.enrollment.agreement-reviewed", "dsi.enrollment.agreement-signed"],
         "DSI_IN": ["dsi.in.agreement-signed"]}
     with pytest.raises(ValueError, match="not a subject of DSI_IN"):
-        by_stream([Subscription("DSI_IN", "dsi.enrollment.agreement-signed", handle)])
+        by_stream([Subscription("DSI_IN", "dsi.enrollment.agreement-signed", Message, handle)])
     with pytest.raises(ValueError, match="two handlers"):
-        by_stream([Subscription("DSI_IN", "dsi.in.x", handle), Subscription("DSI_IN", "dsi.in.x", handle)])
+        by_stream([Subscription("DSI_IN", "dsi.in.x", Message, handle), Subscription("DSI_IN", "dsi.in.x", Message, handle)])
 
 
 def test_blobs_are_kept_once_by_hash_beside_the_event_store(tmp_path: Path) -> None:

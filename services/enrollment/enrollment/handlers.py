@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from dsi_shared.consumer import Subscription
+from dsi_shared.contracts import Delivered, Message
 from dsi_shared.errors import PermanentError
-from dsi_shared.events import IncomingEvent
+from dsi_shared.events import to_jsonable
 from dsi_shared.identifiers import Identifier, Npi, Tin
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate
-from pydantic import BaseModel, ConfigDict, model_validator
+from milestones.contract import MilestoneAchieved, MilestoneMissed
+from pydantic import model_validator
 
 from enrollment.application import Enrollment
 from enrollment.domain import BY_CONTRACTS_SYSTEM, participant_id
@@ -19,11 +20,10 @@ from enrollment.domain import BY_CONTRACTS_SYSTEM, participant_id
 CONTRACTS_SYSTEM_ACCEPTANCE = "accepted by the contracts system"
 
 
-class _AgreementMessage(BaseModel):
+class _AgreementMessage(Message):
     """What the contracts system's messages share: the agreement, and the provider named by
     `participant_id`, or by `npi`/`tin` (a DSA may be signed before the interest form)."""
 
-    model_config = ConfigDict(extra="ignore")
     participant_id: Identifier | None = None
     npi: Npi | None = None
     tin: Tin | None = None
@@ -43,9 +43,9 @@ class AgreementSignedMessage(_AgreementMessage):
     document_id: Identifier
 
 
-def on_agreement_signed(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+def on_agreement_signed(app: ServiceApplication, delivered: Delivered[AgreementSignedMessage]) -> list[Aggregate]:
     assert isinstance(app, Enrollment)
-    message = AgreementSignedMessage.model_validate(event.data)
+    message = delivered.data
     if message.participant_id:
         participant = app.participant(participant_id(message.participant_id))
         participant.sign(message.agreement, message.signed_at, message.document_id, channel="nats")
@@ -69,11 +69,11 @@ class AgreementAcceptedMessage(_AgreementMessage):
         return self
 
 
-def on_agreement_accepted(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
+def on_agreement_accepted(app: ServiceApplication, delivered: Delivered[AgreementAcceptedMessage]) -> list[Aggregate]:
     """Recorded as an AgreementReviewed (accepted, decided by the contracts system); an acceptance of a signature
     not recorded yet is held and applied when the signature arrives."""
     assert isinstance(app, Enrollment)
-    m = AgreementAcceptedMessage.model_validate(event.data)
+    m = delivered.data
     if m.participant_id:
         participant = app.participant(participant_id(m.participant_id))
         participant.accept(m.agreement, m.document_id, CONTRACTS_SYSTEM_ACCEPTANCE, BY_CONTRACTS_SYSTEM, m.accepted_at)
@@ -83,21 +83,28 @@ def on_agreement_accepted(app: ServiceApplication, event: IncomingEvent) -> list
     return aggregates
 
 
-def on_milestone_decided(app: ServiceApplication, event: IncomingEvent) -> list[Aggregate]:
-    """Milestones tells enrollment what became of Milestone 1, so the participant record shows it."""
+def on_milestone_achieved(app: ServiceApplication, delivered: Delivered[MilestoneAchieved]) -> list[Aggregate]:
+    """Milestones tells enrollment what became of a milestone, so the participant record shows it."""
     assert isinstance(app, Enrollment)
-    data = event.data
-    participant = app.participant(participant_id(data["participant_id"]))
-    outcome = "achieved" if event.type.endswith("milestone-achieved") else "missed"
-    details: dict[str, Any] = {k: data[k] for k in ("achieved_at", "amount", "quarter", "rule_version", "reason", "completed_at",
-                                    "deadline") if k in data}
-    participant.note_milestone(data["milestone"], outcome, details)
+    m = delivered.data
+    participant = app.participant(participant_id(str(m.participant_id)))
+    details = to_jsonable(m.model_dump(include={"achieved_at", "amount", "quarter", "rule_version", "deadline"}))
+    participant.note_milestone(m.milestone, "achieved", details)
+    return [participant]
+
+
+def on_milestone_missed(app: ServiceApplication, delivered: Delivered[MilestoneMissed]) -> list[Aggregate]:
+    assert isinstance(app, Enrollment)
+    m = delivered.data
+    participant = app.participant(participant_id(str(m.participant_id)))
+    details = to_jsonable(m.model_dump(include={"reason", "completed_at", "deadline", "rule_version"}))
+    participant.note_milestone(m.milestone, "missed", details)
     return [participant]
 
 
 SUBSCRIPTIONS = (
-    Subscription("DSI_IN", "dsi.in.agreement-signed", on_agreement_signed),
-    Subscription("DSI_IN", "dsi.in.agreement-accepted", on_agreement_accepted),
-    Subscription("DSI_MILESTONES", "dsi.milestones.milestone-achieved", on_milestone_decided),
-    Subscription("DSI_MILESTONES", "dsi.milestones.milestone-missed", on_milestone_decided),
+    Subscription("DSI_IN", "dsi.in.agreement-signed", AgreementSignedMessage, on_agreement_signed),
+    Subscription("DSI_IN", "dsi.in.agreement-accepted", AgreementAcceptedMessage, on_agreement_accepted),
+    Subscription("DSI_MILESTONES", MilestoneAchieved.subject, MilestoneAchieved, on_milestone_achieved),
+    Subscription("DSI_MILESTONES", MilestoneMissed.subject, MilestoneMissed, on_milestone_missed),
 )

@@ -6,6 +6,7 @@ from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, Serv
 
 from enrollment.api import routes
 from enrollment.application import Enrollment
+from enrollment.contract import CONTRACT
 from enrollment.domain import Participant
 from enrollment.handlers import SUBSCRIPTIONS
 
@@ -30,6 +31,7 @@ service = ServiceSpec(
     default_port=8101,
     application=Enrollment,
     routes=routes,
+    contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     audit_order=10,

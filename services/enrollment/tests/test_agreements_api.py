@@ -10,11 +10,12 @@ import httpx
 import pytest
 from dsi_shared.cli import app as cli
 from dsi_shared.errors import PermanentError
-from dsi_shared.events import IncomingEvent
 from enrollment.application import Enrollment
-from enrollment.handlers import on_agreement_accepted
+from enrollment.handlers import SUBSCRIPTIONS
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
+
+from tests.harness import deliver_event
 
 from .conftest import FORM, STAFF
 
@@ -38,9 +39,6 @@ def show(api: TestClient, pid: str) -> dict[str, Any]:
 def events(api: TestClient, pid: str) -> list[str]:
     return [h["event"] for h in show(api, pid)["history"]]
 
-
-def incoming(data: dict[str, Any]) -> IncomingEvent:
-    return IncomingEvent(type="dsi.in.agreement-accepted", data=data, id="x", source="contracts")
 
 
 # -- 1. signed and accepted ------------------------------------------------------------------------------------
@@ -78,7 +76,7 @@ def test_the_contracts_system_accepts_on_nats_even_before_the_signature(enrollme
     `dsi.in.agreement-accepted` becomes the same AgreementReviewed (reason "accepted by the contracts system"); one
     naming an NPI before the interest form, or a signature not yet recorded, is held and applied when it arrives."""
     early = {"npi": "1555555550", "agreement": "DSA", "document_id": "dsa-1", "accepted_at": "2024-02-02T09:00:00-08:00"}
-    enrollment_app.save(*on_agreement_accepted(enrollment_app, incoming(early)))
+    enrollment_app.save(*deliver_event(enrollment_app, SUBSCRIPTIONS, "dsi.in.agreement-accepted", early, source="contracts"))
     held = enrollment_app._identity("npi:1555555550")
     assert len(held.held_acceptances) == 1
     api.post("/agreements", headers=STAFF, json={"npi": "1555555550", "agreement": "DSA", "document_id": "dsa-1",
@@ -90,11 +88,12 @@ def test_the_contracts_system_accepts_on_nats_even_before_the_signature(enrollme
     assert shown["agreements"]["DSA"]["review"]["decided_by"] == "contracts-system"
     # by participant id, before the HIE signature is known: held on the participant, then applied
     message = {"participant_id": pid, "agreement": "HIE", "document_id": "hie-1", "accepted_at": "2024-03-05T10:00:00Z"}
-    enrollment_app.save(*on_agreement_accepted(enrollment_app, incoming(message)))
+    enrollment_app.save(*deliver_event(enrollment_app, SUBSCRIPTIONS, "dsi.in.agreement-accepted", message, source="contracts"))
     assert show(api, pid)["agreements"]["HIE"] is None
     sign(api, pid, "HIE", document_id="hie-1")
     assert show(api, pid)["agreements"]["HIE"]["status"] == "accepted"
-    enrollment_app.save(*on_agreement_accepted(enrollment_app, incoming(message)))  # again: no change
+    again = deliver_event(enrollment_app, SUBSCRIPTIONS, "dsi.in.agreement-accepted", message, source="contracts")
+    enrollment_app.save(*again)  # no change
     assert events(api, pid).count("AgreementReviewed") == 2
 
 
@@ -107,7 +106,7 @@ def test_an_acceptance_that_can_never_apply_is_a_permanent_error(enrollment_app:
                                                                  broken: dict[str, Any]) -> None:
     """A message no retry can fix is dead-lettered with a reason (PermanentError), never half applied."""
     with pytest.raises(PermanentError):
-        on_agreement_accepted(enrollment_app, incoming(broken))
+        deliver_event(enrollment_app, SUBSCRIPTIONS, "dsi.in.agreement-accepted", broken, source="contracts")
 
 
 # -- 2. due date and the signing deadline ----------------------------------------------------------------------

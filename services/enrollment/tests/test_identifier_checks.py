@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from dsi_shared.events import IncomingEvent
 from enrollment.application import Enrollment
-from enrollment.handlers import on_agreement_accepted, on_agreement_signed
+from enrollment.handlers import SUBSCRIPTIONS
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+
+from tests.harness import deliver_event
 
 from .conftest import FORM, STAFF
 
@@ -58,20 +59,19 @@ def test_an_early_signature_naming_an_invalid_npi_is_422(api: TestClient) -> Non
     assert api.post("/agreements", json=long_document, headers=STAFF).status_code == 422
 
 
-@pytest.mark.parametrize("handler,data", [
-    (on_agreement_signed, {"npi": "0000000000", "agreement": "DSA", "signed_at": "2024-02-01T09:00:00-08:00",
+@pytest.mark.parametrize("subject,data", [
+    ("dsi.in.agreement-signed", {"npi": "0000000000", "agreement": "DSA", "signed_at": "2024-02-01T09:00:00-08:00",
                            "document_id": "d"}),
-    (on_agreement_accepted, {"npi": "0000000000", "agreement": "DSA", "document_id": "d",
+    ("dsi.in.agreement-accepted", {"npi": "0000000000", "agreement": "DSA", "document_id": "d",
                              "accepted_at": "2024-02-02T09:00:00-08:00"}),
-    (on_agreement_signed, {"npi": "1234567893", "agreement": "DSA", "signed_at": "2024-02-01T09:00:00-08:00",
+    ("dsi.in.agreement-signed", {"npi": "1234567893", "agreement": "DSA", "signed_at": "2024-02-01T09:00:00-08:00",
                            "document_id": "d" * 201}),
 ])
 def test_a_contracts_system_message_with_an_invalid_npi_is_refused_for_good(
-        enrollment_app: Enrollment, handler: Any, data: dict[str, Any]) -> None:
+        enrollment_app: Enrollment, subject: str, data: dict[str, Any]) -> None:
     """A ValidationError is a ValueError: the consumer dead-letters it at once, naming the field, not the value."""
-    event = IncomingEvent(type="dsi.in.agreement-signed", data=data, id="x", source="contracts")
     with pytest.raises(ValidationError) as raised:
-        handler(enrollment_app, event)
+        deliver_event(enrollment_app, SUBSCRIPTIONS, subject, data, source="contracts")
     assert "0000000000" not in str([(e["loc"], e["type"], e["msg"]) for e in raised.value.errors()])
 
 

@@ -8,6 +8,7 @@ from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, Serv
 
 from milestones.api import routes
 from milestones.application import Milestones
+from milestones.contract import CONTRACT
 from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.handlers import SUBSCRIPTIONS
 from milestones.ledger import VALIDATED, Evaluation
@@ -80,6 +81,7 @@ service = ServiceSpec(
     default_port=8103,
     application=Milestones,
     routes=routes,
+    contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     audit_order=20,

@@ -21,12 +21,12 @@ UPSTREAMS = ("enrollment", "submissions")
 def shadow_from(upstream: Callable[[str], Iterable[IncomingEvent]]) -> Milestones:
     """A scratch milestones store fed only with the upstream events this service subscribes to."""
     shadow = Milestones("memory://")
-    handlers = {s.subject: s.handler for s in SUBSCRIPTIONS}
+    subscriptions = {s.subject: s for s in SUBSCRIPTIONS}
     for service in UPSTREAMS:
         for event in upstream(service):
-            handler = handlers.get(event.type)
-            if handler is not None:
-                shadow.save(*handler(shadow, event))
+            subscription = subscriptions.get(event.type)
+            if subscription is not None:
+                shadow.save(*subscription.deliver(shadow, event))
     return shadow
 
 

@@ -10,6 +10,7 @@ from dsi_shared.telemetry import PAID
 
 from payments.api import routes
 from payments.application import Payments
+from payments.contract import CONTRACT
 from payments.domain import ZERO, PaymentAccount, capped
 from payments.handlers import SUBSCRIPTIONS
 
@@ -64,6 +65,7 @@ service = ServiceSpec(
     default_port=8104,
     application=Payments,
     routes=routes,
+    contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     observe=observe,

@@ -6,6 +6,7 @@ from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, Serv
 
 from qip_share.api import routes
 from qip_share.application import QipShare
+from qip_share.contract import CONTRACT
 from qip_share.handlers import SUBSCRIPTIONS
 
 
@@ -26,6 +27,7 @@ service = ServiceSpec(
     default_port=8105,
     application=QipShare,
     routes=routes,
+    contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     audit_order=50,

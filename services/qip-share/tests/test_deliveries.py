@@ -13,20 +13,22 @@ import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 import pytest
-from dsi_shared.events import IncomingEvent
 from dsi_shared.files import FileStore
 from fhir.resources.R4B import get_fhir_model_class
 from qip_share import feeds
 from qip_share.application import Conflict, InvalidPeriod, QipShare
 from qip_share.delivery import assigned_intervals
 from qip_share.feeds import FEED_KINDS, FeedRecord, RowError, read_feed
-from qip_share.handlers import on_attribution_recorded
+from qip_share.handlers import SUBSCRIPTIONS
 from qip_share.ledger import Delivery
 from qip_share.policy import check_policy, shipped_policies
 from qip_share.reference import PARTNER_BA_BASIS, PARTNER_COVERED_BASIS, QipEntity, SensitivityPolicy
 from qip_share.valuesets import from_fhir
+
+from tests.harness import deliver_event
 
 LOADED = datetime(2026, 1, 10, tzinfo=UTC)
 DELIVERED = datetime(2026, 1, 15, 18, tzinfo=UTC)
@@ -90,10 +92,10 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> QipShare:
 
 
 def assign(app: QipShare, cin: str, assignee: str, start: str, end: str = "", version: int = 2) -> None:
-    event = IncomingEvent("dsi.enrollment.attribution-recorded",
-                          {"cin": cin, "kind": "qip", "assignee": assignee, "start": start, "end": end or None,
-                           "aggregate_version": version}, f"enrollment:{version}", "enrollment")
-    app.save(*on_attribution_recorded(app, event))
+    span = {"cin": cin, "kind": "qip", "assignee": assignee, "start": start, "end": end or None,
+            "aggregate_id": str(uuid5(NAMESPACE_URL, cin)), "aggregate_version": version}
+    app.save(*deliver_event(app, SUBSCRIPTIONS, "dsi.enrollment.attribution-recorded", span, f"enrollment:{version}",
+                      "/dsi/enrollment"))
 
 
 def load(app: QipShare, kind: str, text: str, at: datetime = LOADED) -> Any:

@@ -10,6 +10,7 @@ from dsi_shared.telemetry import VERDICTS
 
 from submissions.api import routes
 from submissions.application import Submissions
+from submissions.contract import CONTRACT
 from submissions.domain import Submission
 from submissions.handlers import SUBSCRIPTIONS
 from submissions.mllp import MllpListener
@@ -50,6 +51,7 @@ service = ServiceSpec(
     default_port=8102,
     application=Submissions,
     routes=routes,
+    contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     observe=observe,
