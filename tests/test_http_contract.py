@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -23,8 +24,12 @@ async def services(stack: Stack) -> Stack:
 async def test_every_service_is_live_and_ready_without_a_token(services: Stack) -> None:
     for name, client in services.clients.items():
         assert (await client.get("/healthz")).json() == {"status": "ok", "service": name}
-        ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == READY, name
+
+        async def ready(client: Any = client) -> Any:  # readiness asks NATS for consumer lag: a busy machine may time out
+            answer = await client.get("/readyz")
+            return answer if answer.status_code == 200 else None
+
+        assert (await eventually(ready)).json()["checks"] == READY, name
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic c3RhZmY="}])
