@@ -60,9 +60,11 @@ class TracingMapper(Mapper[UUID]):
     def stamp(domain_event: Any) -> Any:
         """The event with the current trace context (kept when already stamped: a group commit stamps each
         message's events under that message's trace before saving them all)."""
+        if TRACE_KEY in vars(domain_event):
+            return domain_event
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        if not carrier or TRACE_KEY in vars(domain_event):
+        if not carrier:
             return domain_event
         stamped = object.__new__(type(domain_event))
         object.__setattr__(stamped, "__dict__", {**vars(domain_event), TRACE_KEY: carrier})
