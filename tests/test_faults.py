@@ -217,3 +217,55 @@ async def test_a_dead_letter_is_listed_without_its_body_and_replayed_once_the_ca
     relay = next(w for w in stack.runtimes["enrollment"].workers if type(w).__name__ == "Relay")
     await quiet(stack)
     assert await relay.resume_position() == stack.runtimes["enrollment"].app.recorder.max_notification_id()
+
+
+GROUP = 3  # participants whose Milestone 1 payments arrive at payments in one fetched batch
+
+
+@pytest.mark.parametrize("fault", [
+    {"DSI_FAULT_PAUSE_BEFORE_COMMIT_SECONDS": "60"},  # killed with the group decided, before its transaction
+    {"DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS": "60"},  # killed after the commit, before any ack
+    {"DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS": "60", "DSI_FAULT_ACKS_BEFORE_PAUSE": "2"},  # after some acks
+], ids=["before-commit", "after-commit-before-acks", "after-some-acks"])
+async def test_payments_process_killed_in_the_middle_of_a_group_commit_pays_each_milestone_once(
+        stack: Stack, fault: dict[str, str]) -> None:
+    await stack.start("enrollment", "milestones")
+    stack.spawn("payments")
+    pids = [await stack.register() for _ in range(GROUP)]
+    await quiet(stack)  # payments holds the rules and the accounts; then it stops while the milestones are reached
+    stack.kill("payments")
+    js = (await stack.nc()).jetstream()
+    stream, durable = stack.naming.stream("DSI_MILESTONES"), "payments--dsi-milestones"
+    achieved = stack.naming.subject("dsi.milestones.milestone-achieved")
+    for pid in pids:
+        await sign_all(stack, pid)
+
+    async def all_achieved_waiting() -> bool:
+        info = await js.stream_info(stream, subjects_filter=achieved)
+        return (info.state.subjects or {}).get(achieved, 0) == GROUP
+
+    await eventually(all_achieved_waiting)
+    waiting = (await js.consumer_info(stream, durable)).num_pending
+    url = stack.spawn("payments", **fault)
+
+    async def paid() -> int:
+        statements = [await stack.payments_of(pid, url) for pid in pids]
+        return sum(bool(s and s["payments"]) for s in statements)
+
+    async def in_the_middle() -> bool:
+        info = await js.consumer_info(stream, durable)
+        if "DSI_FAULT_PAUSE_BEFORE_COMMIT_SECONDS" in fault:
+            return info.num_ack_pending == waiting and await paid() == 0
+        acked = int(fault.get("DSI_FAULT_ACKS_BEFORE_PAUSE", "0"))
+        return info.num_ack_pending == waiting - acked and await paid() == GROUP
+
+    await eventually(in_the_middle)
+    stack.kill("payments")
+
+    url = stack.spawn("payments")
+    await quiet(stack)
+    for pid in pids:
+        statement = await stack.payments_of(pid, url)
+        assert statement is not None
+        assert [p["amount"] for p in statement["payments"]] == ["10000.00"]
+        assert statement["total_paid"] == "10000.00"

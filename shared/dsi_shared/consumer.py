@@ -1,10 +1,11 @@
 """Tracking consumer: a durable JetStream pull consumer whose effects happen exactly once.
 
 A service reads each upstream stream through one durable consumer, so it sees that stream's events in the
-order they were recorded (a rejection after its signature, a span change after its opening). For each
-message: decode the CloudEvent, skip it if its upstream position is already tracked, else run the
-service's handler for its subject and record the resulting events *with* the tracking record in one transaction, and only
-then ack. A redelivery (crash before ack, NATS restart, re-publish days later) hits the tracking record
+order they were recorded (a rejection after its signature, a span change after its opening). For each fetched
+batch (group commit, `handle_batch`): decode each CloudEvent, skip it if its upstream position is already tracked,
+else run the service's handler for its subject, in stream order, against the aggregates the batch already changed
+(`unitofwork`); then record all the resulting events *with* every message's tracking record in one transaction,
+and only then ack them. A redelivery (crash before ack, NATS restart, re-publish days later) hits the tracking record
 and is acked without effect. A message that keeps failing goes to `dsi.dead-letter.<service>` with the
 reason after `DSI_MAX_ATTEMPTS` deliveries (at once when the error is permanent).
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar, cast
 
 import nats
@@ -32,8 +34,9 @@ from dsi_shared.contracts import Delivered, Message
 from dsi_shared.errors import PermanentError, describe
 from dsi_shared.natsperms import durable_name
 from dsi_shared.occ import retry_on_conflict
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import ServiceApplication, processed_among
 from dsi_shared.telemetry import DEAD_LETTERS, MESSAGES_IN, extract, tracer
+from dsi_shared.unitofwork import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,29 @@ def tracking_for(event: events.IncomingEvent, stream: str, stream_sequence: int)
     return Tracking(application_name=f"nats:{stream}", notification_id=stream_sequence)
 
 
+@dataclass
+class _Item:
+    """One fetched message, read: no handler (another service's concern), or its event and tracking record (None
+    when it cannot be decoded)."""
+
+    message: Msg
+    subject: str
+    handler: Subscription[Any] | None
+    event: events.IncomingEvent | None = None
+    tracking: Tracking | None = None
+
+
+@dataclass
+class _Group:
+    """What one group commit did: an outcome per message from the first (applied, duplicate, ignored), the
+    events and tracking records saved, and links to the messages' spans."""
+
+    outcomes: list[str] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    trackings: list[Tracking] = field(default_factory=list)
+    links: list[trace.Link] = field(default_factory=list)
+
+
 class TrackingConsumer:
     def __init__(self, app: ServiceApplication, service: str, js: JetStreamContext, naming: Naming,
                  stream: str, handlers: dict[str, Subscription[Any]], *, ack_wait: float, max_attempts: int,
@@ -95,8 +121,13 @@ class TrackingConsumer:
         self.stream = naming.stream(stream)
         self.durable = durable_name(service, stream)
         self.tracer = tracer(service)
-        # Fault hook for the crash tests: hold a committed message unacked so a test can kill the process.
+        # Fault hooks for the crash tests (a test kills the process while it waits):
+        # hold committed messages unacked this long;
         self.pause_before_ack = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS", "0"))
+        # ...after acking this many of a committed group (0: before the first ack);
+        self.acks_before_pause = int(os.environ.get("DSI_FAULT_ACKS_BEFORE_PAUSE", "0"))
+        # hold a decided group this long before its transaction.
+        self.pause_before_commit = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_COMMIT_SECONDS", "0"))
         # Checked by every loop: nats-py can turn a cancellation inside fetch() into a timeout.
         self.stopping = asyncio.Event()
         self.lag = 0  # messages pending when the last one was delivered (the lag metric)
@@ -137,8 +168,109 @@ class TrackingConsumer:
                 log.warning("consumer %s fetch failed: %s", self.durable, type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            for message in messages:
-                await self.handle(message)
+            await self.handle_batch(messages)
+
+    async def handle_batch(self, messages: Sequence[Msg]) -> None:
+        """Group commit: the batch's handlers run in stream order in one unit of work, one transaction saves all
+        their events with every message's tracking record, then every message is acked. A message that fails
+        splits the batch: those before it commit as a group, it goes alone through `handle` (retried or
+        dead-lettered), the rest continue as the next group. When the store refuses the group itself (away, or a
+        conflict that persists), each message goes alone."""
+        items = [self._read(message) for message in messages]
+        while items:
+            self.lag = items[-1].message.metadata.num_pending
+            try:
+                group = await asyncio.to_thread(self.apply_group, items)
+            except Exception as exc:  # noqa: BLE001 - each message alone then meets the failure with its own retries
+                log.warning("consumer %s could not commit a group of %d: %s; handling each alone", self.durable,
+                            len(items), describe(exc))
+                for item in items:
+                    await self.handle(item.message)
+                return
+            for item, outcome in zip(items, group.outcomes, strict=False):
+                if item.handler is not None:
+                    MESSAGES_IN.add(1, {"service": self.service, "subject": item.subject, "outcome": outcome})
+            await self._ack_all(items[:len(group.outcomes)])
+            if len(group.outcomes) < len(items):
+                await self.handle(items[len(group.outcomes)].message)  # the failing message, alone
+            items = items[len(group.outcomes) + 1:]
+
+    def _read(self, message: Msg) -> _Item:
+        subject = self.naming.contract_subject(message.subject)
+        item = _Item(message, subject, self.handlers.get(subject))
+        if item.handler is not None:
+            try:
+                sequence = message.metadata.sequence.stream
+                item.event = replace(events.decode(message.data, subject, f"{self.stream}:{sequence}"),
+                                     stored_at=message.metadata.timestamp)
+                item.tracking = tracking_for(item.event, self.contract_stream, sequence)
+            except Exception:  # noqa: BLE001 - undecodable: `handle` dead-letters it with the reason
+                item.event = None
+        return item
+
+    def apply_group(self, items: Sequence[_Item]) -> _Group:
+        """Decide the longest prefix of `items` whose handlers all succeed, from fresh state, and save it in one
+        transaction; retried from fresh state on an optimistic-concurrency conflict (another replica or an HTTP
+        command changed an aggregate, or recorded one of the positions). Returns one outcome per message done."""
+
+        def attempt() -> _Group:
+            count = len(items)
+            while True:
+                group, failed_at = self._decide(items[:count])
+                if failed_at is None:
+                    break
+                count = failed_at  # a handler failed: decide again without it (its changes are discarded)
+            if group.trackings:
+                if self.pause_before_commit:
+                    time.sleep(self.pause_before_commit)
+                with self.tracer.start_as_current_span("commit group", links=group.links) as span:
+                    span.set_attribute("dsi.messages", len(group.trackings))
+                    self.app.save_tracked(group.events, *group.trackings)
+            return group
+
+        return retry_on_conflict(attempt, f"what {self.durable} changes")
+
+    def _decide(self, items: Sequence[_Item]) -> tuple[_Group, int | None]:
+        """Run each message's handler in order in one unit of work; the index of the first that fails, if any."""
+        group = _Group()
+        handled = [item.tracking for item in items if item.tracking is not None]
+        done = processed_among(self.app, handled)
+        stamp = self.app.tracing_mapper.stamp
+        with unit_of_work(self.app.repository) as work:
+            for index, item in enumerate(items):
+                if item.handler is None:
+                    group.outcomes.append("ignored")
+                    continue
+                if item.event is None or item.tracking is None:
+                    return group, index
+                key = (item.tracking.application_name, item.tracking.notification_id)
+                with self.tracer.start_as_current_span(
+                    f"process {item.subject}", context=extract(item.message.headers), kind=trace.SpanKind.CONSUMER
+                ) as span:
+                    span.set_attribute("messaging.system", "nats")
+                    span.set_attribute("messaging.destination.name", item.subject)
+                    span.set_attribute("messaging.consumer.group.name", self.durable)
+                    span.set_attribute("dsi.duplicate", key in done)
+                    group.links.append(trace.Link(span.get_span_context()))
+                    if key in done:
+                        group.outcomes.append("duplicate")
+                        continue
+                    try:
+                        work.keep(item.handler.deliver(self.app, item.event), stamp)
+                    except Exception:  # noqa: BLE001 - retried alone by `handle`, with its own retries
+                        return group, index
+                done.add(key)
+                group.trackings.append(item.tracking)
+                group.outcomes.append("applied")
+            group.events = work.events
+        return group, None
+
+    async def _ack_all(self, items: Sequence[_Item]) -> None:
+        """Acks after the commit (fault hooks: ack `acks_before_pause` of them, then hold the rest)."""
+        for number, item in enumerate(items):
+            if self.pause_before_ack and number == self.acks_before_pause:
+                await asyncio.sleep(self.pause_before_ack)
+            await self._settle(item.message.ack)
 
     async def handle(self, message: Msg) -> None:
         self.lag = message.metadata.num_pending

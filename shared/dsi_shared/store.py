@@ -7,7 +7,7 @@ tracking records that make consumption exactly-once (see `consumer`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any, TypeVar
 from uuid import UUID
@@ -29,6 +29,7 @@ from eventsourcing.sqlite import SQLiteProcessRecorder
 from opentelemetry import propagate, trace
 from psycopg.sql import SQL, Identifier
 
+from dsi_shared import unitofwork
 from dsi_shared.config import eventsourcing_env
 from dsi_shared.errors import NotFound
 
@@ -53,13 +54,21 @@ class TracingMapper(Mapper[UUID]):
     attributes), so the relay can continue the trace that caused the event when it publishes it later."""
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        return super().to_stored_event(self.stamp(domain_event))
+
+    @staticmethod
+    def stamp(domain_event: Any) -> Any:
+        """The event with the current trace context (kept when already stamped: a group commit stamps each
+        message's events under that message's trace before saving them all)."""
+        if TRACE_KEY in vars(domain_event):
+            return domain_event
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         if not carrier:
-            return super().to_stored_event(domain_event)
+            return domain_event
         stamped = object.__new__(type(domain_event))
         object.__setattr__(stamped, "__dict__", {**vars(domain_event), TRACE_KEY: carrier})
-        return super().to_stored_event(stamped)
+        return stamped
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         domain_event = super().to_domain_event(stored_event)
@@ -83,8 +92,17 @@ def mutate_all(aggregate: Any, domain_events: Iterable[Any]) -> Any:
 class FastRepository(Repository[UUID]):
     def get(self, aggregate_id: UUID, *, version: int | None = None, projector_func: Any = mutate_all,
             fastforward_skipping: bool = False, deepcopy_from_cache: bool = True) -> Any:
+        work = unitofwork.current(self)
+        if version is None and work is not None and aggregate_id in work.aggregates:
+            return work.aggregates[aggregate_id]  # changed by an earlier message of the batch being handled
         return super().get(aggregate_id, version=version, projector_func=projector_func,
                            fastforward_skipping=fastforward_skipping, deepcopy_from_cache=deepcopy_from_cache)
+
+
+def _group_recorder_env(persistence: dict[str, str]) -> dict[str, str]:
+    """The recorder that can record a consumer's group commit, where the backend has one (see the end)."""
+    recorder = GROUP_RECORDERS.get(persistence["PERSISTENCE_MODULE"])
+    return {"PROCESS_RECORDER_TOPIC": f"{__name__}:{recorder.__qualname__}"} if recorder else {}
 
 
 class ServiceApplication(Application[UUID]):
@@ -93,12 +111,14 @@ class ServiceApplication(Application[UUID]):
     log_section_size = 500
 
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
+        persistence = eventsourcing_env(store_url)
         env = {
-            **eventsourcing_env(store_url),
+            **persistence,
             # Multi-row tracking: an earlier upstream event redelivered after a later one must still apply
             # (the default single-row mode silently rejects it; DESIGN.md §7).
             "SINGLE_ROW_TRACKING": "no",
             "MAPPER_TOPIC": "dsi_shared.store:TracingMapper",
+            **_group_recorder_env(persistence),
             **(extra_env or {}),
         }
         self._listeners: list[Callable[[], None]] = []
@@ -164,18 +184,25 @@ class ServiceApplication(Application[UUID]):
                 return cursor.fetchone() is not None
         raise TypeError(f"no exact tracking lookup for {type(recorder).__name__}")
 
-    def save_tracked(self, aggregates: Iterable[Aggregate], tracking: Tracking) -> bool:
-        """Record the aggregates' new events and the upstream position in one transaction.
+    def save_tracked(self, aggregates: Iterable[Aggregate | Any], tracking: Tracking,
+                     *more: Tracking) -> bool:
+        """Record the aggregates' new events (or already collected domain events, in order) and the upstream
+        position in one transaction; `more` positions too (a consumer's group commit, see `unitofwork`).
 
-        Returns False when that upstream position was already processed (a redelivery): nothing is written.
-        An optimistic-concurrency conflict is re-raised for the caller to retry.
+        Returns False when that one upstream position was already processed (a redelivery): nothing is written.
+        An optimistic-concurrency conflict — for a group, any position already tracked too — is re-raised for the
+        caller to retry.
         """
         processing = ProcessingEvent[UUID](tracking=tracking)
         processing.collect_events(*aggregates)
+        if more:
+            if not isinstance(self.recorder, GroupTrackingRecorder):
+                raise TypeError(f"{type(self.recorder).__name__} records one tracking record per transaction")
+            processing.saved_kwargs[MORE_TRACKING] = more
         try:
             recordings = self._record(processing)
         except IntegrityError:
-            if self.has_processed(tracking):
+            if not more and self.has_processed(tracking):
                 return False
             raise
         self._notify(recordings)
@@ -219,6 +246,8 @@ class ServiceApplication(Application[UUID]):
             last = page[-1].id
             for notification in page:
                 yield UUID(str(notification.originator_id))
+        if (work := unitofwork.current(self.repository)) is not None:
+            yield from work.created_with(created_event)
 
     def events_of(self, *event_classes: type[Any], upto: int | None = None, batch: int = 1000) -> Iterator[Any]:
         """The recorded domain events of these classes, in log order, up to notification `upto` (inclusive):
@@ -240,3 +269,48 @@ class ServiceApplication(Application[UUID]):
                 return
             yield from page
             last = page[-1].id
+
+
+# -- group commit: several tracking records in one transaction ------------------------------------------------
+# eventsourcing's process recorders insert the one `tracking` passed to `insert_events`; these insert the
+# `MORE_TRACKING` positions of a consumer's batch in the same transaction (chosen by `PROCESS_RECORDER_TOPIC`).
+
+MORE_TRACKING = "dsi_more_tracking"
+
+
+class GroupTrackingRecorder(ProcessRecorder):
+    """Marks a recorder that inserts the `MORE_TRACKING` records with the events and the first tracking record."""
+
+
+class GroupSQLiteProcessRecorder(SQLiteProcessRecorder, GroupTrackingRecorder):
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        returning = super()._insert_events(c, stored_events, **kwargs)
+        for tracking in kwargs.get(MORE_TRACKING, ()):
+            self._insert_tracking(c, tracking)
+        return returning
+
+
+class GroupPostgresProcessRecorder(PostgresProcessRecorder, GroupTrackingRecorder):
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        for tracking in kwargs.get(MORE_TRACKING, ()):
+            self._insert_tracking(curs, tracking)
+
+
+GROUP_RECORDERS = {"eventsourcing.sqlite": GroupSQLiteProcessRecorder,
+                   "eventsourcing.postgres": GroupPostgresProcessRecorder}
+
+
+def processed_among(app: ServiceApplication, trackings: Sequence[Tracking]) -> set[tuple[str, int]]:
+    """Which of these upstream positions are already recorded, asked in one query (on PostgreSQL)."""
+    recorder = app.process_recorder
+    if isinstance(recorder, PostgresProcessRecorder) and trackings:
+        query = SQL("SELECT application_name, notification_id FROM {0}.{1} "
+                    "WHERE application_name = ANY(%s) AND notification_id = ANY(%s)").format(
+            Identifier(recorder.datastore.schema), Identifier(recorder.tracking_table_name))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(query, (sorted({t.application_name for t in trackings}),
+                                   sorted({t.notification_id for t in trackings})))
+            found = {(str(row["application_name"]), int(row["notification_id"])) for row in cursor.fetchall()}
+        return found & {(t.application_name, t.notification_id) for t in trackings}
+    return {(t.application_name, t.notification_id) for t in trackings if app.has_processed(t)}
