@@ -1,6 +1,8 @@
 """Spine benchmark: registrations recorded by enrollment, relayed to JetStream and consumed exactly-once
 by payments (tracking record + new events per message), against two ceilings measured in the same run:
 raw JetStream publish+consume+ack of same-sized messages, and raw store appends of the same aggregates.
+The relay alone (a pre-filled store → JetStream, acknowledged) is measured against raw JetStream publish,
+one awaited at a time and with a window in flight.
 
 Uses NATS at NATS_URL (else 127.0.0.1:4222, else an embedded nats-server) and PostgreSQL at
 DSI_BENCH_POSTGRES (else 127.0.0.1:5432 when reachable, else SQLite). N from DSI_BENCH_N (default 2000).
@@ -19,9 +21,10 @@ from pathlib import Path
 
 import nats
 import psycopg
-from dsi_shared.bus import Naming, delete_streams
+from dsi_shared.bus import Naming, delete_streams, ensure_streams
 from dsi_shared.config import Settings
 from dsi_shared.natsserver import NatsServer, port_open
+from dsi_shared.relay import Relay
 from dsi_shared.service import ServiceRuntime, discover
 from enrollment.application import Enrollment
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
@@ -57,7 +60,8 @@ def store_factory() -> tuple[Callable[[str], str], Callable[[], None], str]:
     return make, drop, "PostgreSQL"
 
 
-async def raw_jetstream(url: str, size: int) -> float:
+async def raw_jetstream(url: str, size: int) -> tuple[float, float]:
+    """Publish+consume+ack msg/s, and the publish part alone (each publish awaited) msg/s."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     stream = f"BENCH_RAW_{uuid.uuid4().hex[:8]}"
@@ -66,6 +70,7 @@ async def raw_jetstream(url: str, size: int) -> float:
     started = time.perf_counter()
     for i in range(N):
         await js.publish(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"})
+    published = time.perf_counter() - started
     sub = await js.pull_subscribe(f"{stream}.e", durable="raw", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
     received = 0
     while received < N:
@@ -75,7 +80,58 @@ async def raw_jetstream(url: str, size: int) -> float:
     elapsed = time.perf_counter() - started
     await js.delete_stream(stream)
     await nc.close()
+    return N / elapsed, N / published
+
+
+async def raw_publish_windowed(url: str, size: int, window: int = 256) -> float:
+    """Raw JetStream publish msg/s with up to `window` acks outstanding (nats-py publish_async)."""
+    nc = await nats.connect(url)
+    js = nc.jetstream(publish_async_max_pending=window)
+    stream = f"BENCH_RAWW_{uuid.uuid4().hex[:8]}"
+    await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
+    body = b"x" * size
+    started = time.perf_counter()
+    acks = [await js.publish_async(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"}) for i in range(N)]
+    await asyncio.gather(*acks)
+    elapsed = time.perf_counter() - started
+    await js.delete_stream(stream)
+    await nc.close()
     return N / elapsed
+
+
+def prefilled_enrollment(store: str) -> None:
+    """N registrations recorded by enrollment (with the program rules it publishes at start)."""
+    spec = discover()["enrollment"]
+    source = Enrollment(store)
+    if spec.on_start is not None:
+        spec.on_start(source)
+    for n in range(N):
+        source.register_participant({**FORM, "npi": f"{1_000_000_000 + n}"})
+    source.close()
+
+
+async def relay_alone(url: str, store_for: Callable[[str], str]) -> tuple[float, int]:
+    """Relay publish rate from a pre-filled enrollment store to JetStream (every publish acknowledged):
+    published events/s and how many were published."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    store = store_for("relay")
+    prefilled_enrollment(store)
+    app = Enrollment(store)
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    naming = Naming(prefix)
+    await ensure_streams(js, naming)
+    relay = Relay(app, discover()["enrollment"].contract, js, naming)
+    last = app.recorder.max_notification_id() or 0
+    started = time.perf_counter()
+    while relay.position < last:
+        await relay.publish_pending()
+    elapsed = time.perf_counter() - started
+    published = (await js.stream_info(relay.stream)).state.messages
+    await delete_streams(js, naming)
+    await nc.close()
+    app.close()
+    return published / elapsed, published
 
 
 def raw_store_appends(store: str) -> float:
@@ -94,12 +150,7 @@ async def spine(url: str, store_for: Callable[[str], str]) -> float:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     enrollment_store, payments_store = store_for("enrollment"), store_for("payments")
     specs = discover()
-    source = Enrollment(enrollment_store)
-    if specs["enrollment"].on_start is not None:
-        specs["enrollment"].on_start(source)  # publishes the program rules, as the service does at start
-    for n in range(N):
-        source.register_participant({**FORM, "npi": f"{1_000_000_000 + n}"})
-    source.close()
+    prefilled_enrollment(enrollment_store)
     runtimes = [ServiceRuntime(specs[name], Settings(name, specs[name].default_port, nats_url=url, bus_prefix=prefix,
                                                      store=store)) for name, store in
                 (("enrollment", enrollment_store), ("payments", payments_store))]
@@ -160,8 +211,10 @@ async def main() -> None:
         url = server.url
     store_for, drop, backend = store_factory()
     try:
-        raw_js = await raw_jetstream(url, size=700)
+        raw_js, raw_publish = await raw_jetstream(url, size=700)
+        raw_windowed = await raw_publish_windowed(url, size=700)
         raw_store = raw_store_appends(store_for("raw"))
+        relayed, relay_events = await relay_alone(url, store_for)
         flow = await spine(url, store_for)
         alone = await consumer_alone(url, store_for)
     finally:
@@ -170,7 +223,11 @@ async def main() -> None:
             server.stop()
     print(f"spine benchmark, N={N} events, store {backend}, NATS {url}")
     print(f"  raw JetStream publish+consume+ack : {raw_js:10.0f} msg/s")
+    print(f"  raw JetStream publish, awaited    : {raw_publish:10.0f} msg/s")
+    print(f"  raw JetStream publish, 256 pending: {raw_windowed:10.0f} msg/s")
     print(f"  raw store append (1 aggregate/tx) : {raw_store:10.0f} aggregates/s")
+    print(f"  relay alone, store → JetStream    : {relayed:10.0f} events/s ({relay_events} events; "
+          f"= {relayed / raw_publish:.2f} × raw publish awaited, {relayed / raw_windowed:.2f} × raw publish 256 pending)")
     print(f"  relay → consumer, exactly-once    : {flow:10.0f} events/s "
           f"(= {flow / raw_js:.2f} × raw JetStream, {flow / raw_store:.2f} × raw store append)")
     print(f"  consumer alone (stream pre-filled): {alone:10.0f} events/s "
