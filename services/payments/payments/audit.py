@@ -4,9 +4,10 @@ and against the payout re-derived from what milestones reports owed (`AuditConte
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from dsi_shared.audit import AuditContext
-from dsi_shared.service import AuditReport, ServiceApplication, events_as_of, rebuild_aggregates
+from dsi_shared.service import AuditReport, ServiceApplication, rebuild_aggregates
 
 from payments.application import Payments
 from payments.domain import ZERO, PaymentAccount, capped
@@ -17,15 +18,17 @@ def audit(app: ServiceApplication, context: AuditContext) -> AuditReport:
     re-derived from the achieved milestones (each paid once, capped)."""
     report = AuditReport()
     logged: dict[str, Decimal] = {}
-    for domain_event in events_as_of(app, context):
+
+    def sum_payments(domain_event: Any) -> None:  # the log's own PaymentIssued events, beside the rebuilt ledgers
         if type(domain_event).__name__ == "PaymentIssued":
             pid = str(domain_event.participant_id)
             logged[pid] = logged.get(pid, ZERO) + domain_event.amount
+
     achieved = context.achieved or {}
     seen: set[str] = set()
     assert isinstance(app, Payments)
     cap_today = app.cap_today()
-    for account in rebuild_aggregates(app, report, context):
+    for account in rebuild_aggregates(app, report, context, each=sum_payments):
         if not isinstance(account, PaymentAccount):
             continue
         pid = str(account.participant_id)

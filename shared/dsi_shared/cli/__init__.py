@@ -3,6 +3,8 @@ each adds its own sub-commands (`ServiceSpec.commands`), as it adds its routes."
 
 from __future__ import annotations
 
+from functools import cache
+
 import typer
 
 from dsi_shared.cli import run
@@ -11,10 +13,6 @@ from dsi_shared.cli.docs import docs_app
 from dsi_shared.cli.ops import ops_app
 from dsi_shared.service import ServiceSpec, discover
 
-app = typer.Typer(help="Data Sharing Incentive and QIP data sharing: services, demo and audit.", no_args_is_help=True)
-app.command()(run.serve)
-app.command()(run.up)
-app.command()(run.demo)
 GROUPS = {"audit": audit_app, "rules": rules_app, "ops": ops_app, "docs": docs_app}
 
 
@@ -29,8 +27,23 @@ def contribute(root: typer.Typer, groups: dict[str, typer.Typer], specs: dict[st
         root.add_typer(group, name=name)
 
 
-contribute(app, dict(GROUPS), discover())
+@cache
+def build() -> typer.Typer:
+    """The whole `dsi` tree. Built on first use, not at import: a service's command module imports this package,
+    and discovering the services while one of them is being imported would be circular."""
+    root = typer.Typer(help="Data Sharing Incentive and QIP data sharing: services, demo and audit.", no_args_is_help=True)
+    root.command()(run.serve)
+    root.command()(run.up)
+    root.command()(run.demo)
+    contribute(root, dict(GROUPS), discover())
+    return root
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # `from dsi_shared.cli import app`
+        return build()
+    raise AttributeError(name)
 
 
 def main() -> None:
-    app()
+    build()()
