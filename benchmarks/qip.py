@@ -167,7 +167,7 @@ async def main() -> None:
     os.environ.setdefault("DSI_PAYLOAD_KEY", base64.b64encode(os.urandom(32)).decode())
     store_for, drop, backend = store_factory()
     try:
-        store = store_for("qipshare")
+        store = store_for("qip-share")
         app = QipShare(store)
         app.ensure_default_policy()
         started = time.perf_counter()

@@ -77,7 +77,7 @@ async def test_replay_exits_non_zero_when_a_ledger_pays_what_no_milestone_earned
 
 async def test_replay_as_of_rebuilds_the_ledgers_as_they_stood_then(stack: Stack, tmp_path: Path) -> None:
     pid = await paid_participant(stack)
-    signed = [e.timestamp for e in events_as_of(stack.runtimes["enrollment"].app, {})
+    signed = [e.timestamp for e in events_as_of(stack.runtimes["enrollment"].app)
               if type(e).__name__ == "AgreementSigned"]
     before_last_signature = (max(signed) - timedelta(microseconds=1)).isoformat()
     then = json.loads(replay(stack, tmp_path, "--json", "--as-of", before_last_signature).stdout)

@@ -53,6 +53,7 @@ def retention() -> dict[str, float]:
 
 def segment(service: str) -> str:
     """The subject segment of a service's events: `qip-share` publishes `dsi.qip.*`."""
+    # Wire names are published, stored history (subjects, DSI_QIP, durables, Nats-Msg-Ids, tracking): never rename them.
     return service.removesuffix("-share")
 
 

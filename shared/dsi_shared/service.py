@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from nats.aio.client import Client
 
 from dsi_shared import events
+from dsi_shared.audit import AuditContext, WhatIfContext
 from dsi_shared.bus import Naming, connect, ensure_streams
 from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
@@ -88,7 +89,7 @@ class Worker(Protocol):
 
 @dataclass
 class AuditReport:
-    """What one service's replay found: per-participant columns, facts for later services, problems."""
+    """What one service's replay found: per-participant columns and problems (facts for later services: the context)."""
 
     rows: dict[str, dict[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -96,12 +97,14 @@ class AuditReport:
     events: int = 0
 
 
-def rebuild_aggregates(app: ServiceApplication, report: AuditReport, facts: AuditFacts | None = None) -> list[Any]:
+def rebuild_aggregates(app: ServiceApplication, report: AuditReport, context: AuditContext | None = None,
+                       each: Callable[[Any], None] | None = None) -> list[Any]:
     """Replay every aggregate of a store from its notification log in one pass (no cache, no snapshot), checking
-    that each aggregate's events follow one another without a gap. With `facts["as_of"]` (an aware datetime), only
-    events that happened by then count: each aggregate as it stood at that moment (time travel)."""
-    facts = facts or {}
-    as_of, progress = facts.get("as_of"), facts.get("progress")
+    that each aggregate's events follow one another without a gap. With `context.as_of` (an aware datetime), only
+    events that happened by then count: each aggregate as it stood at that moment (time travel). `each` sees every
+    counted domain event in log order (checks over the log itself, in the same pass: the log is read and decoded once)."""
+    context = context or AuditContext()
+    as_of, progress = context.as_of, context.progress
     aggregates: dict[Any, Any] = {}
     for notification in app.all_notifications():
         if progress is not None:
@@ -110,6 +113,8 @@ def rebuild_aggregates(app: ServiceApplication, report: AuditReport, facts: Audi
         if as_of is not None and domain_event.timestamp > as_of:
             continue
         report.events += 1
+        if each is not None:
+            each(domain_event)
         current = aggregates.get(notification.originator_id)
         expected = 1 if current is None else current.version + 1
         if notification.originator_version != expected:
@@ -120,19 +125,18 @@ def rebuild_aggregates(app: ServiceApplication, report: AuditReport, facts: Audi
     return list(aggregates.values())
 
 
-def events_as_of(app: ServiceApplication, facts: AuditFacts) -> Iterator[Any]:
-    """The store's domain events in log order, up to `facts["as_of"]` when given."""
-    as_of = facts.get("as_of")
+def events_as_of(app: ServiceApplication, context: AuditContext | None = None) -> Iterator[Any]:
+    """The store's domain events in log order, up to `context.as_of` when given."""
+    as_of = context.as_of if context else None
     for notification in app.all_notifications():
         domain_event: Any = app.mapper.to_domain_event(notification)
         if as_of is None or domain_event.timestamp <= as_of:
             yield domain_event
 
 
-def published_events(app: ServiceApplication, contract: Contract, facts: AuditFacts) -> Iterator[IncomingEvent]:
-    """What this store put on the bus, in order, as its consumers received it (up to `facts["as_of"]`): the
-    upstream facts a downstream service's payouts are re-derived from."""
-    as_of = facts.get("as_of")
+def published_events(app: ServiceApplication, contract: Contract, as_of: datetime | None) -> Iterator[IncomingEvent]:
+    """What this store put on the bus, in order, as its consumers received it (up to `as_of`): the upstream facts a
+    downstream service's payouts are re-derived from."""
     for notification in app.all_notifications():
         domain_event: Any = app.mapper.to_domain_event(notification)
         if as_of is not None and domain_event.timestamp > as_of:
@@ -148,12 +152,21 @@ def recorded_at(app: ServiceApplication, notification: Any) -> datetime:
     return stamped.timestamp
 
 
-# The auditor hands each service the facts earlier services reported (enrollment → milestones → payments).
-AuditFacts = dict[str, Any]
-Auditor = Callable[[ServiceApplication, AuditFacts], AuditReport]
+# The auditor hands each service the facts earlier services reported (milestones → payments): `dsi_shared.audit`.
+Auditor = Callable[[ServiceApplication, AuditContext], AuditReport]
 # What-if (issue 11 §5): each service works out its part under the current and the proposed rules book from its
-# own recorded facts, reading what earlier services put in the facts (submissions → milestones). Read-only.
-WhatIf = Callable[[ServiceApplication, dict[str, Any]], None]
+# own recorded facts, reading what earlier services reported (submissions → milestones). Read-only.
+WhatIf = Callable[[ServiceApplication, WhatIfContext], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `dsi` sub-command a service contributes (as it contributes routes): `dsi <group> <name>`."""
+
+    group: str
+    name: str
+    run: Callable[..., None]  # a typer command function (its parameters are the command's arguments and options)
+    group_help: str = ""  # the group's help, when this service is the one that creates the group
 
 
 @dataclass(frozen=True)
@@ -165,17 +178,36 @@ class ServiceSpec:
     contract: Contract  # the events it publishes (its `contract.py`)
     subscriptions: tuple[Subscription[Any], ...] = ()
     audit: Auditor | None = None
-    audit_order: int = 100
+    after: tuple[str, ...] = ()  # services whose audit / what-if report this one reads (they run first)
     on_start: Callable[[ServiceApplication], None] | None = None  # e.g. seed packaged configuration
     servers: tuple[Callable[[ServiceApplication], Worker], ...] = ()  # e.g. the MLLP listener
     observe: Callable[[Any], None] | None = None  # sees every recorded domain event: the service's own metrics
-    what_if: WhatIf | None = None  # runs in audit_order, never records anything
+    what_if: WhatIf | None = None  # runs after the services in `after`, never records anything
+    commands: tuple[Command, ...] = ()  # its own `dsi` sub-commands
 
 
 def discover() -> dict[str, ServiceSpec]:
     """Every installed service, in audit order (services meet only on NATS; the CLI meets them here)."""
-    specs = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    return {spec.name: spec for spec in sorted(specs, key=lambda s: (s.audit_order, s.name))}
+    return in_audit_order([ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)])
+
+
+def in_audit_order(found: list[ServiceSpec]) -> dict[str, ServiceSpec]:
+    """By name, each service after the services whose audit or what-if report it reads (`after`)."""
+    specs = {spec.name: spec for spec in found}
+    ordered: dict[str, ServiceSpec] = {}
+
+    def place(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered or name not in specs:
+            return
+        if name in path:
+            raise ValueError(f"services audit after each other in a cycle: {' → '.join((*path, name))}")
+        for earlier in specs[name].after:
+            place(earlier, (*path, name))
+        ordered[name] = specs[name]
+
+    for name in sorted(specs):
+        place(name, ())
+    return ordered
 
 
 class ServiceRuntime:
@@ -343,7 +375,7 @@ class ServiceRuntime:
                 raise HTTPException(404, "this service has no audit")
             if as_of is not None and as_of.tzinfo is None:
                 raise HTTPException(422, "as_of needs a UTC offset, e.g. 2025-12-31T23:59:59-08:00")
-            report = await asyncio.to_thread(audit, self.app, {"as_of": as_of} if as_of else {})
+            report = await asyncio.to_thread(audit, self.app, AuditContext(as_of=as_of))
             return {"service": self.spec.name, "as_of": as_of.isoformat() if as_of else None,
                     "aggregates": report.aggregates, "events": report.events, "participants": report.rows,
                     "problems": report.problems}

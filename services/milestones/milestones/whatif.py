@@ -4,25 +4,18 @@ the same pure rules (`decide_milestone1`, `pcp_quarter`); payouts cut to the boo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
+from dsi_shared.audit import JudgedFile, JudgedFiles, WhatIfContext
 from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook
 
 from milestones.application import Milestones
 from milestones.domain import ACHIEVED, ParticipantProgress, decide_milestone1
 from milestones.earning import COVERAGE, PER_FILE, ZERO, pcp_quarter
-
-
-class JudgedFile(Protocol):
-    submission_id: str
-    quarter: str
-    verdict: str
-    amount: Decimal
-    earning_rule: str | None
-    member_id: str | None
 
 
 @dataclass
@@ -32,13 +25,13 @@ class Projection:
     total: Decimal = ZERO
 
 
-def project(app: Milestones, book: RuleBook, files: dict[str, list[Any]], first: Quarter, last: Quarter) -> dict[str, Projection]:
+def project(app: Milestones, book: RuleBook, files: JudgedFiles, first: Quarter, last: Quarter) -> dict[str, Projection]:
     return {str(progress.participant_id): _participant(app, progress, book, files.get(str(progress.participant_id), []),
                                                       first, last)
             for progress in app.all_progress()}
 
 
-def _participant(app: Milestones, progress: ParticipantProgress, book: RuleBook, files: list[JudgedFile],
+def _participant(app: Milestones, progress: ParticipantProgress, book: RuleBook, files: Sequence[JudgedFile],
                  first: Quarter, last: Quarter) -> Projection:
     projection = Projection()
     decision = decide_milestone1(eligible=bool(progress.eligibility and progress.eligibility["eligible"]),
@@ -70,7 +63,7 @@ def _capped(book: RuleBook, quarter: Quarter, earned: Decimal, paid: Decimal) ->
     return max(ZERO, min(earned, cap - paid))
 
 
-def _quarter(app: Milestones, progress: ParticipantProgress, book: RuleBook, files: list[JudgedFile], quarter: Quarter,
+def _quarter(app: Milestones, progress: ParticipantProgress, book: RuleBook, files: Sequence[JudgedFile], quarter: Quarter,
              m1_on: Any, met_before: frozenset[str]) -> tuple[tuple[Decimal, str | None], str]:
     rules = book.in_force(quarter.first_day)
     row = rules.provider_type(progress.provider_type or "") if rules else None
@@ -91,13 +84,12 @@ def _quarter(app: Milestones, progress: ParticipantProgress, book: RuleBook, fil
     return (ZERO, None), "earning rule forthcoming"
 
 
-def what_if(app: object, facts: dict[str, Any]) -> None:
+def what_if(app: object, context: WhatIfContext) -> None:
     """The service's what-if hook: each participant under the current and the proposed book, and what changes."""
     assert isinstance(app, Milestones)
-    current: RuleBook = facts.setdefault("current", app.rulebook())
-    proposed: RuleBook = facts.setdefault("proposed_book", current.with_version(facts["proposed"]))
-    files = facts.get("files", {"current": {}, "proposed": {}})
-    first, last = facts["from"], facts["to"]
+    current, proposed = context.books(app.rulebook())
+    files = context.files
+    first, last = context.first, context.last
     now, then = project(app, current, files["current"], first, last), project(app, proposed, files["proposed"], first, last)
     participants: dict[str, dict[str, Any]] = {}
     for pid in sorted(now):
@@ -111,10 +103,10 @@ def what_if(app: object, facts: dict[str, Any]) -> None:
         participants[pid] = {"current": str(before.total), "proposed": str(after.total),
                              "difference": str(after.total - before.total), "files": changed_files,
                              "quarters": quarters, "milestone1": milestone1}
-    facts["participants"] = participants
+    context.participants = participants
 
 
-def _changed_files(before: list[Any], after: list[Any]) -> list[dict[str, Any]]:
+def _changed_files(before: Sequence[JudgedFile], after: Sequence[JudgedFile]) -> list[dict[str, Any]]:
     proposed = {f.submission_id: f for f in after}
     changed = []
     for old in before:

@@ -50,7 +50,7 @@ class InvalidPeriod(Unprocessable):
 
 
 class QipShare(ServiceApplication):
-    name = "qipshare"
+    name = "qipshare"  # stored: prefixes its tables (qipshare_events, _chain, _blobs); the service is `qip-share`
 
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(store_url, extra_env)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dsi_shared.service import AuditFacts, AuditReport, ServiceApplication, ServiceSpec, rebuild_aggregates
+from dsi_shared.service import ServiceApplication, ServiceSpec
 
 from qip_share.api import routes
 from qip_share.application import QipShare
+from qip_share.audit import audit
+from qip_share.commands import COMMANDS
 from qip_share.contract import CONTRACT
 from qip_share.handlers import SUBSCRIPTIONS
 
@@ -16,12 +18,6 @@ def start(app: ServiceApplication) -> None:
     app.complete_interrupted_deliveries()
 
 
-def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
-    report = AuditReport()
-    rebuild_aggregates(app, report, facts)
-    return report
-
-
 service = ServiceSpec(
     name="qip-share",
     default_port=8105,
@@ -30,6 +26,6 @@ service = ServiceSpec(
     contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
-    audit_order=50,
     on_start=start,
+    commands=COMMANDS,
 )

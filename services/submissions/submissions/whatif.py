@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from dsi_shared.audit import WhatIfContext
 from dsi_shared.plantime import quarter_of
 from dsi_shared.rulebook import RuleBook
 from dsi_shared.service import AuditReport, rebuild_aggregates
@@ -96,11 +97,8 @@ def _outcome(submission: Submission, verdict: str, reasons: tuple[str, ...], amo
                        member_id, rule_version)
 
 
-def what_if(app: object, facts: dict[str, object]) -> None:
+def what_if(app: object, context: WhatIfContext) -> None:
     """The service's what-if hook: files under the current book (this store's copy) and under the proposed one."""
     assert isinstance(app, Submissions)
-    current = facts.setdefault("current", app.rulebook())
-    assert isinstance(current, RuleBook)
-    proposed = facts.setdefault("proposed_book", current.with_version(facts["proposed"]))  # type: ignore[arg-type]
-    assert isinstance(proposed, RuleBook)
-    facts["files"] = judge_all(app, {"current": current, "proposed": proposed})
+    current, proposed = context.books(app.rulebook())
+    context.files = judge_all(app, {"current": current, "proposed": proposed})

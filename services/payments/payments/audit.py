@@ -1,0 +1,55 @@
+"""Payments' part of `dsi audit replay`: every ledger rebuilt and checked against the PaymentIssued events in the log
+and against the payout re-derived from what milestones reports owed (`AuditContext.achieved`)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from dsi_shared.audit import AuditContext
+from dsi_shared.service import AuditReport, ServiceApplication, rebuild_aggregates
+
+from payments.application import Payments
+from payments.domain import ZERO, PaymentAccount, capped
+
+
+def audit(app: ServiceApplication, context: AuditContext) -> AuditReport:
+    """Rebuild every ledger; check it against the PaymentIssued events in the log and against the payout
+    re-derived from the achieved milestones (each paid once, capped)."""
+    report = AuditReport()
+    logged: dict[str, Decimal] = {}
+
+    def sum_payments(domain_event: Any) -> None:  # the log's own PaymentIssued events, beside the rebuilt ledgers
+        if type(domain_event).__name__ == "PaymentIssued":
+            pid = str(domain_event.participant_id)
+            logged[pid] = logged.get(pid, ZERO) + domain_event.amount
+
+    achieved = context.achieved or {}
+    seen: set[str] = set()
+    assert isinstance(app, Payments)
+    cap_today = app.cap_today()
+    for account in rebuild_aggregates(app, report, context, each=sum_payments):
+        if not isinstance(account, PaymentAccount):
+            continue
+        pid = str(account.participant_id)
+        seen.add(pid)
+        total = account.total_paid
+        cap = account.cap or cap_today
+        report.rows[pid] = {"total_paid": str(total), "remaining": str(account.remaining(cap)) if cap else "-"}
+        if total != logged.get(pid, ZERO):
+            report.problems.append(f"payments: {pid} ledger rebuilt to {total}, log's payments sum to {logged.get(pid, ZERO)}")
+        expected = rederive(achieved.get(pid, {}), cap or ZERO)
+        if context.achieved is not None and total != expected:
+            report.problems.append(f"payments: {pid} paid {total}, milestones achieved re-derive {expected}")
+    for pid, milestones in achieved.items():
+        if pid not in seen and rederive(milestones, cap_today or ZERO) != ZERO:
+            report.problems.append(f"payments: {pid} achieved {sorted(milestones)} but has no payment account")
+    return report
+
+
+def rederive(milestones: dict[str, Decimal], cap: Decimal) -> Decimal:
+    """Each milestone once, in order, cut to `cap` (the cap the account's payments were cut to)."""
+    total = ZERO
+    for milestone in sorted(milestones):
+        total += capped(milestones[milestone], total, cap)
+    return total
