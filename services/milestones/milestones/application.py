@@ -13,8 +13,9 @@ from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesReader
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import A, FastRepository, ServiceApplication
 from dsi_shared.telemetry import link_to, tracer
+from eventsourcing.application import ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 from opentelemetry.trace import Link
@@ -31,6 +32,7 @@ from milestones.ledger import (
     Evaluation,
     MemberAttribution,
 )
+from milestones.snapshots import SNAPSHOTTED, Snapshots
 
 TRACER = tracer("milestones")
 
@@ -44,10 +46,32 @@ class DecisionConflict(PermanentError):
 
 class Milestones(ServiceApplication):
     name = "milestones"
+    is_snapshotting_enabled = True  # rosters and ledgers (milestones.snapshots); IS_SNAPSHOTTING_ENABLED=n: none
 
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(store_url, extra_env)
         self.rules = RulesReader()
+
+    # -- snapshots of rosters and ledgers (milestones.snapshots) ---------------------------------------------
+    def construct_repository(self) -> Repository[UUID]:
+        # Only rosters and ledgers have snapshots: loading anything else never asks the snapshot store.
+        self.snapshotted = Snapshots(self.events, self.snapshots) if self.snapshots is not None else None
+        return FastRepository(event_store=self.events)
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        if self.snapshotted is None or not issubclass(kind, SNAPSHOTTED):
+            return super().find(aggregate_id, kind)
+        found = self.snapshotted.load(aggregate_id)
+        if found is None or isinstance(found, kind):
+            return found
+        raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {kind.__name__}")
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
+        """Every path that records (a command's save, the consumer's tracked saves) snapshots what grew enough."""
+        recordings = super()._record(processing_event)
+        if self.snapshotted is not None:
+            self.snapshotted.take_after(processing_event)
+        return recordings
 
     def progress(self, participant_id: UUID) -> ParticipantProgress:
         found = self.find(ParticipantProgress.create_id(participant_id), ParticipantProgress)
@@ -102,8 +126,9 @@ class Milestones(ServiceApplication):
             raise QuarterNotClosable(f"{quarter} has not ended yet (it ends {quarter.last_day})")
         evaluations: list[Evaluation] = []
         participants = 0
+        book = self.rulebook()  # one book for the whole close: every participant under the same versions
         for progress in self.all_progress():
-            made = self._evaluate_with_retry(progress, quarter)
+            made = self._evaluate_with_retry(progress, quarter, book)
             participants += bool(made)
             evaluations.extend(made)
         calendar.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
@@ -121,35 +146,28 @@ class Milestones(ServiceApplication):
             raise NotFound("this quarter is not closed")
         return {"quarter": str(quarter), "already_closed": already_closed, **closed}
 
-    def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter) -> list[Evaluation]:
+    def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook) -> list[Evaluation]:
         first = [progress]
 
         def attempt() -> list[Evaluation]:  # a credit arrived for this participant meanwhile: evaluate again with it
             current = first.pop() if first else self.progress(progress.participant_id)
-            with TRACER.start_as_current_span("evaluate participant", links=self._credit_links(current)) as span:
+            ledger = self.ledger_or_new(current.participant_id)  # loaded once: the links and the evaluation
+            with TRACER.start_as_current_span("evaluate participant", links=_credit_links(ledger)) as span:
                 span.set_attribute("dsi.participant_id", str(current.participant_id))
                 span.set_attribute("dsi.quarter", str(quarter))
-                made = self.evaluate(current, quarter)
+                made = self.evaluate(current, quarter, book, ledger)
                 self.save(*made)
                 return [a for a in made if isinstance(a, Evaluation)]
 
         return retry_on_conflict(attempt, "a participant's credits")
-
-    def _credit_links(self, progress: ParticipantProgress) -> list[Link]:
-        """Links to the traces the participant's pending credits arrived in (each from an HL7 message or a
-        record), at most the 128 a span keeps."""
-        ledger = self.find(CreditLedger.create_id(progress.participant_id), CreditLedger)
-        if ledger is None:
-            return []
-        links = (link_to(c.get("trace")) for c in ledger.credits.values() if c["state"] == PENDING)
-        return [link for link in links if link is not None][:128]
-
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
-    def evaluate(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook | None = None) -> list[Aggregate]:
+    def evaluate(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook | None = None,
+                 ledger: CreditLedger | None = None) -> list[Aggregate]:
         """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done. The
-        rules are the version in force on the quarter's first day ("the quarter for a quarterly evaluation")."""
+        rules are the version in force on the quarter's first day ("the quarter for a quarterly evaluation").
+        `ledger`: the participant's, when the caller has just loaded it."""
         pid = progress.participant_id
         rules = (book or self.rulebook()).in_force(quarter.first_day)
         row = rules.provider_type(progress.provider_type) if rules and progress.provider_type else None
@@ -166,7 +184,7 @@ class Milestones(ServiceApplication):
             return []  # evaluated by an earlier (interrupted) run of this close
         assert row is not None
         rule = row.earning_rule
-        ledger = self.ledger_or_new(pid)
+        ledger = ledger if ledger is not None else self.ledger_or_new(pid)
         if isinstance(rule, PerQualifyingFile):
             return self._evaluate_snf(pid, quarter, rules.version, ledger)
         if isinstance(rule, CoveragePerPeriod):
@@ -278,6 +296,13 @@ class Milestones(ServiceApplication):
         evaluation.reject(reason=reason, rejected_by=by, rejected_at=now)
         self.save(evaluation)
         return evaluation
+
+
+def _credit_links(ledger: CreditLedger) -> list[Link]:
+    """Links to the traces the participant's pending credits arrived in (each from an HL7 message or a record), at
+    most the 128 a span keeps."""
+    links = (link_to(c.get("trace")) for c in ledger.credits.values() if c["state"] == PENDING)
+    return [link for link in links if link is not None][:128]
 
 
 def _pcp_figures(outcome: PcpOutcome, ledger: CreditLedger, quarter: str) -> dict[str, Any]:

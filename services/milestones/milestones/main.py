@@ -13,12 +13,15 @@ from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.handlers import SUBSCRIPTIONS
 from milestones.ledger import VALIDATED, Evaluation
 from milestones.rederive import credited, milestone1, shadow_from
+from milestones.snapshots import verify
 from milestones.whatif import what_if
 
 
 def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     """Rebuild all progress and evaluations; re-derive Milestone 1 and the credits from the upstream facts and
-    name every difference; hand the re-derived Milestone 1 and each validated quarter to the payments audit."""
+    name every difference; check every roster's and ledger's snapshot against its events replayed; hand the
+    re-derived Milestone 1 and each validated quarter to the payments audit."""
+    assert isinstance(app, Milestones)
     report = AuditReport()
     achieved = facts.setdefault("milestones_achieved", {})
     upstream = facts.get("upstream")
@@ -26,6 +29,8 @@ def audit(app: ServiceApplication, facts: AuditFacts) -> AuditReport:
     quarters: dict[str, list[str]] = {}
     try:
         for aggregate in rebuild_aggregates(app, report, facts):
+            if app.snapshotted is not None:
+                verify(app.snapshotted, aggregate, report, facts.get("as_of"))
             if isinstance(aggregate, Evaluation):
                 _audit_evaluation(aggregate, shadow, quarters, achieved, report)
             elif isinstance(aggregate, ParticipantProgress):
