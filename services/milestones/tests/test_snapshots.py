@@ -190,3 +190,30 @@ def test_snapshots_are_stored_through_the_events_mapper_encrypted_when_the_event
     assert app.snapshots is not None
     [stored] = app.snapshots.recorder.select_events(roster.id)
     assert b"00000007Z" not in stored.state and app.roster("2000000001") is not None
+
+
+def test_a_credit_arriving_while_a_block_is_evaluated_redoes_the_block_one_by_one_and_counts_it_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = Milestones(f"sqlite:///{tmp_path / 'm.db'}")
+    rules = RulesCopy()
+    rules.note(packaged())
+    app.save(rules)
+    snfs = [_enrol(app, n, "skilled_nursing") for n in range(3)]
+    for pid in snfs:
+        _credit(app, pid, PER_FILE, "2025Q4", "12345678A", f"first-{pid}")
+    consumer = Milestones(f"sqlite:///{tmp_path / 'm.db'}")  # another writer on the same store
+    evaluate_one = Milestones._evaluate_one
+    arrived: list[UUID] = []
+
+    def evaluate_then_a_credit_arrives(self: Milestones, progress: ParticipantProgress, *args: Any) -> Any:
+        made = evaluate_one(self, progress, *args)
+        if progress.participant_id == snfs[1] and not arrived:
+            arrived.append(progress.participant_id)
+            _credit(consumer, snfs[1], PER_FILE, "2025Q4", "12345678A", "arrived-meanwhile")
+        return made
+
+    monkeypatch.setattr(Milestones, "_evaluate_one", evaluate_then_a_credit_arrives)
+    summary = app.close_quarter("2025Q4", "program-staff#test", NOW)
+    earned = {e.participant_id: e.earned for e in app.evaluations(quarter="2025Q4")}
+    assert arrived and earned == {snfs[0]: Decimal("400.00"), snfs[1]: Decimal("800.00"), snfs[2]: Decimal("400.00")}
+    assert (summary["evaluations"], summary["earned"]) == (3, Decimal("1600.00"))
