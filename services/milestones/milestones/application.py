@@ -51,6 +51,7 @@ class DecisionConflict(PermanentError):
 class Milestones(ServiceApplication):
     name = "milestones"
     is_snapshotting_enabled = True  # rosters and ledgers (milestones.snapshots); IS_SNAPSHOTTING_ENABLED=n: none
+    snapshotted: Snapshots | None  # set with the repository; None when snapshots are off
 
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(store_url, extra_env)
@@ -190,6 +191,7 @@ class Milestones(ServiceApplication):
             span.set_attribute("dsi.participant_id", str(progress.participant_id))
             span.set_attribute("dsi.quarter", str(quarter))
             return self.evaluate(progress, quarter, book, ledger, known)
+
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
