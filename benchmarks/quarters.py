@@ -3,6 +3,7 @@
 Close: DSI_BENCH_PARTICIPANTS participants (default 2,000; half skilled nursing with 10 credited files each, half
 primary care) with DSI_BENCH_MEMBERS attributed members in all (default 500,000, spread over the PCPs, 80% of
 them with a credited longitudinal record), all past Milestone 1; one `close_quarter` evaluates every participant.
+Seeding takes the rosters' and ledgers' snapshots as the service does; `IS_SNAPSHOTTING_ENABLED=n` runs without them.
 Replay: every payment ledger rebuilt from its events (as `dsi audit replay` does), against reading the same
 events raw from the store, in the same run.
 """
@@ -90,6 +91,7 @@ async def main() -> None:
     store_for, drop, backend = store_factory()
     try:
         milestones = Milestones(store_for("milestones"))
+        snapshots = "on" if milestones.snapshots is not None else "off"  # IS_SNAPSHOTTING_ENABLED=n: off
         started = time.perf_counter()
         attributed, seeded_events = seed_milestones(milestones)
         seeding = time.perf_counter() - started
@@ -109,7 +111,8 @@ async def main() -> None:
         payments.close()
     finally:
         drop()
-    print(f"quarter close {QUARTER}, {PARTICIPANTS:,} participants, {attributed:,} attributed members, store {backend}")
+    print(f"quarter close {QUARTER}, {PARTICIPANTS:,} participants, {attributed:,} attributed members, store {backend}, "
+          f"snapshots {snapshots}")
     print(f"  seeding the milestones store          : {seeding:8.1f} s ({seeded_events:,} events)")
     print(f"  close (every participant evaluated)   : {close_seconds:8.1f} s "
           f"({summary['evaluations']:,} evaluations, ${summary['earned']:,} earned)")

@@ -3,9 +3,10 @@ sharing has started (DOMAIN.md A3, A4) into evaluations that program staff valid
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
@@ -13,8 +14,9 @@ from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesReader
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import A, FastRepository, ServiceApplication
 from dsi_shared.telemetry import link_to, tracer
+from eventsourcing.application import ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 from opentelemetry.trace import Link
@@ -31,8 +33,12 @@ from milestones.ledger import (
     Evaluation,
     MemberAttribution,
 )
+from milestones.snapshots import SNAPSHOTTED, Snapshots
 
 TRACER = tracer("milestones")
+
+CLOSE_BLOCK = 50  # participants evaluated before one save: fewer commits, a small redo when one conflicts
+
 
 class QuarterNotClosable(PermanentError):
     pass
@@ -44,10 +50,33 @@ class DecisionConflict(PermanentError):
 
 class Milestones(ServiceApplication):
     name = "milestones"
+    is_snapshotting_enabled = True  # rosters and ledgers (milestones.snapshots); IS_SNAPSHOTTING_ENABLED=n: none
+    snapshotted: Snapshots | None  # set with the repository; None when snapshots are off
 
     def __init__(self, store_url: str, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(store_url, extra_env)
         self.rules = RulesReader()
+
+    # -- snapshots of rosters and ledgers (milestones.snapshots) ---------------------------------------------
+    def construct_repository(self) -> Repository[UUID]:
+        # Only rosters and ledgers have snapshots: loading anything else never asks the snapshot store.
+        self.snapshotted = Snapshots(self.events, self.snapshots) if self.snapshots is not None else None
+        return FastRepository(event_store=self.events)
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        if self.snapshotted is None or not issubclass(kind, SNAPSHOTTED):
+            return super().find(aggregate_id, kind)
+        found = self.snapshotted.load(aggregate_id)
+        if found is None or isinstance(found, kind):
+            return found
+        raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {kind.__name__}")
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
+        """Every path that records (a command's save, the consumer's tracked saves) snapshots what grew enough."""
+        recordings = super()._record(processing_event)
+        if self.snapshotted is not None:
+            self.snapshotted.take_after(processing_event)
+        return recordings
 
     def progress(self, participant_id: UUID) -> ParticipantProgress:
         found = self.find(ParticipantProgress.create_id(participant_id), ParticipantProgress)
@@ -102,10 +131,13 @@ class Milestones(ServiceApplication):
             raise QuarterNotClosable(f"{quarter} has not ended yet (it ends {quarter.last_day})")
         evaluations: list[Evaluation] = []
         participants = 0
-        for progress in self.all_progress():
-            made = self._evaluate_with_retry(progress, quarter)
-            participants += bool(made)
-            evaluations.extend(made)
+        book = self.rulebook()  # one book for the whole close: every participant under the same versions
+        known = self.recorded_evaluations()
+        everyone = self.all_progress()
+        while block := list(islice(everyone, CLOSE_BLOCK)):
+            for made in self._evaluate_block(block, quarter, book, known):
+                participants += bool(made)
+                evaluations.extend(made)
         calendar.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
                        participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
                        adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
@@ -121,35 +153,57 @@ class Milestones(ServiceApplication):
             raise NotFound("this quarter is not closed")
         return {"quarter": str(quarter), "already_closed": already_closed, **closed}
 
-    def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter) -> list[Evaluation]:
-        first = [progress]
+    def recorded_evaluations(self) -> dict[UUID, Evaluation]:
+        """Every evaluation recorded so far, from one pass over their events (the close reads earlier quarters'
+        evaluations of every participant: one pass, not a query per participant and quarter)."""
+        evaluations: dict[UUID, Any] = {}
+        for domain_event in self.events_of(Evaluation.EvaluationRecorded, Evaluation.EvaluationValidated,  # type: ignore[attr-defined]
+                                           Evaluation.EvaluationRejected):  # type: ignore[attr-defined]
+            evaluations[domain_event.originator_id] = domain_event.mutate(evaluations.get(domain_event.originator_id))
+        return evaluations
 
+    def _evaluate_block(self, block: list[ParticipantProgress], quarter: Quarter, book: RuleBook,
+                        known: dict[UUID, Evaluation]) -> list[list[Evaluation]]:
+        """A block of participants evaluated, then saved in one transaction (one commit, not one each). When one
+        of them changed meanwhile (a credit arrived), nothing of the block is saved: each is done again on its own,
+        reading the store again."""
+        made = [self._evaluate_one(progress, quarter, book, known) for progress in block]
+        changed = [aggregate for aggregates in made for aggregate in aggregates]
+        try:
+            if changed:
+                self.save(*changed)
+        except IntegrityError:
+            return [self._evaluate_with_retry(progress, quarter, book) for progress in block]
+        return [[a for a in aggregates if isinstance(a, Evaluation)] for aggregates in made]
+
+    def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook) -> list[Evaluation]:
         def attempt() -> list[Evaluation]:  # a credit arrived for this participant meanwhile: evaluate again with it
-            current = first.pop() if first else self.progress(progress.participant_id)
-            with TRACER.start_as_current_span("evaluate participant", links=self._credit_links(current)) as span:
-                span.set_attribute("dsi.participant_id", str(current.participant_id))
-                span.set_attribute("dsi.quarter", str(quarter))
-                made = self.evaluate(current, quarter)
-                self.save(*made)
-                return [a for a in made if isinstance(a, Evaluation)]
+            made = self._evaluate_one(self.progress(progress.participant_id), quarter, book)
+            self.save(*made)
+            return [a for a in made if isinstance(a, Evaluation)]
 
         return retry_on_conflict(attempt, "a participant's credits")
 
-    def _credit_links(self, progress: ParticipantProgress) -> list[Link]:
-        """Links to the traces the participant's pending credits arrived in (each from an HL7 message or a
-        record), at most the 128 a span keeps."""
-        ledger = self.find(CreditLedger.create_id(progress.participant_id), CreditLedger)
-        if ledger is None:
-            return []
-        links = (link_to(c.get("trace")) for c in ledger.credits.values() if c["state"] == PENDING)
-        return [link for link in links if link is not None][:128]
+    def _evaluate_one(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook,
+                      known: dict[UUID, Evaluation] | None = None) -> list[Aggregate]:
+        ledger = self.ledger_or_new(progress.participant_id)  # loaded once: the links and the evaluation
+        with TRACER.start_as_current_span("evaluate participant", links=_credit_links(ledger)) as span:
+            span.set_attribute("dsi.participant_id", str(progress.participant_id))
+            span.set_attribute("dsi.quarter", str(quarter))
+            return self.evaluate(progress, quarter, book, ledger, known)
 
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
-    def evaluate(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook | None = None) -> list[Aggregate]:
+    def evaluate(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook | None = None,
+                 ledger: CreditLedger | None = None, known: dict[UUID, Evaluation] | None = None) -> list[Aggregate]:
         """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done. The
-        rules are the version in force on the quarter's first day ("the quarter for a quarterly evaluation")."""
+        rules are the version in force on the quarter's first day ("the quarter for a quarterly evaluation").
+        `ledger`: the participant's, when the caller has just loaded it; `known`: `recorded_evaluations()`, read
+        by the caller (else each evaluation is read from the store)."""
+        def recorded(evaluation_id: UUID) -> Evaluation | None:
+            return known.get(evaluation_id) if known is not None else self.find(evaluation_id, Evaluation)
+
         pid = progress.participant_id
         rules = (book or self.rulebook()).in_force(quarter.first_day)
         row = rules.provider_type(progress.provider_type) if rules and progress.provider_type else None
@@ -162,15 +216,15 @@ class Milestones(ServiceApplication):
             #            type's data-sharing start date", read from the version in force)
         if departed is not None and departed["effective_on"] <= quarter.first_day:
             return []  # left before the quarter
-        if self.find(Evaluation.create_id(pid, str(quarter)), Evaluation) is not None:
+        if recorded(Evaluation.create_id(pid, str(quarter))) is not None:
             return []  # evaluated by an earlier (interrupted) run of this close
         assert row is not None
         rule = row.earning_rule
-        ledger = self.ledger_or_new(pid)
+        ledger = ledger if ledger is not None else self.ledger_or_new(pid)
         if isinstance(rule, PerQualifyingFile):
             return self._evaluate_snf(pid, quarter, rules.version, ledger)
         if isinstance(rule, CoveragePerPeriod):
-            return self._evaluate_pcp(progress, quarter, rules.version, rule, ledger, Quarter.of(starts))
+            return self._evaluate_pcp(progress, quarter, rules.version, rule, ledger, Quarter.of(starts), recorded)
         return [Evaluation(pid, str(quarter), "quarter", None, None, rules.version, ZERO, "earning_rule_forthcoming", {})]
 
     def _evaluate_snf(self, pid: UUID, quarter: Quarter, rule_version: str, ledger: CreditLedger) -> list[Aggregate]:
@@ -200,19 +254,20 @@ class Milestones(ServiceApplication):
                 members |= roster.members_in(quarter)
         return members
 
-    def _met_before(self, pid: UUID, first: Quarter, quarter: Quarter) -> frozenset[str]:
+    def _met_before(self, pid: UUID, first: Quarter, quarter: Quarter,
+                    recorded: Callable[[UUID], Evaluation | None]) -> frozenset[str]:
         """The milestones this participant met in quarters before `quarter` (validated or awaiting validation)."""
         met: set[str] = set()
         earlier = first
         while earlier < quarter:
-            found = self.find(Evaluation.create_id(pid, str(earlier)), Evaluation)
+            found = recorded(Evaluation.create_id(pid, str(earlier)))
             if found is not None and found.milestone and found.earned > ZERO and found.state != REJECTED:
                 met.add(found.milestone)
             earlier = earlier.next()
         return frozenset(met)
 
     def _evaluate_pcp(self, progress: ParticipantProgress, quarter: Quarter, rule_version: str, rule: CoveragePerPeriod,
-                      ledger: CreditLedger, first: Quarter) -> list[Aggregate]:
+                      ledger: CreditLedger, first: Quarter, recorded: Callable[[UUID], Evaluation | None]) -> list[Aggregate]:
         pid = progress.participant_id
         made: list[Aggregate] = []
         counted: list[str] = []
@@ -223,15 +278,15 @@ class Milestones(ServiceApplication):
                 late_by_quarter.setdefault(credit["quarter"], []).append(sid)
         for earlier, late in sorted(late_by_quarter.items()):
             counted.extend(late)
-            before = self.find(Evaluation.create_id(pid, earlier), Evaluation)
+            before = recorded(Evaluation.create_id(pid, earlier))
             if before is None or before.milestone is None or before.earned > ZERO or before.state == REJECTED:
                 continue  # nothing to reconsider: not evaluated, no milestone, already met, or rejected
-            outcome = self._coverage(progress, Quarter.parse(earlier), rule, ledger, first)
+            outcome = self._coverage(progress, Quarter.parse(earlier), rule, ledger, first, recorded)
             made.append(Evaluation(pid, str(quarter), f"adjustment:{earlier}", outcome.milestone, COVERAGE, rule_version,
                                    outcome.earned, "met_on_late_records" if outcome.met else "still_missed",
                                    {**_pcp_figures(outcome, ledger, earlier), "late_credits": sorted(late),
                                     "adjusts": str(before.id)}))
-        outcome = self._coverage(progress, quarter, rule, ledger, first)
+        outcome = self._coverage(progress, quarter, rule, ledger, first, recorded)
         this_quarter = sorted(s for s, c in ledger.active(COVERAGE, PENDING).items() if c["quarter"] == str(quarter))
         counted.extend(this_quarter)
         result = "met" if outcome.met else ("no_milestone_for_quarter" if outcome.milestone is None else "missed")
@@ -241,10 +296,10 @@ class Milestones(ServiceApplication):
         return [*made, ledger]
 
     def _coverage(self, progress: ParticipantProgress, quarter: Quarter, rule: CoveragePerPeriod, ledger: CreditLedger,
-                  first: Quarter) -> PcpOutcome:
-        recorded = {c["member_id"] for c in ledger.active(COVERAGE).values() if c["quarter"] == str(quarter)}
-        return pcp_quarter(rule, quarter.index_from(first), quarter, self.attributed(progress, quarter), recorded,
-                           self._met_before(progress.participant_id, first, quarter))
+                  first: Quarter, recorded: Callable[[UUID], Evaluation | None]) -> PcpOutcome:
+        with_record = {c["member_id"] for c in ledger.active(COVERAGE).values() if c["quarter"] == str(quarter)}
+        return pcp_quarter(rule, quarter.index_from(first), quarter, self.attributed(progress, quarter), with_record,
+                           self._met_before(progress.participant_id, first, quarter, recorded))
 
     # -- validation ------------------------------------------------------------------------------------------
     def validate(self, evaluation_id: UUID, by: str, now: datetime) -> Evaluation:
@@ -278,6 +333,13 @@ class Milestones(ServiceApplication):
         evaluation.reject(reason=reason, rejected_by=by, rejected_at=now)
         self.save(evaluation)
         return evaluation
+
+
+def _credit_links(ledger: CreditLedger) -> list[Link]:
+    """Links to the traces the participant's pending credits arrived in (each from an HL7 message or a record), at
+    most the 128 a span keeps."""
+    links = (link_to(c.get("trace")) for c in ledger.credits.values() if c["state"] == PENDING)
+    return [link for link in links if link is not None][:128]
 
 
 def _pcp_figures(outcome: PcpOutcome, ledger: CreditLedger, quarter: str) -> dict[str, Any]:

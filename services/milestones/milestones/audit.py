@@ -13,13 +13,16 @@ from milestones.application import Milestones
 from milestones.domain import MILESTONE_1, ParticipantProgress
 from milestones.ledger import VALIDATED, Evaluation
 from milestones.rederive import credited, milestone1, shadow_from
+from milestones.snapshots import verify
 
 Owed = dict[str, dict[str, Decimal]]  # participant id → milestone → amount
 
 
 def audit(app: ServiceApplication, context: AuditContext) -> AuditReport:
     """Rebuild all progress and evaluations; re-derive Milestone 1 and the credits from the upstream facts and
-    name every difference; hand the re-derived Milestone 1 and each validated quarter to the payments audit."""
+    name every difference; check every roster's and ledger's snapshot against its events replayed; hand the
+    re-derived Milestone 1 and each validated quarter to the payments audit."""
+    assert isinstance(app, Milestones)
     report = AuditReport()
     achieved: Owed = context.achieved if context.achieved is not None else {}
     context.achieved = achieved
@@ -27,6 +30,8 @@ def audit(app: ServiceApplication, context: AuditContext) -> AuditReport:
     quarters: dict[str, list[str]] = {}
     try:
         for aggregate in rebuild_aggregates(app, report, context):
+            if app.snapshotted is not None:
+                verify(app.snapshotted, aggregate, report, context.as_of)
             if isinstance(aggregate, Evaluation):
                 _audit_evaluation(aggregate, shadow, quarters, achieved, report)
             elif isinstance(aggregate, ParticipantProgress):

@@ -11,7 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from dsi_shared.plantime import Quarter
 from eventsourcing.domain import Aggregate, event
 
-from milestones.earning import COVERAGE, PER_FILE, ZERO, covers
+from milestones.earning import COVERAGE, PER_FILE, ZERO
 
 PENDING, EVALUATED, WITHDRAWN = "pending", "evaluated", "withdrawn"
 # Credits recorded before earning rules were kinds with parameters name the rule the old way.
@@ -143,10 +143,14 @@ class AttributionRoster(Aggregate):
 
     def members_in(self, quarter: Quarter) -> set[str]:
         """Members attributed in the quarter who are plan members in it."""
-        attributed = {key.split("|", 1)[0] for key, span in self.spans.items()
-                      if covers(span["start"], span["end"], quarter)}  # type: ignore[arg-type]
-        return {cin for cin in attributed if any(covers(m["start"], m["end"], quarter)  # type: ignore[arg-type]
-                                                 for m in self.membership.get(cin, {}).values())}
+        first, last = quarter.first_day, quarter.last_day  # computed once: a roster has thousands of spans
+
+        def covered(span: dict[str, date | None]) -> bool:  # `covers`, with the quarter's days at hand
+            start, end = span["start"], span["end"]
+            return start is not None and start <= last and (end is None or end >= first)
+
+        attributed = {key.split("|", 1)[0] for key, span in self.spans.items() if covered(span)}
+        return {cin for cin in attributed if any(covered(m) for m in self.membership.get(cin, {}).values())}
 
 
 PENDING_VALIDATION, VALIDATED, REJECTED = "pending_validation", "validated", "rejected"
