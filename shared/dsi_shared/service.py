@@ -27,6 +27,7 @@ from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
 from dsi_shared.contracts import Contract
 from dsi_shared.events import IncomingEvent
 from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailable, RequestGate, install_problem_handlers
+from dsi_shared.projections import Projection, ProjectionRunner, report_read_model_lag, runner
 from dsi_shared.relay import Relay, outgoing
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
@@ -184,6 +185,7 @@ class ServiceSpec:
     observe: Callable[[Any], None] | None = None  # sees every recorded domain event: the service's own metrics
     what_if: WhatIf | None = None  # runs after the services in `after`, never records anything
     commands: tuple[Command, ...] = ()  # its own `dsi` sub-commands
+    projections: tuple[Projection, ...] = ()  # its read models (`dsi_shared.projections`), kept current while it runs
 
 
 def discover() -> dict[str, ServiceSpec]:
@@ -227,6 +229,9 @@ class ServiceRuntime:
         self.tasks: list[asyncio.Task[None]] = []
         self.sealer: Sealer | None = None
         self.consumers: list[TrackingConsumer] = []
+        self.read_models: list[ProjectionRunner] = []
+        self._read_model_tasks: list[asyncio.Task[None]] = []
+        self._unreport_read_models: Callable[[], None] = lambda: None
         self._unreport_lag: Callable[[], None] = lambda: None
         self.workers: list[Worker] = []
         self._joining: asyncio.Task[None] | None = None
@@ -239,6 +244,7 @@ class ServiceRuntime:
         serves: `/healthz` alive, `/readyz` 503) and join in the background the moment NATS is reachable."""
         if self.spec.on_start is not None:
             await asyncio.to_thread(self.spec.on_start, self.app)
+        await self._start_read_models()
         unreachable = asyncio.Event()
         joining = self._joining = asyncio.create_task(self._join_bus(unreachable), name=f"{self.spec.name}-join-bus")
         told = asyncio.create_task(unreachable.wait())
@@ -275,8 +281,21 @@ class ServiceRuntime:
             task.add_done_callback(self._crashed)
         self._on_bus = True
 
+    async def _start_read_models(self) -> None:
+        """Create (or rebuild, after a schema change) the read models' tables and keep them current from the
+        store's log: they need the store only, not NATS."""
+        self.read_models = await asyncio.to_thread(lambda: [runner(self.app, p) for p in self.spec.projections])
+        loop = asyncio.get_running_loop()
+        for read_model in self.read_models:
+            self.app.on_recorded(lambda r=read_model: r.wake_threadsafe(loop))  # type: ignore[misc]
+            task = asyncio.create_task(read_model.run(), name=f"{self.spec.name}-read-model-{read_model.projection.name}")
+            task.add_done_callback(self._crashed)
+            self._read_model_tasks.append(task)
+        self._unreport_read_models = report_read_model_lag(self.spec.name, self.read_models)
+
     def _crashed(self, task: asyncio.Task[None]) -> None:
-        if self.workers and all(w.stopping.is_set() for w in self.workers):
+        stopping = any(r.stopping.is_set() for r in self.read_models)
+        if stopping or (self.workers and all(w.stopping.is_set() for w in self.workers)):
             return  # shutting down: a worker ending with an error now is expected
         if not task.cancelled() and task.exception() is not None:
             log.error("%s background task %s died", self.spec.name, task.get_name(), exc_info=task.exception())
@@ -291,6 +310,14 @@ class ServiceRuntime:
                 await self._joining
         self._on_bus = False
         self._unreport_lag()
+        self._unreport_read_models()
+        for read_model in self.read_models:
+            read_model.stopping.set()
+        for task in self._read_model_tasks:
+            task.cancel()
+        if self._read_model_tasks:
+            await asyncio.wait(self._read_model_tasks, timeout=10)
+        self._read_model_tasks = []
         self._unreport_lag = lambda: None
         for worker in self.workers:
             worker.stopping.set()
@@ -334,10 +361,13 @@ class ServiceRuntime:
             """Ready: the store answers, NATS is connected, and no consumer is more than DSI_READY_MAX_LAG behind.
             Answers within a second whatever is down: a check that does not answer in time has failed."""
             connected = bool(self._on_bus and self.nc and self.nc.is_connected)
-            lag, store = await asyncio.gather(self._lag() if connected else _nothing(), self._store_answers())
+            lag, store, read_lag = await asyncio.gather(self._lag() if connected else _nothing(), self._store_answers(),
+                                                        self._read_model_lag())
             checks = {"nats": connected, "store": store,
                       "consumer_lag": lag is not None and lag <= self.settings.ready_max_lag,
                       "workers": not self.crashed}
+            if self.read_models:  # each read model no more than DSI_READY_MAX_LAG events behind its store
+                checks["read_model_lag"] = read_lag is not None and read_lag <= self.settings.ready_max_lag
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
 
@@ -389,6 +419,17 @@ class ServiceRuntime:
             lags = await asyncio.wait_for(asyncio.gather(*(c.lag_now() for c in self.consumers)), READY_CHECK_SECONDS)
             return max(lags, default=0)
         except Exception:  # noqa: BLE001 - any failure to ask (a timeout included) means not ready
+            return None
+
+    async def _read_model_lag(self) -> int | None:
+        """The largest read-model lag now, in events (None: not answered within READY_CHECK_SECONDS)."""
+        if not self.read_models:
+            return 0
+        try:
+            lags = await asyncio.wait_for(asyncio.to_thread(lambda: [r.lag() for r in self.read_models]),
+                                          READY_CHECK_SECONDS)
+            return max(lags)
+        except Exception:  # noqa: BLE001 - any failure to ask means not ready
             return None
 
     async def _store_answers(self) -> bool:

@@ -13,11 +13,14 @@ from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth, Sender, read_body
 from dsi_shared.jsonsafe import check_depth
 from dsi_shared.plantime import EARLIEST_YEAR, LATEST_YEAR, in_plan_years
+from dsi_shared.projections import current
+from dsi_shared.projections_query import CURSOR, LIMIT, bodies, page, sort_query
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from submissions import responses as out
 from submissions.application import CDA_TYPE, FHIR_TYPE, MessageAnswer, Submissions, stated_receipt_problem
 from submissions.domain import Submission
+from submissions.projections import PROJECTION, SUBMISSIONS
 
 MAX_BODY_BYTES = int(os.environ.get("DSI_MLLP_MAX_BYTES", str(16 * 1024 * 1024)))
 
@@ -106,9 +109,19 @@ def routes(app: Submissions, auth: Auth) -> APIRouter:
 
     @router.get("/participants/{participant_id}/submissions", dependencies=[Depends(readers)],
                 response_model=out.SubmissionList)
-    def of_participant(participant_id: UUID) -> dict[str, Any]:
-        found = app.submissions_of(participant_id)
-        return {"participant_id": str(participant_id), "submissions": [submission_view(s) for s in found],
-                "count": len(found)}
+    def of_participant(participant_id: UUID,
+                       verdict: str | None = Query(None, pattern="^(credited|rejected|recorded)$"),
+                       channel: str | None = Query(None, max_length=40),
+                       sort: str = sort_query(("received", "received_at"), "received"),
+                       limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
+        """A participant's submissions from the read model: `received` = the order they were recorded in."""
+        table = SUBMISSIONS.c
+        where = [table.participant_id == str(participant_id)]
+        where += [table.verdict == verdict] if verdict else []
+        where += [table.channel == channel] if channel else []
+        found = page(current(app, PROJECTION).engine, SUBMISSIONS, where, sort,
+                     {"received": table.seq, "received_at": table.received_at}, limit, cursor)
+        return {"participant_id": str(participant_id), "submissions": bodies(found), "count": found.count,
+                "next_cursor": found.next_cursor}
 
     return router

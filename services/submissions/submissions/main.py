@@ -13,6 +13,7 @@ from submissions.contract import CONTRACT
 from submissions.handlers import SUBSCRIPTIONS
 from submissions.metrics import observe
 from submissions.mllp import MllpListener
+from submissions.projections import PROJECTION
 from submissions.whatif import what_if
 
 
@@ -33,4 +34,5 @@ service = ServiceSpec(
     observe=observe,
     servers=(mllp_listener,),
     what_if=what_if,
+    projections=(PROJECTION,),
 )

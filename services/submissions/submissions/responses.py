@@ -45,4 +45,5 @@ class Hl7Answer(Answer):
 class SubmissionList(Answer):
     participant_id: str
     submissions: list[SubmissionView]
-    count: int
+    count: int = Field(description="every submission matching the filters (this page holds at most `limit`)")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
