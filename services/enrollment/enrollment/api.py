@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import sqlalchemy as sa
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth, problem, read_body
 from dsi_shared.identifiers import Email, Identifier, Npi, Tin
 from dsi_shared.plantime import plan_day
+from dsi_shared.projections import current
+from dsi_shared.projections_query import CURSOR, LIMIT, page, sort_query
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +27,7 @@ from enrollment.application import Enrollment
 from enrollment.domain import AGREEMENTS, PLAN_AGREEMENTS, DuplicateParticipant, Participant
 from enrollment.dsa_list import parse_signatory_csv
 from enrollment.members import PCP, QIP, Member
+from enrollment.projections import COUNTIES, PARTICIPANTS, PROJECTION
 
 STAFF_ACCEPTANCE = "accepted by program staff after review"
 MAX_UPLOAD_BYTES = int(os.environ.get("DSI_MAX_UPLOAD_BYTES", str(40 * 1024 * 1024)))
@@ -251,10 +256,26 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
 
     @router.get("/participants", dependencies=[Depends(readers)], tags=["participants"], response_model=out.ParticipantList)
     def list_participants(provider_type: str | None = None, county: str | None = None,
-                          status_: str | None = Query(default=None, alias="status")) -> dict[str, Any]:
-        found = app.participants(provider_type, county, status_)
-        return {"participants": [participant_view(app, p) for p in sorted(found, key=lambda p: p.legal_name)],
-                "count": len(found)}
+                          status_: str | None = Query(default=None, alias="status"),
+                          milestone1: str | None = Query(None, pattern="^(achieved|missed|pending)$"),
+                          earned_min: Decimal | None = Query(None, ge=0, description="milestones achieved, at least"),
+                          earned_max: Decimal | None = Query(None, ge=0, description="milestones achieved, at most"),
+                          sort: str = sort_query(("legal_name", "registered", "submitted_on", "earned"), "legal_name"),
+                          limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
+        """Participants from the read model; each of the page rendered from its aggregate (its view depends on today)."""
+        table = PARTICIPANTS.c
+        where = [table.provider_type == provider_type] if provider_type else []
+        where += [table.status == status_] if status_ else []
+        where += [table.milestone1 == milestone1] if milestone1 else []
+        where += [table.earned_cents >= int(earned_min * 100)] if earned_min is not None else []
+        where += [table.earned_cents <= int(earned_max * 100)] if earned_max is not None else []
+        if county:
+            where.append(table.id.in_(sa.select(COUNTIES.c.id).where(COUNTIES.c.county == county.casefold())))
+        found = page(current(app, PROJECTION).engine, PARTICIPANTS, where, sort,
+                     {"legal_name": table.legal_name, "registered": table.seq, "submitted_on": table.submitted_on,
+                      "earned": table.earned_cents}, limit, cursor)
+        return {"participants": [participant_view(app, app.participant(UUID(row.id))) for row in found.rows],
+                "count": found.count, "next_cursor": found.next_cursor}
 
     @router.get("/participants/{participant_id}", dependencies=[Depends(readers)], tags=["participants"],
                 response_model=out.ParticipantDetail)

@@ -10,6 +10,7 @@ from enrollment.audit import audit
 from enrollment.commands import COMMANDS
 from enrollment.contract import CONTRACT
 from enrollment.handlers import SUBSCRIPTIONS
+from enrollment.projections import PROJECTION
 
 service = ServiceSpec(
     name="enrollment",
@@ -21,4 +22,5 @@ service = ServiceSpec(
     audit=audit,
     on_start=lambda app: app.ensure_default_rules(),  # type: ignore[attr-defined]
     commands=COMMANDS,
+    projections=(PROJECTION,),
 )

@@ -89,7 +89,8 @@ class ParticipantDetail(Participant):
 
 class ParticipantList(Answer):
     participants: list[Participant]
-    count: int
+    count: int = Field(description="every participant matching the filters (this page holds at most `limit`)")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
 class Signed(Participant):

@@ -10,12 +10,15 @@ from uuid import UUID
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
 from dsi_shared.plantime import QUARTER_PATTERN, Quarter, plan_day
+from dsi_shared.projections import current
+from dsi_shared.projections_query import CURSOR, LIMIT, bodies, page, sort_query
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from milestones import responses as out
 from milestones.application import Milestones
 from milestones.ledger import Evaluation
+from milestones.projections import EVALUATIONS, PROJECTION
 
 QUARTER = Path(pattern=QUARTER_PATTERN, description="a data-capture quarter, e.g. 2025Q4")
 
@@ -69,9 +72,17 @@ def routes(app: Milestones, auth: Auth) -> APIRouter:
     @router.get("/evaluations", dependencies=[Depends(readers)], response_model=out.EvaluationList)
     def evaluations(quarter: str | None = Query(None, pattern=QUARTER_PATTERN),
                     state: str | None = Query(None, pattern="^(pending_validation|validated|rejected)$"),
-                    participant_id: UUID | None = None) -> dict[str, Any]:
-        found = app.evaluations(quarter=quarter, participant_id=participant_id, state=state)
-        return {"count": len(found), "evaluations": [evaluation_view(e) for e in found]}
+                    participant_id: UUID | None = None,
+                    sort: str = sort_query(("recorded", "quarter", "earned"), "recorded"),
+                    limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
+        """Evaluations from the read model: `recorded` = the order they were recorded in."""
+        table = EVALUATIONS.c
+        where = [table.quarter == quarter] if quarter else []
+        where += [table.state == state] if state else []
+        where += [table.participant_id == str(participant_id)] if participant_id else []
+        found = page(current(app, PROJECTION).engine, EVALUATIONS, where, sort,
+                     {"recorded": table.seq, "quarter": table.quarter, "earned": table.earned_cents}, limit, cursor)
+        return {"count": found.count, "evaluations": bodies(found), "next_cursor": found.next_cursor}
 
     @router.get("/evaluations/{evaluation_id}", dependencies=[Depends(readers)], response_model=out.EvaluationView)
     def evaluation(evaluation_id: UUID) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from milestones.audit import audit
 from milestones.commands import COMMANDS
 from milestones.contract import CONTRACT
 from milestones.handlers import SUBSCRIPTIONS
+from milestones.projections import PROJECTION
 from milestones.whatif import what_if
 
 service = ServiceSpec(
@@ -23,4 +24,5 @@ service = ServiceSpec(
     after=("submissions",),  # what-if: the files as submissions judges them under each book
     what_if=what_if,
     commands=COMMANDS,
+    projections=(PROJECTION,),
 )

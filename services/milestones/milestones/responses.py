@@ -61,5 +61,6 @@ class ClosedQuarter(Answer):
 
 
 class EvaluationList(Answer):
-    count: int
+    count: int = Field(description="every evaluation matching the filters (this page holds at most `limit`)")
     evaluations: list[EvaluationView]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")

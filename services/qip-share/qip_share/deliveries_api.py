@@ -17,6 +17,8 @@ from dsi_shared.errors import NotFound, Unprocessable
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
 from dsi_shared.members import CIN
+from dsi_shared.projections import current
+from dsi_shared.projections_query import CURSOR, LIMIT, bodies, page, sort_query
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +27,7 @@ from qip_share import responses as out
 from qip_share.application import QipShare, Reproduction
 from qip_share.feeds import FEED_KINDS
 from qip_share.ledger import Delivery, Disclosure, FeedFile, Requirement
+from qip_share.projections import DELIVERIES, PROJECTION
 
 log = logging.getLogger(__name__)
 CIN_PATH = Path(pattern=CIN.pattern, description="the member's Medi-Cal CIN")
@@ -214,9 +217,16 @@ def delivery_routes(router: APIRouter, app: QipShare, auth: Auth) -> None:
             log.error("delivery %s failed: %s", delivery_id, failed[delivery_id])
 
     @router.get("/deliveries", dependencies=[Depends(readers)], response_model=out.DeliveryList)
-    def deliveries() -> dict[str, Any]:
-        return {"deliveries": [{k: v for k, v in delivery_view(d).items() if k not in ("feeds", "recipients")}
-                               for d in app.deliveries()]}
+    def deliveries(entity_id: UUID | None = None, requirement: str | None = Query(None, max_length=100),
+                   sort: str = sort_query(("recorded", "transaction_time"), "recorded"),
+                   limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
+        """Deliveries from the read model (without feeds and recipients): `recorded` = the order recorded in."""
+        table = DELIVERIES.c
+        where = [table.entity_id == str(entity_id)] if entity_id else []
+        where += [table.requirement == requirement] if requirement else []
+        found = page(current(app, PROJECTION).engine, DELIVERIES, where, sort,
+                     {"recorded": table.seq, "transaction_time": table.transaction_time}, limit, cursor)
+        return {"deliveries": bodies(found), "count": found.count, "next_cursor": found.next_cursor}
 
     @router.get("/deliveries/{delivery_id}", dependencies=[Depends(readers)], response_model=out.DeliveryView,
                 responses={202: {"description": "recording: ask again later", "model": out.DeliveryPending}})

@@ -10,6 +10,7 @@ from qip_share.audit import audit
 from qip_share.commands import COMMANDS
 from qip_share.contract import CONTRACT
 from qip_share.handlers import SUBSCRIPTIONS
+from qip_share.projections import PROJECTION
 
 
 def start(app: ServiceApplication) -> None:
@@ -28,4 +29,5 @@ service = ServiceSpec(
     audit=audit,
     on_start=start,
     commands=COMMANDS,
+    projections=(PROJECTION,),
 )

@@ -220,6 +220,8 @@ class DeliverySummary(Answer):
 
 class DeliveryList(Answer):
     deliveries: list[DeliverySummary]
+    count: int = Field(description="every delivery matching the filters (this page holds at most `limit`)")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
 class DeliveryPending(Answer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -100,3 +101,33 @@ def ops_reencrypt(service: Annotated[list[str] | None, typer.Option(help="only t
         finally:
             application.close()
         console.print(f"{name}: {count} blob(s) re-encrypted under key {cipher.key_id}")
+
+
+@ops_app.command("rebuild-projections")
+def ops_rebuild_projections(
+    name: Annotated[list[str] | None, typer.Option("--name", help="only these read models (or every read model of "
+                                                                   "these services)")] = None,
+) -> None:
+    """Drop read models and build them again from their stores' event logs (progress shown). A running service
+    carries on from the rebuilt position: every event still counts once."""
+    from rich.progress import Progress
+
+    from dsi_shared.projections import dispose, runner
+
+    chosen = [(service, spec, projection) for service, spec in discover().items() for projection in spec.projections
+              if not name or projection.name in name or service in name]
+    known = {p.name for s in discover().values() for p in s.projections} | set(discover())
+    if name and (unknown := set(name) - known):
+        raise typer.BadParameter(f"no read model or service named {', '.join(sorted(unknown))}")
+    with Progress(console=console) as progress:
+        for service, spec, projection in chosen:
+            application = spec.application(Settings(service, spec.default_port).store)
+            try:
+                total = application.recorder.max_notification_id() or 0
+                task = progress.add_task(f"{service}: {projection.name}", total=total)
+                events = runner(application, projection).rebuild(partial(progress.advance, task))
+                progress.update(task, completed=total)
+            finally:
+                dispose(application)
+                application.close()
+            console.print(f"{service}: read model {projection.name} rebuilt from {events} event(s)")
