@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from benchmarks import audit, enrollment_import, qip, quarters, spine, submissions, whatif
+from benchmarks import audit, enrollment_import, qip, quarters, read_models, spine, submissions, whatif
 
 BENCHMARKS = {"spine": spine.main, "enrollment": enrollment_import.main, "submissions": submissions.main,
               "quarters": quarters.main, "qip": qip.main, "audit": audit.main,
-              "whatif": whatif.main}
+              "whatif": whatif.main, "read_models": read_models.main}
 
 
 def main() -> None:
