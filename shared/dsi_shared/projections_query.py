@@ -73,6 +73,8 @@ def _decode(cursor: str, sort: str) -> tuple[Any, str]:
         made_under, value, last_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, TypeError):
         raise HTTPException(422, "cursor is not one this endpoint gave") from None
-    if made_under != sort or not isinstance(last_id, str):
+    if not isinstance(last_id, str) or not isinstance(value, str | int) or isinstance(value, bool):
+        raise HTTPException(422, "cursor is not one this endpoint gave")
+    if made_under != sort:
         raise HTTPException(422, "cursor was made under another sort: start again without it")
     return value, last_id

@@ -3,6 +3,8 @@ pages; each event applied once; the table write and the position in one transact
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -59,6 +61,8 @@ def test_pages_follow_an_opaque_cursor_in_a_stable_order(api: TestClient) -> Non
     assert api.get("/participants", params={"cursor": first["next_cursor"], "sort": "registered"},
                    headers=STAFF).status_code == 422  # a cursor means nothing under another sort
     assert api.get("/participants", params={"cursor": "not-ours"}, headers=STAFF).status_code == 422
+    forged = base64.urlsafe_b64encode(json.dumps(["legal_name", {"a": 1}, "x"]).encode()).decode()
+    assert api.get("/participants", params={"cursor": forged}, headers=STAFF).status_code == 422
     assert api.get("/participants", params={"limit": 201}, headers=STAFF).status_code == 422
 
 
