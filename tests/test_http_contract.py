@@ -10,7 +10,7 @@ import pytest
 from tests.harness import FORM, STAFF, Stack, eventually, signature
 
 pytestmark = pytest.mark.integration
-READY = {"nats": True, "store": True, "consumer_lag": True, "workers": True}
+READY = {"nats": True, "store": True, "consumer_lag": True, "workers": True, "read_model_lag": True}
 
 PROBLEM = "application/problem+json"
 

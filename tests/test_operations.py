@@ -14,7 +14,7 @@ from tests.hl7_corpus import combined
 from tests.test_submissions import MEMBER, post_hl7, ready_snf
 
 pytestmark = pytest.mark.integration
-READY = {"nats": True, "store": True, "consumer_lag": True, "workers": True}
+READY = {"nats": True, "store": True, "consumer_lag": True, "workers": True, "read_model_lag": True}
 OPS = {"Authorization": "Bearer ops-token"}
 
 

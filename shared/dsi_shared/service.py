@@ -365,9 +365,9 @@ class ServiceRuntime:
                                                         self._read_model_lag())
             checks = {"nats": connected, "store": store,
                       "consumer_lag": lag is not None and lag <= self.settings.ready_max_lag,
-                      "workers": not self.crashed}
-            if self.read_models:  # each read model no more than DSI_READY_MAX_LAG events behind its store
-                checks["read_model_lag"] = read_lag is not None and read_lag <= self.settings.ready_max_lag
+                      "workers": not self.crashed,
+                      # each read model no more than DSI_READY_MAX_LAG events behind its store
+                      "read_model_lag": read_lag is not None and read_lag <= self.settings.ready_max_lag}
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
 
