@@ -32,6 +32,8 @@ from enrollment.projections import COUNTIES, PARTICIPANTS, PROJECTION
 STAFF_ACCEPTANCE = "accepted by program staff after review"
 MAX_UPLOAD_BYTES = int(os.environ.get("DSI_MAX_UPLOAD_BYTES", str(40 * 1024 * 1024)))
 
+MAX_DOLLARS = 10**12  # a filter bound: far above any program cap, and its cents fit a SQL BIGINT
+
 
 class InterestForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -258,8 +260,8 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
     def list_participants(provider_type: str | None = None, county: str | None = None,
                           status_: str | None = Query(default=None, alias="status"),
                           milestone1: str | None = Query(None, pattern="^(achieved|missed|pending)$"),
-                          earned_min: Decimal | None = Query(None, ge=0, description="milestones achieved, at least"),
-                          earned_max: Decimal | None = Query(None, ge=0, description="milestones achieved, at most"),
+                          earned_min: Decimal | None = Query(None, ge=0, le=MAX_DOLLARS, description="achieved, at least"),
+                          earned_max: Decimal | None = Query(None, ge=0, le=MAX_DOLLARS, description="achieved, at most"),
                           sort: str = sort_query(("legal_name", "registered", "submitted_on", "earned"), "legal_name"),
                           limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
         """Participants from the read model; each of the page rendered from its aggregate (its view depends on today)."""

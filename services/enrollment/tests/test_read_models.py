@@ -45,6 +45,8 @@ def test_participants_list_filters_and_sorts_from_the_read_model(api: TestClient
     assert names(api, sort="registered")[0] == [name for name, _, _ in PEOPLE]
     assert names(api, milestone1="achieved")[0] == [] and names(api, milestone1="pending")[1]["count"] == 5
     assert names(api, earned_min="0.01")[0] == []
+    for huge in ("6.15e150", "1e13", "NaN", "Infinity"):  # schemathesis found a bound the SQL BIGINT cannot hold
+        assert api.get("/participants", params={"earned_max": huge}, headers=STAFF).status_code == 422, huge
 
 
 def test_pages_follow_an_opaque_cursor_in_a_stable_order(api: TestClient) -> None:
