@@ -53,6 +53,8 @@ class TracingMapper(Mapper[UUID]):
     attributes), so the relay can continue the trace that caused the event when it publishes it later."""
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        if TRACE_KEY in vars(domain_event):  # stamped when it was decided (`stamp_trace`): saved in a group
+            return super().to_stored_event(domain_event)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         if not carrier:
@@ -70,6 +72,18 @@ class TracingMapper(Mapper[UUID]):
         """The domain event and the trace context it was recorded under."""
         domain_event = super().to_domain_event(notification)
         return domain_event, vars(domain_event).pop(TRACE_KEY, None) or {}
+
+
+def stamp_trace(aggregates: Iterable[Aggregate]) -> None:
+    """Stamp the current trace context into the aggregates' pending events not stamped yet, so that events decided
+    for different requests and saved in one transaction each keep the trace of the request that caused them."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return
+    for aggregate in aggregates:
+        for domain_event in aggregate.pending_events:
+            vars(domain_event).setdefault(TRACE_KEY, carrier)
 
 
 def mutate_all(aggregate: Any, domain_events: Iterable[Any]) -> Any:

@@ -2,11 +2,16 @@
 
 `evaluate_*` decide and return the aggregates to save (so a NATS consumer can save them with its tracking
 record); `receive_*` also save them, re-deciding on an optimistic-concurrency conflict (two copies of one event
-racing: exactly one credits, the other becomes `duplicate_of`).
+racing: exactly one credits, the other becomes `duplicate_of`). `receive_hl7_group` judges several files in order
+and saves them in one transaction (the MLLP group commit).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,9 +24,10 @@ from dsi_shared.errors import NotFound
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day, quarter_of
 from dsi_shared.rulebook import RuleBook, RulesReader
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import ServiceApplication, stamp_trace
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
+from opentelemetry import context as otel_context
 
 from submissions import hl7files, longitudinal
 from submissions.ack import Reply, ack_for
@@ -47,6 +53,7 @@ HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+js
 SENDER_NOT_BOUND = "sender_not_bound_to_token"  # the file names a sender its token may not submit for (AR, 204)
 NOT_BOUND_PROBLEM = "MSH-4 sending facility not bound to this sender"
 CLOCK_SKEW = timedelta(minutes=5)  # a stated receipt this far after our clock is the sender's clock running fast
+log = logging.getLogger(__name__)
 
 
 def stated_receipt_problem(received_at: datetime, now: datetime) -> str | None:
@@ -82,6 +89,42 @@ class Evaluation:
     aggregates: list[Aggregate]
 
 
+@dataclass(frozen=True)
+class HL7Receipt:
+    """One HL7 file as received (`receive_hl7`'s arguments), with the trace context it arrived in."""
+
+    data: bytes
+    received_at: datetime
+    channel: str
+    senders: frozenset[str] | None = None
+    origin: dict[str, Any] | None = None
+    trace: otel_context.Context | None = None
+
+
+@dataclass
+class _Group:
+    """A group of files judged together: every aggregate as the group has it (loaded or changed by an earlier file;
+    None: not in the store), the rules read once, and the payloads to keep in one transaction."""
+
+    aggregates: dict[UUID, Any] = field(default_factory=dict)
+    book: RuleBook | None = None
+    blobs: dict[str, Blob] = field(default_factory=dict)
+
+
+_GROUP: ContextVar[_Group | None] = ContextVar("submissions_group", default=None)  # per thread: never shared
+
+
+@contextmanager
+def _traced(trace: otel_context.Context | None) -> Iterator[None]:
+    """Run in the trace context a file arrived in (its spans and events belong to its own trace)."""
+    token = otel_context.attach(trace) if trace is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
 class Submissions(ServiceApplication):
     name = "submissions"
 
@@ -99,10 +142,16 @@ class Submissions(ServiceApplication):
 
     # -- lookups ----------------------------------------------------------------------------------------------
     def _get(self, aggregate_id: UUID) -> Any:
+        group = _GROUP.get()
+        if group is not None and aggregate_id in group.aggregates:  # as the earlier files of the group left it
+            return group.aggregates[aggregate_id]
         try:
-            return self.repository.get(aggregate_id)
+            found: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            return None
+            found = None
+        if group is not None:
+            group.aggregates[aggregate_id] = found
+        return found
 
     def participant_facts(self, participant_id: UUID) -> ParticipantFacts | None:
         found: ParticipantFacts | None = self._get(ParticipantFacts.create_id(participant_id))
@@ -144,7 +193,12 @@ class Submissions(ServiceApplication):
         """Kept before the submission's events are saved: a payload without a submission (a crash between the
         two) is harmless, being content-addressed; a submission is never without its payload."""
         sha256 = sha256_of(data)
-        self.blobs.put(Blob(sha256, len(data), content_type, self.cipher.key_id, self.cipher.encrypt(data, sha256)))
+        blob = Blob(sha256, len(data), content_type, self.cipher.key_id, self.cipher.encrypt(data, sha256))
+        group = _GROUP.get()
+        if group is not None:  # kept with the group's payloads, before its events are saved
+            group.blobs.setdefault(sha256, blob)
+        else:
+            self.blobs.put(blob)
         return sha256
 
     # -- HL7 v2 (skilled nursing) ---------------------------------------------------------------------------------
@@ -201,7 +255,12 @@ class Submissions(ServiceApplication):
                              submission.reasons, reply)
 
     def rulebook(self) -> RuleBook:
-        return self.rules.book(self)
+        group = _GROUP.get()
+        if group is None:
+            return self.rules.book(self)
+        if group.book is None:
+            group.book = self.rules.book(self)
+        return group.book
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
                        hie_submission_id: str | None, participant_hint: UUID | None,
@@ -340,6 +399,49 @@ class Submissions(ServiceApplication):
 
         return retry_on_conflict(attempt, "the participant's files")
 
+    def receive_hl7_group(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation | Exception]:
+        """Receive several files as if one by one, in order, but with one commit for all (the MLLP group commit: one
+        fsync serves many files). Each file is judged against the store plus the earlier files' changes (a copy of
+        an earlier file is its `duplicate_of`); their payloads are kept in one transaction, then all their events
+        saved in one. When any file cannot be judged or the transaction fails (a concurrent change, anything), each
+        file is received alone instead, so one bad file never costs the others their verdict. Returns each
+        file's evaluation, or the error that kept it from being recorded."""
+        if len(receipts) > 1:
+            try:
+                return list(self._receive_together(receipts))
+            except Exception as exc:  # noqa: BLE001 - nothing was saved: each file alone decides its own outcome
+                log.warning("group of %d files not committed together (%s): received one by one",
+                            len(receipts), type(exc).__name__)  # the type only: messages may hold PHI
+        return [self._receive_alone(receipt) for receipt in receipts]
+
+    def _receive_alone(self, receipt: HL7Receipt) -> Evaluation | Exception:
+        with _traced(receipt.trace):
+            try:
+                return self.receive_hl7(receipt.data, receipt.received_at, receipt.channel, senders=receipt.senders,
+                                        origin=receipt.origin)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, which answers for this file only
+                return exc
+
+    def _receive_together(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation]:
+        group = _Group()
+        evaluations: list[Evaluation] = []
+        token = _GROUP.set(group)
+        try:
+            for receipt in receipts:
+                with _traced(receipt.trace):
+                    evaluation = self.evaluate_hl7(receipt.data, receipt.received_at, receipt.channel,
+                                                   senders=receipt.senders, origin=receipt.origin)
+                    stamp_trace(evaluation.aggregates)  # its events keep its own trace, whoever commits them
+                group.aggregates.update((aggregate.id, aggregate) for aggregate in evaluation.aggregates)
+                evaluations.append(evaluation)
+        finally:
+            _GROUP.reset(token)
+        self.blobs.put_many(list(group.blobs.values()))
+        changed = {aggregate.id: aggregate for evaluation in evaluations for aggregate in evaluation.aggregates}
+        with _traced(receipts[0].trace):
+            self.save(*changed.values())
+        return evaluations
+
     # -- longitudinal records (primary care) -------------------------------------------------------------------
     def evaluate_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
                         participant_id: UUID | None, sending_facility: str | None = None,
@@ -390,7 +492,8 @@ class Submissions(ServiceApplication):
     # -- judging again when a fact arrives (DOMAIN.md A4: "Money never depends on the order in which two streams'
     #    messages arrive") ------------------------------------------------------------------------------------------
     def held_files(self, participant_id: UUID) -> HeldFiles:
-        return self.find(HeldFiles.create_id(participant_id), HeldFiles) or HeldFiles(participant_id)
+        found: HeldFiles | None = self._get(HeldFiles.create_id(participant_id))  # in a group: as the group has it
+        return found or HeldFiles(participant_id)
 
     def _keep_if_held(self, submissions: list[Submission], aggregates: list[Aggregate]) -> None:
         """Note each new submission that a later fact could still make earn."""

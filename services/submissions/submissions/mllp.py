@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dsi_shared.telemetry import tracer
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from submissions import hl7files
 from submissions.ack import Reply, ack_for, mllp_acknowledgement
-from submissions.application import MessageAnswer, Submissions
+from submissions.application import HL7Receipt, MessageAnswer, Submissions
 from submissions.domain import UnreadableFrame
+from submissions.groupcommit import GroupCommitter
 from submissions.hl7files import control_id_of
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,7 @@ class MllpListener:
         self.tracer = tracer("submissions")
         self.server: asyncio.AbstractServer | None = None
         self.open_by_peer: Counter[str] = Counter()
+        self.committer = GroupCommitter(app)  # concurrent connections' files: one commit per group
 
     async def run(self) -> None:
         self.server = await asyncio.start_server(self.accept, host=self.host, port=self.port, ssl=self.tls)
@@ -333,8 +336,8 @@ class MllpListener:
                 return ack_for(ORIGINAL, "AR", control_id_of(block[:4096]), [reason]).encode()
             try:
                 origin = {"mllp_peer": identity} if self.peers is not None else None
-                evaluation = await asyncio.to_thread(self.app.receive_hl7, block, datetime.now(UTC), "mllp",
-                                                     senders=senders, origin=origin)
+                evaluation = await self.committer.receive(HL7Receipt(block, datetime.now(UTC), "mllp", senders, origin,
+                                                                     otel_context.get_current()))
             except Exception as exc:  # noqa: BLE001 - every frame gets an answer: a silent close stalls the sender
                 log.error("MLLP frame not recorded: %s", type(exc).__name__)  # the type only: messages may hold PHI
                 span.set_attribute("hl7.ack_codes", "AE")
