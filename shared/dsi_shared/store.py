@@ -195,6 +195,39 @@ class ServiceApplication(Application[UUID]):
         self._notify(recordings)
         return True
 
+    # -- bulk loading: many aggregates in one query (an import's chunk, a group of files) -------------------------
+    def get_many(self, aggregate_ids: Iterable[UUID], batch: int = 500) -> dict[UUID, Any]:
+        """The aggregates among `aggregate_ids` that exist, by id, each rebuilt from all its events: what
+        `repository.get` returns for each, in one query per `batch` ids instead of one per aggregate."""
+        wanted = list(dict.fromkeys(aggregate_ids))
+        found: dict[UUID, Any] = {}
+        for start in range(0, len(wanted), batch):
+            events: dict[UUID, list[Any]] = {}
+            for stored in self._select_events_of(wanted[start:start + batch]):
+                events.setdefault(UUID(str(stored.originator_id)), []).append(self.mapper.to_domain_event(stored))
+            found.update((aggregate_id, mutate_all(None, domain_events)) for aggregate_id, domain_events in events.items())
+        return found
+
+    def _select_events_of(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
+        recorder = self.recorder
+        if isinstance(recorder, PostgresProcessRecorder):
+            query = SQL("SELECT originator_id, originator_version, topic, state FROM {0}.{1} WHERE originator_id = ANY(%s) "
+                        "ORDER BY originator_id, originator_version").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (aggregate_ids,))
+                return [StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+                        for row in cursor.fetchall()]
+        if isinstance(recorder, SQLiteProcessRecorder):
+            marks = ",".join("?" * len(aggregate_ids))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name} "
+                               f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
+                               [i.hex for i in aggregate_ids])
+                return [StoredEvent(UUID(row["originator_id"]), row["originator_version"], row["topic"], row["state"])
+                        for row in cursor.fetchall()]
+        return [stored for i in aggregate_ids for stored in recorder.select_events(i)]
+
     def recorded_trace(self, aggregate_id: UUID, version: int = 1) -> dict[str, str]:
         """The W3C trace context an aggregate's event was recorded under ({} when none was active)."""
         stored = self.recorder.select_events(aggregate_id, gt=version - 1, lte=version, limit=1)
