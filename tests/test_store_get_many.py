@@ -1,9 +1,10 @@
-"""`ServiceApplication.get_many`: many aggregates in one query, each exactly what `repository.get` rebuilds."""
+"""`ServiceApplication.get_many`: many aggregates in one query, each exactly what `repository.get` rebuilds (on
+PostgreSQL and SQLite)."""
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 from dsi_shared.store import ServiceApplication
 from eventsourcing.domain import Aggregate, event
@@ -23,8 +24,9 @@ class Store(ServiceApplication):
     name = "bulk"
 
 
-def test_get_many_rebuilds_each_aggregate_as_get_does_and_leaves_out_unknown_ids(tmp_path: Path) -> None:
-    app = Store(f"sqlite:///{tmp_path / 'bulk.db'}")
+def test_get_many_rebuilds_each_aggregate_as_get_does_and_leaves_out_unknown_ids(
+        store_kind: str, store_url_for: Callable[[str], str]) -> None:
+    app = Store(store_url_for("bulk"))
     tallies = [Tally(f"t{n}") for n in range(7)]
     for n, tally in enumerate(tallies):
         for mark in range(n):
