@@ -10,6 +10,7 @@ only after the commit that holds its verdict: no ACK before commit, as before.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from submissions.application import Evaluation, HL7Receipt, Submissions
 
@@ -26,6 +27,7 @@ class GroupCommitter:
         self.app, self.max_group = app, max_group
         self.waiting: list[tuple[HL7Receipt, asyncio.Future[Evaluation]]] = []
         self.worker: asyncio.Task[None] | None = None
+        self.sizes: Counter[int] = Counter()  # groups committed, by number of files (for benchmarks, operators)
 
     async def receive(self, receipt: HL7Receipt) -> Evaluation:
         """The file's evaluation once committed; raises what kept it from being recorded."""
@@ -40,6 +42,7 @@ class GroupCommitter:
         try:
             while self.waiting:
                 group, self.waiting = self.waiting[:self.max_group], self.waiting[self.max_group:]
+                self.sizes[len(group)] += 1
                 results = await asyncio.to_thread(self.app.receive_hl7_group, [receipt for receipt, _ in group])
                 for (_, future), result in zip(group, results, strict=True):
                     if future.done():  # its connection went away meanwhile
