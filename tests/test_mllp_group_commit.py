@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 from dsi_shared.natsserver import free_port
@@ -112,13 +113,13 @@ def test_a_group_is_one_transaction_for_all_its_files(seeded: Callable[[], Submi
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     app = seeded()
     saves: list[int] = []
-    save = app.save
+    record = app._record
 
-    def counted(*aggregates: Any) -> Any:
-        saves.append(len(aggregates))
-        return save(*aggregates)
+    def counted(processing: Any) -> Any:
+        saves.append(len(processing.events))
+        return record(processing)
 
-    monkeypatch.setattr(app, "save", counted)
+    monkeypatch.setattr(app, "_record", counted)
     results = app.receive_hl7_group(receipts(files()))
     assert len(saves) == 1 and all(isinstance(r, Evaluation) for r in results)
     assert [v for v, _, _ in recorded(app)].count("credited") == 4
@@ -179,44 +180,108 @@ def test_each_file_of_a_group_keeps_its_own_trace(seeded: Callable[[], Submissio
     assert [t.split("-")[1] for t in stamped] == trace_ids
 
 
-async def test_copies_sent_on_concurrent_connections_in_one_group_credit_once(
-        seeded: Callable[[], Submissions]) -> None:
-    app = seeded()
-    groups: list[int] = []
-    entered, release = threading.Event(), threading.Event()
-    receive_group = app.receive_hl7_group
+class Held:
+    """Wraps the application's group steps: holds the first call of `step` until released (the test's files then
+    wait behind it), records each judged group's size and whether it was judged on a commit still running, and
+    can make the first commit fail."""
 
-    def held(group: Sequence[HL7Receipt]) -> list[Evaluation | Exception]:
-        groups.append(len(group))
-        if len(groups) == 1:  # hold the first commit until the next files wait behind it
-            entered.set()
-            release.wait(30)
-        return receive_group(group)
+    def __init__(self, app: Submissions, step: str, fail_first_commit: bool = False) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.groups: list[tuple[int, bool]] = []
+        self.commits = 0
+        judge, commit = app.judge_hl7_group, app.commit_hl7_group
 
-    app.receive_hl7_group = held  # type: ignore[method-assign]
+        def judging(receipts: Sequence[HL7Receipt], after: Any = None) -> Any:
+            self.groups.append((len(receipts), after is not None))
+            if step == "judge" and len(self.groups) == 1:
+                self.hold()
+            return judge(receipts, after)
+
+        def committing(judged: Any) -> None:
+            self.commits += 1
+            if step == "commit" and self.commits == 1:
+                self.hold()
+            if fail_first_commit and self.commits == 1:
+                raise RuntimeError("the database went away")
+            commit(judged)
+
+        app.judge_hl7_group = judging  # type: ignore[method-assign]
+        app.commit_hl7_group = committing  # type: ignore[method-assign]
+
+    def hold(self) -> None:
+        self.entered.set()
+        self.release.wait(30)
+
+
+async def exchange_in_groups(app: Submissions, held: Held, lone: bytes, rest: list[bytes]) -> list[bytes]:
+    """Send `lone`; once its group is held, send `rest` on as many connections and release when all wait."""
     server = MllpListener(app, free_port(), from_environment=False)
     task = asyncio.create_task(server.run())
     await asyncio.wait_for(server.listening.wait(), 10)
-    occurred = (datetime.now(UTC) - timedelta(hours=1)).astimezone(PLAN_ZONE).strftime("%Y%m%d%H%M%S")
     try:
-        first = asyncio.create_task(mllp_exchange(server.port, combined(
-            "A01", cin(0), visit="V1", occurred=occurred, control_id="LONE").encode()))
-        await asyncio.to_thread(entered.wait, 30)
-        copies = [combined("A01", cin(1), visit="V2", occurred=occurred, control_id=f"COPY{n}").encode() for n in range(3)]
-        rest = [asyncio.create_task(mllp_exchange(server.port, frame)) for frame in copies]
+        first = asyncio.create_task(mllp_exchange(server.port, lone))
+        await asyncio.to_thread(held.entered.wait, 30)
+        others = [asyncio.create_task(mllp_exchange(server.port, frame)) for frame in rest]
 
         async def all_waiting() -> bool:
-            return len(server.committer.waiting) == 3
+            return len(server.committer.waiting) == len(rest)
 
         await eventually(all_waiting)
-        release.set()
-        answers = await asyncio.gather(first, *rest)
+        held.release.set()
+        return list(await asyncio.gather(first, *others))
     finally:
-        release.set()
+        held.release.set()
         server.stopping.set()
         await asyncio.wait_for(task, 10)
-    assert groups == [1, 3]  # the lone file committed at once; the three waiting ones together
+
+
+def now_files() -> tuple[bytes, list[bytes]]:
+    """An admission an hour ago (MLLP receipt is our clock), then two copies of it and another member's admission."""
+    occurred = (datetime.now(UTC) - timedelta(hours=1)).astimezone(PLAN_ZONE).strftime("%Y%m%d%H%M%S")
+    lone = combined("A01", cin(0), visit="V1", occurred=occurred, control_id="LONE").encode()
+    copies = [combined("A01", cin(0), visit="V1", occurred=occurred, control_id=f"COPY{n}").encode() for n in range(2)]
+    return lone, [*copies, combined("A01", cin(1), visit="V2", occurred=occurred, control_id="OTHER").encode()]
+
+
+def verdicts(app: Submissions) -> list[tuple[str | None, str]]:
+    found = [app.submission(i) for i in app.ids_created_with(Submission.SubmissionReceived)]  # type: ignore[attr-defined]
+    credited = {s.id: s.facts["member_id"] for s in found if s.verdict == "credited"}
+    return sorted((s.verdict, f"duplicate_of:{credited[UUID(s.reasons[0].split(':')[1])]}" if s.reasons else "")
+                  for s in found)
+
+
+EXACTLY_ONCE = [("credited", ""), ("credited", ""), ("rejected", f"duplicate_of:{cin(0)}"),
+                ("rejected", f"duplicate_of:{cin(0)}")]
+
+
+async def test_copies_sent_on_concurrent_connections_in_one_group_credit_once(
+        seeded: Callable[[], Submissions]) -> None:
+    app = seeded()
+    held = Held(app, "commit")
+    lone, rest = now_files()
+    answers = await exchange_in_groups(app, held, lone, rest)
+    assert held.groups == [(1, False), (3, False)]  # the lone file committed at once; the three waiting together
     assert all(b"MSA|AA|" in answer for answer in answers)
-    assert [v for v, _, _ in recorded(app)] == ["credited", "credited", "rejected", "rejected"]
-    reasons = sorted(app.submission(i).reasons for i in app.ids_created_with(Submission.SubmissionReceived))  # type: ignore[attr-defined]
-    assert [r[0].split(":")[0] for r in reasons if r] == ["duplicate_of", "duplicate_of"]
+    assert verdicts(app) == EXACTLY_ONCE
+
+
+async def test_a_group_judged_while_the_one_before_commits_sees_its_changes(
+        seeded: Callable[[], Submissions]) -> None:
+    app = seeded()
+    held = Held(app, "judge")
+    lone, rest = now_files()
+    answers = await exchange_in_groups(app, held, lone, rest)
+    assert held.groups == [(1, False), (3, True)]  # judged on the lone file's commit still running
+    assert all(b"MSA|AA|" in answer for answer in answers)
+    assert verdicts(app) == EXACTLY_ONCE
+
+
+async def test_when_a_commit_fails_its_files_and_the_group_judged_on_it_are_received_one_by_one(
+        seeded: Callable[[], Submissions]) -> None:
+    app = seeded()
+    held = Held(app, "judge", fail_first_commit=True)
+    lone, rest = now_files()
+    answers = await exchange_in_groups(app, held, lone, rest)
+    assert held.groups == [(1, False), (3, True)]
+    assert all(b"MSA|AA|" in answer for answer in answers)
+    assert verdicts(app) == EXACTLY_ONCE

@@ -25,7 +25,7 @@ from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day, quarter_of
 from dsi_shared.rulebook import RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication, stamp_trace
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from opentelemetry import context as otel_context
 
@@ -109,6 +109,16 @@ class _Group:
     aggregates: dict[UUID, Any] = field(default_factory=dict)
     book: RuleBook | None = None
     blobs: dict[str, Blob] = field(default_factory=dict)
+
+
+@dataclass
+class JudgedGroup:
+    """Files judged together, their events taken for one commit (`commit_hl7_group`)."""
+
+    receipts: list[HL7Receipt]
+    evaluations: list[Evaluation]
+    state: _Group
+    processing: ProcessingEvent[UUID]
 
 
 _GROUP: ContextVar[_Group | None] = ContextVar("submissions_group", default=None)  # per thread: never shared
@@ -401,17 +411,22 @@ class Submissions(ServiceApplication):
 
     def receive_hl7_group(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation | Exception]:
         """Receive several files as if one by one, in order, but with one commit for all (the MLLP group commit: one
-        fsync serves many files). Each file is judged against the store plus the earlier files' changes (a copy of
-        an earlier file is its `duplicate_of`); their payloads are kept in one transaction, then all their events
-        saved in one. When any file cannot be judged or the transaction fails (a concurrent change, anything), each
-        file is received alone instead, so one bad file never costs the others their verdict. Returns each
-        file's evaluation, or the error that kept it from being recorded."""
-        if len(receipts) > 1:
-            try:
-                return list(self._receive_together(receipts))
-            except Exception as exc:  # noqa: BLE001 - nothing was saved: each file alone decides its own outcome
-                log.warning("group of %d files not committed together (%s): received one by one",
-                            len(receipts), type(exc).__name__)  # the type only: messages may hold PHI
+        fsync serves many files): `judge_hl7_group`, then `commit_hl7_group`. When any file cannot be judged or the
+        transaction fails (a concurrent change, anything), each file is received alone instead (`receive_each`), so
+        one bad file never costs the others their verdict. Returns each file's evaluation, or the error that kept it
+        from being recorded."""
+        try:
+            judged = self.judge_hl7_group(receipts)
+            self.commit_hl7_group(judged)
+        except Exception as exc:  # noqa: BLE001 - nothing was saved: each file alone decides its own outcome
+            log.warning("group of %d files not committed together (%s): received one by one",
+                        len(receipts), type(exc).__name__)  # the type only: messages may hold PHI
+            return self.receive_each(receipts)
+        return list(judged.evaluations)
+
+    def receive_each(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation | Exception]:
+        """Each file received alone, in order (its own transaction, re-decided on a conflict); an error is returned
+        in its place, never raised, so that it concerns that file only."""
         return [self._receive_alone(receipt) for receipt in receipts]
 
     def _receive_alone(self, receipt: HL7Receipt) -> Evaluation | Exception:
@@ -422,8 +437,14 @@ class Submissions(ServiceApplication):
             except Exception as exc:  # noqa: BLE001 - handed to the caller, which answers for this file only
                 return exc
 
-    def _receive_together(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation]:
-        group = _Group()
+    def judge_hl7_group(self, receipts: Sequence[HL7Receipt], after: JudgedGroup | None = None) -> JudgedGroup:
+        """Judge the files in order, each against the store plus the earlier files' changes (a copy of an earlier
+        file is its `duplicate_of`, a cancel withdraws its credit), and take their new events for one commit.
+        `after`: a group judged before and not committed yet: this one starts from the aggregates that group changed
+        (it is committed only after it, and received file by file should that commit fail). Raises what kept a file
+        from being judged."""
+        # from `after` only what it changed (not recorded yet); anything else is read from the store, as fresh as now
+        group = _Group(aggregates=dict(after.processing.aggregates) if after is not None else {})
         evaluations: list[Evaluation] = []
         token = _GROUP.set(group)
         try:
@@ -436,11 +457,22 @@ class Submissions(ServiceApplication):
                 evaluations.append(evaluation)
         finally:
             _GROUP.reset(token)
-        self.blobs.put_many(list(group.blobs.values()))
         changed = {aggregate.id: aggregate for evaluation in evaluations for aggregate in evaluation.aggregates}
-        with _traced(receipts[0].trace):
-            self.save(*changed.values())
-        return evaluations
+        processing = ProcessingEvent[UUID]()
+        processing.collect_events(*changed.values())  # taken now: the next group may go on changing them
+        return JudgedGroup(list(receipts), evaluations, group, processing)
+
+    def commit_hl7_group(self, judged: JudgedGroup) -> None:
+        """Keep the group's payloads (one transaction), then record all its events (one more). Raises when the
+        events were not recorded."""
+        self.blobs.put_many(list(judged.state.blobs.values()))
+        with _traced(judged.receipts[0].trace if judged.receipts else None):
+            recordings = self._record(judged.processing)
+        try:  # recorded: what follows must not make the caller think otherwise
+            self._take_snapshots(judged.processing)
+            self._notify(recordings)
+        except Exception as exc:  # noqa: BLE001
+            log.error("group of files recorded, listeners not told: %s", type(exc).__name__)
 
     # -- longitudinal records (primary care) -------------------------------------------------------------------
     def evaluate_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
