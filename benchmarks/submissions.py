@@ -2,10 +2,7 @@
 concurrent senders (default 4) to the submissions service's MLLP listener, each answered only after its verdict is
 recorded in the store (PostgreSQL when reachable). Prints sustained files/s, p50/p99 ACK latency, and the ratio to
 raw python-hl7 parsing of the same files in the same run. DSI_BENCH_FILES files (default 2,000), each a new
-qualifying A01 for its own member and visit, received within 72 hours: every one is credited. Then half as many
-files again (new visits) offered at half the sustained rate, spread over the same connections on a fixed schedule:
-p50/p99 ACK latency at that load, each measured from the file's scheduled send time (a file that had to wait for
-its connection counts its wait).
+qualifying A01 for its own member and visit, received within 72 hours: every one is credited.
 """
 
 from __future__ import annotations
@@ -57,32 +54,11 @@ def seeded(store: str) -> Submissions:
     return app
 
 
-def corpus(files: int = FILES, visits: str = "V") -> list[bytes]:
+def corpus() -> list[bytes]:
     """One combined file per member: its A01 an hour ago (plan-local time), its ORU and RDE, as one HL7 batch."""
     occurred = (datetime.now(UTC) - timedelta(hours=1)).astimezone(PLAN_ZONE).strftime("%Y%m%d%H%M%S")
-    return [batch(adt("A01", cin(n), visit=f"{visits}{n:07d}", occurred=occurred, recorded=occurred),
-                  oru(cin(n), f"{visits}{n:07d}"), rde(cin(n), f"{visits}{n:07d}")).encode() for n in range(files)]
-
-
-async def offer(port: int, files: list[bytes], rate: float) -> list[float]:
-    """Send `files` at `rate` files/s in all, round-robin over CONNECTIONS connections on a fixed schedule; each
-    latency from the file's scheduled time to its ACK."""
-    latencies: list[float] = []
-    start = time.perf_counter() + 0.05
-
-    async def sender(mine: list[tuple[float, bytes]]) -> None:
-        reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", port, limit=64 * 1024 * 1024)
-        for due, file in mine:
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            writer.writeblock(file)
-            await writer.drain()
-            await reader.readblock()
-            latencies.append(time.perf_counter() - due)
-        writer.close()
-
-    schedule = [(start + i / rate, file) for i, file in enumerate(files)]
-    await asyncio.gather(*(sender(schedule[c::CONNECTIONS]) for c in range(CONNECTIONS)))
-    return latencies
+    return [batch(adt("A01", cin(n), visit=f"V{n:07d}", occurred=occurred, recorded=occurred),
+                  oru(cin(n), f"V{n:07d}"), rde(cin(n), f"V{n:07d}")).encode() for n in range(FILES)]
 
 
 async def send_all(port: int, files: list[bytes]) -> tuple[float, list[float], int]:
@@ -125,9 +101,6 @@ async def main() -> None:
         serving = asyncio.create_task(listener.run())
         await asyncio.sleep(0.2)
         elapsed, latencies, accepted = await send_all(port, files)
-        sizes = listener.committer.sizes.copy()
-        offered_rate = len(files) / elapsed / 2
-        offered = await offer(port, corpus(FILES // 2, "W"), offered_rate)
         listener.stopping.set()
         await serving
         credited = sum(1 for n in app.recorder.select_notifications(start=1, limit=10 * FILES + 1000)
@@ -143,9 +116,4 @@ async def main() -> None:
     print(f"  MLLP → recorded verdict → ACK     : {rate:10.0f} files/s ({elapsed:.1f} s; = {rate / parse_rate:.3f} × raw parse)")
     print(f"  ACK latency                       : p50 {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms")
     print(f"  ACK codes AA                      : {accepted:,} messages; credits recorded: {credited:,}")
-    print(f"  files per commit (group commit)   : {sum(n * k for n, k in sizes.items()) / sum(sizes.values()):10.1f} "
-          f"on average, at most {max(sizes)}")
-    at_half = statistics.quantiles(offered, n=100)
-    print(f"  ACK latency at {offered_rate:.0f} files/s offered: p50 {at_half[49] * 1000:.1f} ms, "
-          f"p99 {at_half[98] * 1000:.1f} ms ({len(offered):,} files, half the sustained rate)")
 
