@@ -285,3 +285,21 @@ async def test_when_a_commit_fails_its_files_and_the_group_judged_on_it_are_rece
     assert held.groups == [(1, False), (3, True)]
     assert all(b"MSA|AA|" in answer for answer in answers)
     assert verdicts(app) == EXACTLY_ONCE
+
+
+async def test_with_group_commit_off_each_file_is_committed_alone(seeded: Callable[[], Submissions],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSI_MLLP_GROUP_COMMIT", "off")
+    app = seeded()
+    server = MllpListener(app, free_port(), from_environment=False)
+    assert server.committer is None
+    task = asyncio.create_task(server.run())
+    await asyncio.wait_for(server.listening.wait(), 10)
+    lone, rest = now_files()
+    try:
+        answers = await asyncio.gather(*(mllp_exchange(server.port, frame) for frame in [lone, *rest]))
+    finally:
+        server.stopping.set()
+        await asyncio.wait_for(task, 10)
+    assert all(b"MSA|AA|" in answer for answer in answers)
+    assert verdicts(app) == EXACTLY_ONCE
