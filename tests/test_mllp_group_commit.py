@@ -32,6 +32,11 @@ pytestmark = pytest.mark.integration
 RECEIVED = datetime(2025, 11, 1, 18, 0, tzinfo=PLAN_ZONE)
 
 
+@pytest.fixture(autouse=True)
+def group_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSI_MLLP_GROUP_COMMIT", "on")
+
+
 @pytest.fixture
 def seeded(store_kind: str, store_url_for: Callable[[str], str]) -> Callable[[], Submissions]:
     """Makes a submissions store (a new one per call with SQLite; the test's database with PostgreSQL, so call it
@@ -287,7 +292,7 @@ async def test_when_a_commit_fails_its_files_and_the_group_judged_on_it_are_rece
     assert verdicts(app) == EXACTLY_ONCE
 
 
-async def test_with_group_commit_off_each_file_is_committed_alone(seeded: Callable[[], Submissions],
+async def test_with_group_commit_off_each_file_is_committed_alone_as_before(seeded: Callable[[], Submissions],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSI_MLLP_GROUP_COMMIT", "off")
     app = seeded()
