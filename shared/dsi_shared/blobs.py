@@ -46,17 +46,25 @@ class BlobStore:
             raise TypeError(f"no blob table for {type(self.recorder).__name__}")
 
     def put(self, blob: Blob) -> None:
-        row = (blob.sha256, blob.size, blob.content_type, blob.key_id, blob.data)
+        self.put_many([blob])
+
+    def put_many(self, blobs: list[Blob]) -> None:
+        """Several blobs in one transaction (one commit for a group of files); a plain INSERT each, not psycopg's
+        pipelined `executemany` (see above)."""
+        rows = [(b.sha256, b.size, b.content_type, b.key_id, b.data) for b in blobs]
+        if not rows:
+            return
         if isinstance(self.recorder, PostgresProcessRecorder):
             insert = SQL("INSERT INTO {0} (sha256, size, content_type, key_id, data) VALUES (%s, %s, %s, %s, %b) "
                          "ON CONFLICT (sha256) DO NOTHING").format(self._name)
             with self.recorder.datastore.transaction(commit=True) as cursor:
-                cursor.execute(insert, row)
+                for row in rows:
+                    cursor.execute(insert, row)
         else:
             assert isinstance(self.recorder, SQLiteProcessRecorder)
             with self.recorder.datastore.transaction(commit=True) as cursor:
-                cursor.execute(f'INSERT OR IGNORE INTO "{self.table}" (sha256, size, content_type, key_id, data) '
-                               "VALUES (?, ?, ?, ?, ?)", row)
+                cursor.executemany(f'INSERT OR IGNORE INTO "{self.table}" (sha256, size, content_type, key_id, data) '
+                                   "VALUES (?, ?, ?, ?, ?)", rows)
 
     def reencrypt(self, cipher: PayloadCipher, batch: int = 100) -> int:
         """Re-encrypt every blob encrypted under an older key with the current one; how many were."""

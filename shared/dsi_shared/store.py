@@ -58,8 +58,8 @@ class TracingMapper(Mapper[UUID]):
 
     @staticmethod
     def stamp(domain_event: Any) -> Any:
-        """The event with the current trace context (kept when already stamped: a group commit stamps each
-        message's events under that message's trace before saving them all)."""
+        """The event with the current trace context (kept when already stamped: a consumer's group commit stamps
+        each message's events, and the MLLP group commit each file's (`stamp_trace`), before saving them all)."""
         if TRACE_KEY in vars(domain_event):
             return domain_event
         carrier: dict[str, str] = {}
@@ -79,6 +79,18 @@ class TracingMapper(Mapper[UUID]):
         """The domain event and the trace context it was recorded under."""
         domain_event = super().to_domain_event(notification)
         return domain_event, vars(domain_event).pop(TRACE_KEY, None) or {}
+
+
+def stamp_trace(aggregates: Iterable[Aggregate]) -> None:
+    """Stamp the current trace context into the aggregates' pending events not stamped yet, so that events decided
+    for different requests and saved in one transaction each keep the trace of the request that caused them."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return
+    for aggregate in aggregates:
+        for domain_event in aggregate.pending_events:
+            vars(domain_event).setdefault(TRACE_KEY, carrier)
 
 
 def mutate_all(aggregate: Any, domain_events: Iterable[Any]) -> Any:
@@ -207,6 +219,39 @@ class ServiceApplication(Application[UUID]):
             raise
         self._notify(recordings)
         return True
+
+    # -- bulk loading: many aggregates in one query (an import's chunk, a group of files) -------------------------
+    def get_many(self, aggregate_ids: Iterable[UUID], batch: int = 500) -> dict[UUID, Any]:
+        """The aggregates among `aggregate_ids` that exist, by id, each rebuilt from all its events: what
+        `repository.get` returns for each, in one query per `batch` ids instead of one per aggregate."""
+        wanted = list(dict.fromkeys(aggregate_ids))
+        found: dict[UUID, Any] = {}
+        for start in range(0, len(wanted), batch):
+            events: dict[UUID, list[Any]] = {}
+            for stored in self._select_events_of(wanted[start:start + batch]):
+                events.setdefault(UUID(str(stored.originator_id)), []).append(self.mapper.to_domain_event(stored))
+            found.update((aggregate_id, mutate_all(None, domain_events)) for aggregate_id, domain_events in events.items())
+        return found
+
+    def _select_events_of(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
+        recorder = self.recorder
+        if isinstance(recorder, PostgresProcessRecorder):
+            query = SQL("SELECT originator_id, originator_version, topic, state FROM {0}.{1} WHERE originator_id = ANY(%s) "
+                        "ORDER BY originator_id, originator_version").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (aggregate_ids,))
+                return [StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+                        for row in cursor.fetchall()]
+        if isinstance(recorder, SQLiteProcessRecorder):
+            marks = ",".join("?" * len(aggregate_ids))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT originator_id, originator_version, topic, state FROM {recorder.events_table_name} "
+                               f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
+                               [i.hex for i in aggregate_ids])
+                return [StoredEvent(UUID(row["originator_id"]), row["originator_version"], row["topic"], row["state"])
+                        for row in cursor.fetchall()]
+        return [stored for i in aggregate_ids for stored in recorder.select_events(i)]
 
     def recorded_trace(self, aggregate_id: UUID, version: int = 1) -> dict[str, str]:
         """The W3C trace context an aggregate's event was recorded under ({} when none was active)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -287,8 +289,9 @@ class Enrollment(ServiceApplication):
 
     def import_roster(self, kind: str, file_format: str, data: bytes,
                       rows: Iterable[EligibilityRow | AttributionRow | RowError]) -> tuple[dict[str, Any], bool]:
-        """Apply parsed rows in chunks (one transaction each) and record the batch. The same file again → the
-        recorded report, no change. Returns (report, already_imported)."""
+        """Apply parsed rows in chunks (one transaction each, in file order; the next chunk parsed while one is
+        saved) and record the batch. The same file again → the recorded report, no change. Returns (report,
+        already_imported)."""
         sha256 = hashlib.sha256(data).hexdigest()
         batch_id = ImportBatch.create_id(kind, sha256)
         try:
@@ -301,18 +304,34 @@ class Enrollment(ServiceApplication):
         chunk: list[EligibilityRow | AttributionRow] = []
         source = f"{kind}:{sha256[:16]}"
         providers = ProviderSources(MAX_REPORTED_ERRORS)
-        for row in rows:
-            counts["rows"] += 1
-            if isinstance(row, RowError):
-                errors.append(asdict(row))
-                continue
-            providers.note(row)
-            chunk.append(row)
-            if len(chunk) >= CHUNK:
-                self._apply_chunk(chunk, source, counts, errors, notes)
-                chunk = []
-        if chunk:
-            self._apply_chunk(chunk, source, counts, errors, notes)
+        applying: Future[tuple[Counter[str], list[dict[str, Any]], list[dict[str, Any]]]] | None = None
+
+        def applied() -> None:  # the chunk being applied: wait for it, take its counts
+            if applying is not None:
+                part_counts, part_errors, part_notes = applying.result()
+                for key, n in part_counts.items():
+                    counts[key] += n
+                errors.extend(part_errors)
+                notes.extend(part_notes)
+
+        # Parsing (CPU) overlaps saving (mostly waiting on the database): the next chunk is parsed while the
+        # previous one is applied and saved by one thread, chunk after chunk in file order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roster-import") as saver:
+            for row in rows:
+                counts["rows"] += 1
+                if isinstance(row, RowError):
+                    errors.append(asdict(row))
+                    continue
+                providers.note(row)
+                chunk.append(row)
+                if len(chunk) >= CHUNK:
+                    applied()
+                    applying = saver.submit(copy_context().run, self._apply_chunk_apart, chunk, source)
+                    chunk = []
+            applied()
+            if chunk:
+                applying = saver.submit(copy_context().run, self._apply_chunk_apart, chunk, source)
+                applied()
         errors.sort(key=lambda e: e["line"])
         notes.sort(key=lambda n: n["line"])
         leniencies = dict(Counter(n["note"] for n in notes if n["outcome"] != "not_applied"))
@@ -326,6 +345,15 @@ class Enrollment(ServiceApplication):
             return self.repository.get(batch_id).report, True  # the same file imported concurrently
         return batch.report, False
 
+    def _apply_chunk_apart(self, rows: list[EligibilityRow | AttributionRow], source: str
+                           ) -> tuple[Counter[str], list[dict[str, Any]], list[dict[str, Any]]]:
+        """`_apply_chunk` with its own counts, errors and notes, for the caller to add up."""
+        counts: Counter[str] = Counter()
+        errors: list[dict[str, Any]] = []
+        notes: list[dict[str, Any]] = []
+        self._apply_chunk(rows, source, counts, errors, notes)
+        return counts, errors, notes
+
     def _apply_chunk(self, rows: list[EligibilityRow | AttributionRow], source: str, counts: dict[str, int],
                      errors: list[dict[str, Any]], notes: list[dict[str, Any]]) -> None:
         """One transaction; another roster changing the same members meanwhile → the chunk is applied again to
@@ -338,8 +366,9 @@ class Enrollment(ServiceApplication):
             tally = dict.fromkeys(OUTCOMES, 0)
             refused: list[dict[str, Any]] = []
             noted: list[dict[str, Any]] = []
+            stored = self.get_many(Member.create_id(row.cin) for row in rows)  # one query, not one per member
             for row in rows:
-                found = members.get(row.cin) or self._member_or_none(row.cin)
+                found = members.get(row.cin) or stored.get(Member.create_id(row.cin))
                 if isinstance(row, EligibilityRow) and row.terminated and (
                         found is None or row.end is None or not found.has_span_by(row.end)):
                     tally["not_applied"] += 1
@@ -387,12 +416,6 @@ class Enrollment(ServiceApplication):
             if member.add_alias(frozen):
                 aliases.append(CinAlias(frozen, member.cin))
         return aliases
-
-    def _member_or_none(self, cin: str) -> Member | None:
-        try:
-            return self.repository.get(Member.create_id(cin))
-        except AggregateNotFoundError:
-            return None
 
 
 def _outcome(row: EligibilityRow | AttributionRow, new_events: list[Any], new_aliases: bool) -> str:

@@ -2,11 +2,16 @@
 
 `evaluate_*` decide and return the aggregates to save (so a NATS consumer can save them with its tracking
 record); `receive_*` also save them, re-deciding on an optimistic-concurrency conflict (two copies of one event
-racing: exactly one credits, the other becomes `duplicate_of`).
+racing: exactly one credits, the other becomes `duplicate_of`). `receive_hl7_group` judges several files in order
+and saves them in one transaction (the MLLP group commit).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,12 +21,14 @@ from dsi_shared.blobs import Blob, BlobStore
 from dsi_shared.cipher import PayloadCipher, sha256_of
 from dsi_shared.config import hie_max_delay
 from dsi_shared.errors import NotFound
+from dsi_shared.members import cin_of
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day, quarter_of
 from dsi_shared.rulebook import RuleBook, RulesReader
-from dsi_shared.store import ServiceApplication
-from eventsourcing.application import AggregateNotFoundError
+from dsi_shared.store import ServiceApplication, stamp_trace
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
+from opentelemetry import context as otel_context
 
 from submissions import hl7files, longitudinal
 from submissions.ack import Reply, ack_for
@@ -47,6 +54,7 @@ HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+js
 SENDER_NOT_BOUND = "sender_not_bound_to_token"  # the file names a sender its token may not submit for (AR, 204)
 NOT_BOUND_PROBLEM = "MSH-4 sending facility not bound to this sender"
 CLOCK_SKEW = timedelta(minutes=5)  # a stated receipt this far after our clock is the sender's clock running fast
+log = logging.getLogger(__name__)
 
 
 def stated_receipt_problem(received_at: datetime, now: datetime) -> str | None:
@@ -82,6 +90,52 @@ class Evaluation:
     aggregates: list[Aggregate]
 
 
+@dataclass(frozen=True)
+class HL7Receipt:
+    """One HL7 file as received (`receive_hl7`'s arguments), with the trace context it arrived in."""
+
+    data: bytes
+    received_at: datetime
+    channel: str
+    senders: frozenset[str] | None = None
+    origin: dict[str, Any] | None = None
+    trace: otel_context.Context | None = None
+
+
+@dataclass
+class _Group:
+    """A group of files judged together: every aggregate as the group has it (loaded or changed by an earlier file;
+    None: not in the store), the rules read once, and the payloads to keep in one transaction."""
+
+    aggregates: dict[UUID, Any] = field(default_factory=dict)
+    book: RuleBook | None = None
+    blobs: dict[str, Blob] = field(default_factory=dict)
+
+
+@dataclass
+class JudgedGroup:
+    """Files judged together, their events taken for one commit (`commit_hl7_group`)."""
+
+    receipts: list[HL7Receipt]
+    evaluations: list[Evaluation]
+    state: _Group
+    processing: ProcessingEvent[UUID]
+
+
+_GROUP: ContextVar[_Group | None] = ContextVar("submissions_group", default=None)  # per thread: never shared
+
+
+@contextmanager
+def _traced(trace: otel_context.Context | None) -> Iterator[None]:
+    """Run in the trace context a file arrived in (its spans and events belong to its own trace)."""
+    token = otel_context.attach(trace) if trace is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
 class Submissions(ServiceApplication):
     name = "submissions"
 
@@ -99,10 +153,16 @@ class Submissions(ServiceApplication):
 
     # -- lookups ----------------------------------------------------------------------------------------------
     def _get(self, aggregate_id: UUID) -> Any:
+        group = _GROUP.get()
+        if group is not None and aggregate_id in group.aggregates:  # as the earlier files of the group left it
+            return group.aggregates[aggregate_id]
         try:
-            return self.repository.get(aggregate_id)
+            found: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            return None
+            found = None
+        if group is not None:
+            group.aggregates[aggregate_id] = found
+        return found
 
     def participant_facts(self, participant_id: UUID) -> ParticipantFacts | None:
         found: ParticipantFacts | None = self._get(ParticipantFacts.create_id(participant_id))
@@ -144,7 +204,12 @@ class Submissions(ServiceApplication):
         """Kept before the submission's events are saved: a payload without a submission (a crash between the
         two) is harmless, being content-addressed; a submission is never without its payload."""
         sha256 = sha256_of(data)
-        self.blobs.put(Blob(sha256, len(data), content_type, self.cipher.key_id, self.cipher.encrypt(data, sha256)))
+        blob = Blob(sha256, len(data), content_type, self.cipher.key_id, self.cipher.encrypt(data, sha256))
+        group = _GROUP.get()
+        if group is not None:  # kept with the group's payloads, before its events are saved
+            group.blobs.setdefault(sha256, blob)
+        else:
+            self.blobs.put(blob)
         return sha256
 
     # -- HL7 v2 (skilled nursing) ---------------------------------------------------------------------------------
@@ -201,7 +266,12 @@ class Submissions(ServiceApplication):
                              submission.reasons, reply)
 
     def rulebook(self) -> RuleBook:
-        return self.rules.book(self)
+        group = _GROUP.get()
+        if group is None:
+            return self.rules.book(self)
+        if group.book is None:
+            group.book = self.rules.book(self)
+        return group.book
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
                        hie_submission_id: str | None, participant_hint: UUID | None,
@@ -340,6 +410,91 @@ class Submissions(ServiceApplication):
 
         return retry_on_conflict(attempt, "the participant's files")
 
+    def receive_hl7_group(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation | Exception]:
+        """Receive several files as if one by one, in order, but with one commit for all (the MLLP group commit: one
+        fsync serves many files): `judge_hl7_group`, then `commit_hl7_group`. When any file cannot be judged or the
+        transaction fails (a concurrent change, anything), each file is received alone instead (`receive_each`), so
+        one bad file never costs the others their verdict. Returns each file's evaluation, or the error that kept it
+        from being recorded."""
+        try:
+            judged = self.judge_hl7_group(receipts)
+            self.commit_hl7_group(judged)
+        except Exception as exc:  # noqa: BLE001 - nothing was saved: each file alone decides its own outcome
+            log.warning("group of %d files not committed together (%s): received one by one",
+                        len(receipts), type(exc).__name__)  # the type only: messages may hold PHI
+            return self.receive_each(receipts)
+        return list(judged.evaluations)
+
+    def receive_each(self, receipts: Sequence[HL7Receipt]) -> list[Evaluation | Exception]:
+        """Each file received alone, in order (its own transaction, re-decided on a conflict); an error is returned
+        in its place, never raised, so that it concerns that file only."""
+        return [self._receive_alone(receipt) for receipt in receipts]
+
+    def _receive_alone(self, receipt: HL7Receipt) -> Evaluation | Exception:
+        with _traced(receipt.trace):
+            try:
+                return self.receive_hl7(receipt.data, receipt.received_at, receipt.channel, senders=receipt.senders,
+                                        origin=receipt.origin)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, which answers for this file only
+                return exc
+
+    def judge_hl7_group(self, receipts: Sequence[HL7Receipt], after: JudgedGroup | None = None) -> JudgedGroup:
+        """Judge the files in order, each against the store plus the earlier files' changes (a copy of an earlier
+        file is its `duplicate_of`, a cancel withdraws its credit), and take their new events for one commit.
+        `after`: a group judged before and not committed yet: this one starts from the aggregates that group changed
+        (it is committed only after it, and received file by file should that commit fail). Raises what kept a file
+        from being judged."""
+        # from `after` only what it changed (not recorded yet); anything else is read from the store, as fresh as now
+        group = _Group(aggregates=dict(after.processing.aggregates) if after is not None else {})
+        self._prefetch(group, receipts)
+        evaluations: list[Evaluation] = []
+        token = _GROUP.set(group)
+        try:
+            for receipt in receipts:
+                with _traced(receipt.trace):
+                    evaluation = self.evaluate_hl7(receipt.data, receipt.received_at, receipt.channel,
+                                                   senders=receipt.senders, origin=receipt.origin)
+                    stamp_trace(evaluation.aggregates)  # its events keep its own trace, whoever commits them
+                group.aggregates.update((aggregate.id, aggregate) for aggregate in evaluation.aggregates)
+                evaluations.append(evaluation)
+        finally:
+            _GROUP.reset(token)
+        changed = {aggregate.id: aggregate for evaluation in evaluations for aggregate in evaluation.aggregates}
+        processing = ProcessingEvent[UUID]()
+        processing.collect_events(*changed.values())  # taken now: the next group may go on changing them
+        return JudgedGroup(list(receipts), evaluations, group, processing)
+
+    def _prefetch(self, group: _Group, receipts: Sequence[HL7Receipt]) -> None:
+        """Load in two queries what judging the files will likely read (their senders' facility index, participant
+        facts and held files; their members; their visits), instead of a query per file and aggregate. Only a
+        speed-up: ids are guessed from the raw text (`_likely_ids`), a wrong guess is just read later, and whatever is
+        loaded is the store as it stands now, as a read during judging would see it."""
+        facilities, cins, visits = _likely_ids(receipts)
+        first = [FacilityIndex.create_id(f) for f in facilities] + [MemberFacts.create_id(c) for c in cins]
+        found = self._load_into(group, first)
+        participants = {i.participant_id for i in found if isinstance(i, FacilityIndex)}
+        self._load_into(group, [*(ParticipantFacts.create_id(p) for p in participants),
+                                *(HeldFiles.create_id(p) for p in participants),
+                                *(VisitCredits.create_id(p, c, v) for p in participants for c, v in visits)])
+
+    def _load_into(self, group: _Group, ids: list[UUID]) -> list[Any]:
+        wanted = [i for i in dict.fromkeys(ids) if i not in group.aggregates]
+        found = self.get_many(wanted)
+        group.aggregates.update((i, found.get(i)) for i in wanted)
+        return list(found.values())
+
+    def commit_hl7_group(self, judged: JudgedGroup) -> None:
+        """Keep the group's payloads (one transaction), then record all its events (one more). Raises when the
+        events were not recorded."""
+        self.blobs.put_many(list(judged.state.blobs.values()))
+        with _traced(judged.receipts[0].trace if judged.receipts else None):
+            recordings = self._record(judged.processing)
+        try:  # recorded: what follows must not make the caller think otherwise
+            self._take_snapshots(judged.processing)
+            self._notify(recordings)
+        except Exception as exc:  # noqa: BLE001
+            log.error("group of files recorded, listeners not told: %s", type(exc).__name__)
+
     # -- longitudinal records (primary care) -------------------------------------------------------------------
     def evaluate_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
                         participant_id: UUID | None, sending_facility: str | None = None,
@@ -390,7 +545,8 @@ class Submissions(ServiceApplication):
     # -- judging again when a fact arrives (DOMAIN.md A4: "Money never depends on the order in which two streams'
     #    messages arrive") ------------------------------------------------------------------------------------------
     def held_files(self, participant_id: UUID) -> HeldFiles:
-        return self.find(HeldFiles.create_id(participant_id), HeldFiles) or HeldFiles(participant_id)
+        found: HeldFiles | None = self._get(HeldFiles.create_id(participant_id))  # in a group: as the group has it
+        return found or HeldFiles(participant_id)
 
     def _keep_if_held(self, submissions: list[Submission], aggregates: list[Aggregate]) -> None:
         """Note each new submission that a later fact could still make earn."""
@@ -441,6 +597,26 @@ class Submissions(ServiceApplication):
             return evaluation
 
         return retry_on_conflict(attempt, "the participant's records")
+
+
+def _likely_ids(receipts: Sequence[HL7Receipt]) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """Sending facilities (MSH-4), CIN-shaped patient ids (PID-3) and (CIN, visit) pairs (PV1-19) in the files'
+    raw text, for `_prefetch` only: cheap, and allowed to be wrong."""
+    facilities: set[str] = set()
+    cins: set[str] = set()
+    visits: set[tuple[str, str]] = set()
+    for receipt in receipts:
+        patient: list[str] = []
+        for segment in receipt.data.decode("latin-1").replace("\n", "\r").split("\r"):
+            fields = segment.split("|")
+            if fields[0] == "MSH" and len(fields) > 3:
+                facilities.update(c.strip() for c in fields[3].split("^")[:2] if c.strip())
+            elif fields[0] == "PID" and len(fields) > 3:
+                patient = [c for r in fields[3].split("~") if (c := cin_of(r.split("^")[0]) or "")]
+                cins.update(patient)
+            elif fields[0] == "PV1" and len(fields) > 19:
+                visits.update((c, fields[19].split("^")[0]) for c in patient)
+    return facilities, cins, visits
 
 
 def _decode(data: bytes) -> str | None:
