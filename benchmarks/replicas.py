@@ -16,9 +16,10 @@ from dsi_shared.natsserver import free_port
 
 def spawn(name: str, count: int, nats_url: str, prefix: str, store: str, logs: Path,
           timeout: float = 60.0) -> list[subprocess.Popen[bytes]]:
-    """Start `count` processes of service `name` (their output in `logs/<name>-<n>.log`) and wait until each
-    answers `/readyz`."""
-    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    """Start `count` processes of service `name` (their output in `logs/<name>-<n>.log`), each ready (`/readyz`)
+    before the next starts: replicas started together on a fresh PostgreSQL store race on creating its tables
+    (`CREATE TABLE IF NOT EXISTS` is not safe against a concurrent one) and the loser exits."""
+    processes: list[subprocess.Popen[bytes]] = []
     logs.mkdir(parents=True, exist_ok=True)
     for n in range(count):
         port = free_port()
@@ -27,15 +28,14 @@ def spawn(name: str, count: int, nats_url: str, prefix: str, store: str, logs: P
         with open(logs / f"{name}-{n}.log", "ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name], env=env,
                                        stdout=log, stderr=log)
-        started.append((process, f"http://127.0.0.1:{port}/readyz"))
-    deadline = time.monotonic() + timeout
-    for process, ready in started:
-        while not _ready(ready):
+        processes.append(process)
+        deadline = time.monotonic() + timeout
+        while not _ready(f"http://127.0.0.1:{port}/readyz"):
             if process.poll() is not None or time.monotonic() > deadline:
-                stop([p for p, _ in started])
+                stop(processes)
                 raise RuntimeError(f"a {name} replica did not become ready (see {logs})")
             time.sleep(0.1)
-    return [process for process, _ in started]
+    return processes
 
 
 def _ready(url: str) -> bool:
