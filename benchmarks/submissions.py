@@ -153,9 +153,11 @@ async def main() -> None:
           f"{len(files[0]):,} bytes each), store {backend}")
     print(f"  raw python-hl7 parse_file                 : {parse_rate:10.0f} files/s (the ceiling)")
     ratio = f"{rate / parse_rate:.2f} × raw parse"
-    print(f"  MLLP → recorded verdict → ACK, {CONNECTIONS} senders : {rate:10.0f} files/s ({elapsed:.1f} s; = {ratio}); "
+    label = f"MLLP → recorded verdict → ACK, {CONNECTIONS} senders"
+    print(f"  {label:42}: {rate:10.0f} files/s ({elapsed:.1f} s; = {ratio}); "
           f"ACK p50 {p(latencies, 50):.1f} ms, p99 {p(latencies, 99):.1f} ms")
-    print(f"  offered at half that rate ({rate / 2:,.0f} files/s)  : {len(later) / half_elapsed:10.0f} files/s done; "
+    label = f"offered at half that rate ({rate / 2:,.0f} files/s)"
+    print(f"  {label:42}: {len(later) / half_elapsed:10.0f} files/s done; "
           f"ACK p50 {p(half_latencies, 50):.1f} ms, p99 {p(half_latencies, 99):.1f} ms")
     print(f"  ACK codes AA                              : {accepted + half_accepted:,} messages; "
           f"credits recorded: {credited:,} of {2 * FILES:,} files")
