@@ -26,8 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## benchmarks (not part of `make test`)
-	$(BIN)/python -m benchmarks
+bench: $(STAMP)  ## every benchmark and a summary table (not part of `make test`); BENCH="--quick" for a short run
+	$(BIN)/python -m benchmarks $(BENCH)
 
 lock: $(STAMP)  ## refreeze requirements.txt from requirements.in
 	$(BIN)/pip install --quiet -r requirements.in

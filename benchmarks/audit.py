@@ -1,6 +1,6 @@
 """Audit at scale (issue: audit and operations), on PostgreSQL when reachable.
 
-Seeds enrollment, milestones and payments stores with DSI_BENCH_AUDIT_PARTICIPANTS participants (default 62,500;
+Seeds enrollment, milestones and payments stores with DSI_BENCH_AUDIT_PARTICIPANTS participants (default 62,500, quick 2,000;
 16 events each: 1,000,000 events in all) as the services themselves would have recorded them — registration,
 eligibility and three signatures upstream; the same facts and Milestone 1 in milestones; the $10,000 payment.
 Then, as an auditor would run them: `dsi audit replay --json` (every aggregate rebuilt, Milestone 1 re-derived
@@ -30,10 +30,10 @@ from milestones.domain import ParticipantProgress
 from payments.application import Payments
 from payments.domain import PaymentAccount
 
-from benchmarks.spine import store_factory
+from benchmarks.setting import report, size, store_factory
 from tests.rulesdoc import packaged
 
-PARTICIPANTS = int(os.environ.get("DSI_BENCH_AUDIT_PARTICIPANTS", "62500"))
+PARTICIPANTS = size("DSI_BENCH_AUDIT_PARTICIPANTS", quick=2000, default=62500)
 SIGNED = datetime(2024, 5, 1, 17, tzinfo=UTC)
 CAP = Decimal(packaged()["program"]["cap"])
 
@@ -141,3 +141,4 @@ async def main() -> None:
     verify_rate = events / verify_seconds
     print(f"  dsi audit verify                       : {verify_rate:8.0f} events/s ({verify_seconds:.1f} s) = "
           f"{verify_rate / raw_rate:.2f} × raw read; intact: {verified['intact']}")
+    report("dsi audit replay", f"{replay_rate:,.0f} events/s", f"{replay_rate / raw_rate:.2f} × raw read")

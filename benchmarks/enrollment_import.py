@@ -1,20 +1,20 @@
-"""Enrollment: import of a generated X12 834 with DSI_BENCH_MEMBERS (default 100,000) new members into the
+"""Enrollment: import of a generated X12 834 with DSI_BENCH_MEMBERS (quick 10,000, default 100,000) new members into the
 enrollment store (PostgreSQL when reachable), through the same parser and application the HTTP endpoint
 uses. Prints members/s, and the ratio to parsing alone and to raw store appends of the same aggregates."""
 
 from __future__ import annotations
 
-import os
 import time
 
 from enrollment.application import Enrollment
 from enrollment.members import Member
 from enrollment.rosters import eligibility_834
 
-from benchmarks.spine import store_factory
+from benchmarks import setting
+from benchmarks.setting import size, store_factory
 from tests.x12_834 import Enrollee, build_834, cin
 
-MEMBERS = int(os.environ.get("DSI_BENCH_MEMBERS", "100000"))
+MEMBERS = size("DSI_BENCH_MEMBERS", quick=10_000, default=100_000)
 
 
 async def main() -> None:
@@ -56,3 +56,5 @@ async def main() -> None:
           f"= {rate / parse_rate:.2f} × parse, {rate / raw_rate:.2f} × raw append); "
           f"{report['members_changed']:,} members, {report['rejected']} rejected")
     print(f"  re-import of the same file         : {again:10.2f} s (already imported: {already})")
+    setting.report(f"834 import, {MEMBERS:,} members", f"{rate:,.0f} members/s", f"{rate / parse_rate:.2f} × parse",
+                   "≥ 0.6 × parse")

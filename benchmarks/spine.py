@@ -1,11 +1,12 @@
-"""Spine benchmark: registrations recorded by enrollment, relayed to JetStream and consumed exactly-once
-by payments (tracking record + new events per message), against two ceilings measured in the same run:
-raw JetStream publish+consume+ack of same-sized messages, and raw store appends of the same aggregates.
-The relay alone (a pre-filled store → JetStream, acknowledged) is measured against raw JetStream publish,
-one awaited at a time and with a window in flight.
+"""Spine benchmark: registrations recorded by enrollment, relayed to JetStream and consumed exactly-once by payments
+(tracking record + new events per message), against ceilings measured in the same run on the same servers: raw
+JetStream publish+consume+ack of same-sized messages, and raw store appends of the same aggregates. Two parts alone
+too: the relay (a pre-filled store → JetStream, every publish acknowledged) against raw JetStream publish, and the
+consumer (the stream pre-filled by enrollment's relay, then only payments timed).
 
-Uses NATS at NATS_URL (else 127.0.0.1:4222, else an embedded nats-server) and PostgreSQL at
-DSI_BENCH_POSTGRES (else 127.0.0.1:5432 when reachable, else SQLite). N from DSI_BENCH_N (default 2000).
+On the benchmark's own nats-server (JetStream `sync_interval: always`) and PostgreSQL (see `benchmarks.setting`).
+N registrations: DSI_BENCH_N (quick 300, default 2,000, full 5,000). The curve runs payments as 1, 2 and 4 separate
+`dsi serve payments` processes sharing one store and one durable consumer (DSI_BENCH_REPLICAS, e.g. "1,2,4").
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from datetime import date
 from pathlib import Path
 
 import nats
-import psycopg
 from dsi_shared.bus import Naming, delete_streams, ensure_streams
 from dsi_shared.config import Settings
-from dsi_shared.natsserver import NatsServer, port_open
 from dsi_shared.relay import Relay
 from dsi_shared.service import ServiceRuntime, discover
 from enrollment.application import Enrollment
@@ -31,46 +30,32 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from payments.application import Payments
 from payments.domain import PaymentAccount
 
-N = int(os.environ.get("DSI_BENCH_N", "2000"))
+from benchmarks import replicas
+from benchmarks.setting import bench_nats, report, size, store_factory
+
+N = size("DSI_BENCH_N", quick=300, default=2000, full=5000)
+REPLICAS = tuple(int(k) for k in os.environ.get("DSI_BENCH_REPLICAS", "1,2,4").split(","))
+GOAL = "≥ 3,000 events/s and ≥ 0.5 × raw JetStream"
 FORM = {"legal_name": "Bench Nursing", "npi": "1234567893", "tin": None, "provider_type": "skilled_nursing",
         "counties": ["Merced"], "ehr_product": "PCC", "is_hospital": False, "umbrella_group": None, "manages_ehr": True,
         "sending_facilities": ["BENCH"], "contact_email": "b@b.example", "submitted_on": date(2024, 3, 1)}
 
 
-def store_factory() -> tuple[Callable[[str], str], Callable[[], None], str]:
-    server = os.environ.get("DSI_BENCH_POSTGRES") or (
-        "postgresql://postgres@127.0.0.1:5432/postgres" if port_open("127.0.0.1", 5432) else "")
-    if not server:
-        tmp = Path(tempfile.mkdtemp())
-        return (lambda name: f"sqlite:///{tmp / (name + '.db')}"), (lambda: None), "SQLite"
-    names: list[str] = []
-
-    def make(_: str) -> str:
-        name = f"dsi_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        names.append(name)
-        return server.rsplit("/", 1)[0] + f"/{name}"
-
-    def drop() -> None:
-        with psycopg.connect(server, autocommit=True) as conn:
-            for name in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return make, drop, "PostgreSQL"
-
-
-async def raw_jetstream(url: str, size: int) -> tuple[float, float]:
-    """Publish+consume+ack msg/s, and the publish part alone (each publish awaited) msg/s."""
+async def raw_jetstream(url: str, size: int, pipelined: bool) -> float:
+    """N messages published (each awaited, or up to the client's window in flight), then pulled and acked:
+    messages/s over both phases."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    stream = f"BENCH_RAW_{uuid.uuid4().hex[:8]}"
+    stream = f"RAW{uuid.uuid4().hex[:8]}"
     await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
     body = b"x" * size
     started = time.perf_counter()
-    for i in range(N):
-        await js.publish(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"})
-    published = time.perf_counter() - started
+    if pipelined:
+        acks = [await js.publish_async(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"}) for i in range(N)]
+        await asyncio.gather(*acks)
+    else:
+        for i in range(N):
+            await js.publish(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"})
     sub = await js.pull_subscribe(f"{stream}.e", durable="raw", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
     received = 0
     while received < N:
@@ -80,46 +65,142 @@ async def raw_jetstream(url: str, size: int) -> tuple[float, float]:
     elapsed = time.perf_counter() - started
     await js.delete_stream(stream)
     await nc.close()
-    return N / elapsed, N / published
+    return N / elapsed
 
 
-async def raw_publish_windowed(url: str, size: int, window: int = 256) -> float:
-    """Raw JetStream publish msg/s with up to `window` acks outstanding (nats-py publish_async)."""
+def raw_store_appends(store: str, per_transaction: int = 1) -> float:
+    """Payment accounts (opened + payee: the consumer's events for one registration) saved `per_transaction` at a
+    time, without tracking records: aggregates/s."""
+    app = Payments(store)
+    started = time.perf_counter()
+    for _ in range(0, N, per_transaction):
+        accounts = []
+        for _ in range(per_transaction):
+            account = PaymentAccount(uuid.uuid4())
+            account.record_payee("Bench Nursing", "1234567893", None)
+            accounts.append(account)
+        app.save(*accounts)
+    elapsed = time.perf_counter() - started
+    app.close()
+    return N / elapsed
+
+
+def seed_enrollment(store: str) -> None:
+    """N registrations in enrollment's store (its outbox), and the program rules it publishes at start."""
+    source = Enrollment(store)
+    if (on_start := discover()["enrollment"].on_start) is not None:
+        on_start(source)
+    for n in range(N):
+        source.register_participant({**FORM, "npi": f"{1_000_000_000 + n}"})
+    source.close()
+
+
+def relay_runtime(url: str, prefix: str, store: str) -> ServiceRuntime:
+    spec = discover()["enrollment"]
+    return ServiceRuntime(spec, Settings("enrollment", spec.default_port, nats_url=url, bus_prefix=prefix, store=store))
+
+
+class AccountEvents:
+    """Counts the payment-account events in a store as they are recorded (the rules copy's events aside)."""
+
+    def __init__(self, app: Payments) -> None:
+        self.app, self.position, self.count = app, 0, 0
+
+    def __call__(self) -> int:
+        while batch := self.app.recorder.select_notifications(start=self.position + 1, limit=1000):
+            self.position = batch[-1].id
+            self.count += sum(1 for notification in batch if "PaymentAccount" in notification.topic)
+        return self.count
+
+
+async def until_consumed(app: Payments, started: float, stall: float = 120.0) -> float:
+    """Seconds from `started` until the payments store holds 2 account events per registration (opened + payee)."""
+    count = AccountEvents(app)
+    seen, progress_at = -1, time.monotonic()
+    while (now := await asyncio.to_thread(count)) < 2 * N:
+        if now != seen:
+            seen, progress_at = now, time.monotonic()
+        elif time.monotonic() - progress_at > stall:
+            raise RuntimeError(f"payments stalled at {now} of {2 * N} account events")
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def exactly_once(store: str) -> str:
+    """Each registration opened one account and recorded its payee once: "" or what is wrong."""
+    app = Payments(store)
+    accounts = app.accounts()
+    app.close()
+    wrong = sum(1 for account in accounts if account.version != 2)
+    return "" if len(accounts) == N and not wrong else f"NOT EXACTLY ONCE: {len(accounts)} accounts, {wrong} with extra events"
+
+
+async def in_process(url: str, store_for: Callable[[str], str]) -> tuple[float, str]:
+    """Enrollment's relay and payments' consumer as runtimes in this process (events/s, exactly-once check)."""
+    prefix, enrollment_store, payments_store = f"bench{uuid.uuid4().hex[:8]}", store_for("enrollment"), store_for("payments")
+    await asyncio.to_thread(seed_enrollment, enrollment_store)
+    spec = discover()["payments"]
+    runtimes = [relay_runtime(url, prefix, enrollment_store), ServiceRuntime(spec, Settings(
+        "payments", spec.default_port, nats_url=url, bus_prefix=prefix, store=payments_store))]
+    started = time.perf_counter()
+    for runtime in runtimes:
+        await runtime.start()
+    sink = runtimes[1].app
+    assert isinstance(sink, Payments)
+    elapsed = await until_consumed(sink, started)
+    for runtime in runtimes:
+        await runtime.stop()
+    return N / elapsed, exactly_once(payments_store)
+
+
+async def with_replicas(url: str, store_for: Callable[[str], str], count: int) -> tuple[float, str]:
+    """Payments as `count` `dsi serve` processes on one store and one durable consumer, all ready before enrollment's
+    relay (in this process) starts publishing the seeded registrations."""
+    prefix, enrollment_store, payments_store = f"bench{uuid.uuid4().hex[:8]}", store_for("enrollment"), store_for("payments")
+    await asyncio.to_thread(seed_enrollment, enrollment_store)
+    logs = Path(tempfile.gettempdir()) / f"dsi-bench-{prefix}"
+    processes = await asyncio.to_thread(replicas.spawn, "payments", count, url, prefix, payments_store, logs)
+    sink = Payments(payments_store)
+    try:
+        runtime = relay_runtime(url, prefix, enrollment_store)
+        started = time.perf_counter()
+        await runtime.start()
+        elapsed = await until_consumed(sink, started)
+        await runtime.stop()
+    finally:
+        sink.close()
+        replicas.stop(processes)
+    return N / elapsed, exactly_once(payments_store)
+
+
+async def raw_publish(url: str, size: int, window: int) -> float:
+    """Raw JetStream publish msg/s, each awaited (`window` 1) or up to `window` acks outstanding."""
     nc = await nats.connect(url)
     js = nc.jetstream(publish_async_max_pending=window)
-    stream = f"BENCH_RAWW_{uuid.uuid4().hex[:8]}"
+    stream = f"RAWP{uuid.uuid4().hex[:8]}"
     await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
     body = b"x" * size
     started = time.perf_counter()
-    acks = [await js.publish_async(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"}) for i in range(N)]
-    await asyncio.gather(*acks)
+    if window == 1:
+        for i in range(N):
+            await js.publish(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"})
+    else:
+        acks = [await js.publish_async(f"{stream}.e", body, headers={"Nats-Msg-Id": f"raw:{i}"}) for i in range(N)]
+        await asyncio.gather(*acks)
     elapsed = time.perf_counter() - started
     await js.delete_stream(stream)
     await nc.close()
     return N / elapsed
 
 
-def prefilled_enrollment(store: str) -> None:
-    """N registrations recorded by enrollment (with the program rules it publishes at start)."""
-    spec = discover()["enrollment"]
-    source = Enrollment(store)
-    if spec.on_start is not None:
-        spec.on_start(source)
-    for n in range(N):
-        source.register_participant({**FORM, "npi": f"{1_000_000_000 + n}"})
-    source.close()
-
-
 async def relay_alone(url: str, store_for: Callable[[str], str]) -> tuple[float, int]:
     """Relay publish rate from a pre-filled enrollment store to JetStream (every publish acknowledged):
     published events/s and how many were published."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    store = store_for("relay")
-    prefilled_enrollment(store)
+    prefix, store = f"bench{uuid.uuid4().hex[:8]}", store_for("relay")
+    await asyncio.to_thread(seed_enrollment, store)
     app = Enrollment(store)
     nc = await nats.connect(url)
-    js = nc.jetstream()
-    naming = Naming(prefix)
+    js, naming = nc.jetstream(), Naming(prefix)
     await ensure_streams(js, naming)
     relay = Relay(app, discover()["enrollment"].contract, js, naming)
     last = app.recorder.max_notification_id() or 0
@@ -134,55 +215,12 @@ async def relay_alone(url: str, store_for: Callable[[str], str]) -> tuple[float,
     return published / elapsed, published
 
 
-def raw_store_appends(store: str) -> float:
-    app = Payments(store)
-    started = time.perf_counter()
-    for _ in range(N):
-        account = PaymentAccount(uuid.uuid4())
-        account.record_payee("Bench Nursing", "1234567893", None)
-        app.save(account)
-    elapsed = time.perf_counter() - started
-    app.close()
-    return N / elapsed
-
-
-async def spine(url: str, store_for: Callable[[str], str]) -> float:
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    enrollment_store, payments_store = store_for("enrollment"), store_for("payments")
-    specs = discover()
-    prefilled_enrollment(enrollment_store)
-    runtimes = [ServiceRuntime(specs[name], Settings(name, specs[name].default_port, nats_url=url, bus_prefix=prefix,
-                                                     store=store)) for name, store in
-                (("enrollment", enrollment_store), ("payments", payments_store))]
-    started = time.perf_counter()
-    for runtime in runtimes:
-        await runtime.start()
-    sink = runtimes[1].app
-    while (sink.recorder.max_notification_id() or 0) < 2 * N:  # account opened + payee recorded, per registration
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    for runtime in runtimes:
-        await runtime.stop()
-    nc = await nats.connect(url)
-    await delete_streams(nc.jetstream(), Naming(prefix))
-    await nc.close()
-    return N / elapsed
-
-
 async def consumer_alone(url: str, store_for: Callable[[str], str]) -> float:
     """The consumer side alone: enrollment's relay first fills the stream, then payments consumes it (timed)."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    enrollment_store, payments_store = store_for("enrollment"), store_for("payments")
-    specs = discover()
-    source = Enrollment(enrollment_store)
-    if specs["enrollment"].on_start is not None:
-        specs["enrollment"].on_start(source)
-    for n in range(N):
-        source.register_participant({**FORM, "npi": f"{1_000_000_000 + n}"})
-    source.close()
+    prefix, enrollment_store, payments_store = f"bench{uuid.uuid4().hex[:8]}", store_for("enrollment"), store_for("payments")
+    await asyncio.to_thread(seed_enrollment, enrollment_store)
     naming = Naming(prefix)
-    producer = ServiceRuntime(specs["enrollment"], Settings("enrollment", specs["enrollment"].default_port,
-                                                            nats_url=url, bus_prefix=prefix, store=enrollment_store))
+    producer = relay_runtime(url, prefix, enrollment_store)
     await producer.start()
     nc = await nats.connect(url)
     registered = naming.subject("dsi.enrollment.participant-registered")
@@ -190,45 +228,54 @@ async def consumer_alone(url: str, store_for: Callable[[str], str]) -> float:
            .state.subjects or {}).get(registered, 0) < N:
         await asyncio.sleep(0.05)
     await producer.stop()
-    sink_runtime = ServiceRuntime(specs["payments"], Settings("payments", specs["payments"].default_port, nats_url=url,
-                                                              bus_prefix=prefix, store=payments_store))
+    spec = discover()["payments"]
+    sink = ServiceRuntime(spec, Settings("payments", spec.default_port, nats_url=url, bus_prefix=prefix,
+                                         store=payments_store))
     started = time.perf_counter()
-    await sink_runtime.start()
-    while (sink_runtime.app.recorder.max_notification_id() or 0) < 2 * N:
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    await sink_runtime.stop()
+    await sink.start()
+    assert isinstance(sink.app, Payments)
+    elapsed = await until_consumed(sink.app, started)
+    await sink.stop()
     await delete_streams(nc.jetstream(), naming)
     await nc.close()
     return N / elapsed
 
 
 async def main() -> None:
-    server = None
-    url = os.environ.get("NATS_URL") or ("nats://127.0.0.1:4222" if port_open("127.0.0.1", 4222) else "")
-    if not url:
-        server = NatsServer(Path(tempfile.mkdtemp())).start()
-        url = server.url
     store_for, drop, backend = store_factory()
-    try:
-        raw_js, raw_publish = await raw_jetstream(url, size=700)
-        raw_windowed = await raw_publish_windowed(url, size=700)
-        raw_store = raw_store_appends(store_for("raw"))
-        relayed, relay_events = await relay_alone(url, store_for)
-        flow = await spine(url, store_for)
-        alone = await consumer_alone(url, store_for)
-    finally:
-        drop()
-        if server:
-            server.stop()
-    print(f"spine benchmark, N={N} events, store {backend}, NATS {url}")
-    print(f"  raw JetStream publish+consume+ack : {raw_js:10.0f} msg/s")
-    print(f"  raw JetStream publish, awaited    : {raw_publish:10.0f} msg/s")
-    print(f"  raw JetStream publish, 256 pending: {raw_windowed:10.0f} msg/s")
-    print(f"  raw store append (1 aggregate/tx) : {raw_store:10.0f} aggregates/s")
-    print(f"  relay alone, store → JetStream    : {relayed:10.0f} events/s ({relay_events} events; "
-          f"= {relayed / raw_publish:.2f} × raw publish awaited, {relayed / raw_windowed:.2f} × raw publish 256 pending)")
-    print(f"  relay → consumer, exactly-once    : {flow:10.0f} events/s "
-          f"(= {flow / raw_js:.2f} × raw JetStream, {flow / raw_store:.2f} × raw store append)")
-    print(f"  consumer alone (stream pre-filled): {alone:10.0f} events/s "
-          f"(= {alone / raw_js:.2f} × raw JetStream, {alone / raw_store:.2f} × raw store append)")
+    with bench_nats() as bus:
+        try:
+            raw_awaited = await raw_jetstream(bus.url, 700, pipelined=False)
+            raw_pipelined = await raw_jetstream(bus.url, 700, pipelined=True)
+            raw_js = max(raw_awaited, raw_pipelined)  # with an fsync per message, a window does not always help
+            raw_store = raw_store_appends(store_for("raw"))
+            raw_batched = raw_store_appends(store_for("raw-batched"), per_transaction=100)
+            publish_awaited, publish_windowed = await raw_publish(bus.url, 700, 1), await raw_publish(bus.url, 700, 256)
+            relayed, relay_events = await relay_alone(bus.url, store_for)
+            flow, problem = await in_process(bus.url, store_for)
+            alone = await consumer_alone(bus.url, store_for)
+            curve = {k: await with_replicas(bus.url, store_for, k) for k in REPLICAS}
+        finally:
+            drop()
+    print(f"spine benchmark, N={N:,} registrations, store {backend}, {bus.describe()}")
+    mark = " (the ceiling: the faster of the two)"
+    print(f"  raw JetStream publish+consume+ack, pipelined publishes : {raw_pipelined:10.0f} msg/s"
+          f"{mark if raw_js == raw_pipelined else ''}")
+    print(f"  raw JetStream publish+consume+ack, each publish awaited: {raw_awaited:10.0f} msg/s"
+          f"{mark if raw_js != raw_pipelined else ''}")
+    print(f"  raw store append (1 aggregate/tx)                      : {raw_store:10.0f} aggregates/s (the ceiling)")
+    print(f"  raw store append (100 aggregates/tx)                   : {raw_batched:10.0f} aggregates/s")
+    print(f"  raw JetStream publish, awaited / 256 in flight          : {publish_awaited:10.0f} / {publish_windowed:.0f} msg/s")
+    relay_ratios = f"{relayed / publish_awaited:.2f} × raw publish awaited, {relayed / publish_windowed:.2f} × 256 in flight"
+    print(f"  relay alone, store → JetStream ({relay_events:,} events)       : {relayed:10.0f} events/s (= {relay_ratios})")
+    report("relay alone (store → JetStream)", f"{relayed:,.0f} events/s", relay_ratios)
+    alone_ratios = f"{alone / raw_js:.2f} × raw JetStream, {alone / raw_store:.2f} × raw store append"
+    print(f"  consumer alone (stream pre-filled)                     : {alone:10.0f} events/s (= {alone_ratios})")
+    report("consumer alone (stream pre-filled)", f"{alone:,.0f} events/s", alone_ratios)
+    ratios = f"{flow / raw_js:.2f} × raw JetStream, {flow / raw_store:.2f} × raw store append"
+    print(f"  relay → consumer, exactly-once, in one process         : {flow:10.0f} events/s (= {ratios}) {problem}")
+    report("relay → consumer exactly-once (in-process)", f"{flow:,.0f} events/s", ratios, GOAL)
+    for k, (rate, wrong) in curve.items():
+        ratios = f"{rate / raw_js:.2f} × raw JetStream, {rate / raw_store:.2f} × raw store append"
+        print(f"  relay → consumer, exactly-once, {k} payments process(es) : {rate:10.0f} events/s (= {ratios}) {wrong}")
+        report(f"  … {k} consuming replica process(es)", f"{rate:,.0f} events/s", ratios)

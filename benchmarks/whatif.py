@@ -25,11 +25,12 @@ from milestones.earning import PER_FILE
 from submissions.application import HL7_TYPE, Submissions
 from submissions.domain import MemberFacts, ParticipantFacts, Submission, VisitCredits
 
+from benchmarks import setting
 from benchmarks.audit import cli
-from benchmarks.spine import store_factory
+from benchmarks.setting import size, store_factory
 from tests.rulesdoc import amended, packaged
 
-PARTICIPANTS = int(os.environ.get("DSI_BENCH_WHATIF_PARTICIPANTS", "2000"))
+PARTICIPANTS = size("DSI_BENCH_WHATIF_PARTICIPANTS", quick=200, default=2000)
 FILES_PER_QUARTER = int(os.environ.get("DSI_BENCH_WHATIF_FILES", "25"))
 QUARTERS = ("2025Q4", "2026Q1", "2026Q2", "2026Q3")
 SIGNED = datetime(2024, 5, 1, 17, tzinfo=UTC)
@@ -116,3 +117,5 @@ async def main() -> None:
     print(f"  dsi audit replay (same stores)       : {replay_seconds:8.1f} s ({events / replay_seconds:,.0f} events/s)")
     print(f"  dsi rules what-if (48 h window)      : {what_if_seconds:8.1f} s = {what_if_seconds / replay_seconds:.2f} × "
           f"audit replay (goal ≤ 1.5); {len(changed):,} participants paid differently, ${lost:,} less in all")
+    setting.report("what-if (48 h window) vs audit replay", f"{what_if_seconds:.1f} s",
+                   f"{what_if_seconds / replay_seconds:.2f} × audit replay", "≤ 1.5 × audit replay")
