@@ -56,7 +56,7 @@ def install(app: FastAPI, console: Console) -> None:
         response = see_other(HOME[session.role])
         response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict", secure=secure(request),
                             max_age=8 * 3600)
-        response.delete_cookie(LOGIN_CSRF_COOKIE)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, httponly=True, samesite="strict")
         return response
 
     @app.post("/logout")
@@ -65,7 +65,7 @@ def install(app: FastAPI, console: Console) -> None:
         await console.form(request, session)
         console.sessions.close(request.cookies.get(SESSION_COOKIE))
         response = see_other("/login")
-        response.delete_cookie(SESSION_COOKIE)
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
         return response
 
     @app.get("/")

@@ -173,10 +173,11 @@ def up() -> None:
         _wait_ready(urls, supervisor, lambda: stopping)
         if not stopping:
             console.print("[bold]DSI is running[/bold] (Ctrl-C stops everything)")
+            pages = {ep.name for ep in entry_points(group=WEB_ENTRY_POINT_GROUP)}
             for name, url in urls.items():
                 store = Settings(name, specs[name].default_port).store
-                console.print(f"  {name:12} {url}  (OpenAPI {url}/docs, store {store}, log {var / (name + '.log')})",
-                              soft_wrap=True)
+                docs = "pages, " if name in pages else f"OpenAPI {url}/docs, "
+                console.print(f"  {name:12} {url}  ({docs}store {store}, log {var / (name + '.log')})", soft_wrap=True)
             console.print(f"NATS: {nats_url}" + (" (embedded, JetStream in var/nats)" if nats else ""))
             if hie_client:
                 console.print(f"MLLP: mutual TLS; the development HIE's client certificate {hie_client}.crt and .key, "
