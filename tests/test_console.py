@@ -240,13 +240,26 @@ async def test_a_provider_sees_only_its_own_statement_and_every_route_with_anoth
 async def test_an_auditor_sees_no_write_control_and_the_server_refuses_its_writes(
         stack: Stack, console: RunningConsole, browser: Any) -> None:
     pid = await stack.register()
+    await stack.register(legal_name="Harbor Care Home")
+    await stack.publish("dsi.in.agreement-signed", {})  # names no participant: enrollment dead-letters it
     page = await signed_in(browser, console, "auditor-token")
+    refused_by_csp: list[str] = []
+    page.on("console", lambda message: refused_by_csp.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    await page.goto("/participants")
+    await expect(page.get_by_role("table")).to_contain_text("2 participants")
+    await page.get_by_label("Name, NPI or id").fill("harbor")  # htmx (served by the console) filters as one types
+    await expect(page.get_by_role("table")).to_contain_text("1 participant")
+    await expect(page.get_by_role("row", name=re.compile("^Harbor Care Home"))).to_be_visible()
     for url in ("/participants", f"/participants/{pid}", "/quarters", "/quarters/2025Q4", "/qip", "/operations"):
         await page.goto(url)
         await expect(page.get_by_role("heading", level=1)).to_be_visible()
         buttons = await page.get_by_role("button").all_inner_texts()
         assert [b for b in buttons if b not in {"Sign out", "Filter", "Open quarter"}] == [], (url, buttons)
         await console.shot(page, "auditor" + url.replace("/", "-").replace(pid, "participant"))
+    await page.goto("/operations")
+    await expect(page.get_by_role("row", name=re.compile("dsi.in.agreement-signed"))).to_contain_text("enrollment")
+    await console.shot(page, "operations")
     await page.goto("/audit")
     await page.get_by_role("button", name="Run replay and verify now").click()
     await expect(page.get_by_role("row", name=re.compile("^enrollment intact"))).to_be_visible()
@@ -254,6 +267,7 @@ async def test_an_auditor_sees_no_write_control_and_the_server_refuses_its_write
     csrf = await page.locator("form.signout input[name=csrf]").get_attribute("value")
     refused = await page.request.post(f"/participants/{pid}/acceptance", form={"csrf": csrf or ""})
     assert refused.status == 403 and "may not do this" in await refused.text()
+    assert refused_by_csp == []  # every script, style and image is the console's own
 
 
 async def test_a_form_posted_without_its_csrf_token_is_refused(stack: Stack, console: RunningConsole, browser: Any) -> None:

@@ -188,7 +188,9 @@ def install(app: FastAPI, console: Console) -> None:
     @app.get("/operations", response_class=HTMLResponse)
     async def operations(request: Request) -> Response:
         session = console.session(request, OPS, AUDITOR)
-        return console.page(request, "operations.html", services=await reads.health(console.up, session.token))
+        letters, unreadable = await reads.dead_letters(console.runtime)
+        return console.page(request, "operations.html", services=await reads.health(console.up, session.token),
+                            letters=letters, unreadable=unreadable)
 
     # -- a provider's own statement --------------------------------------------------------------------------------
     @app.get("/statement")

@@ -114,3 +114,16 @@ async def paid_by_type(up: Upstream, token: str) -> dict[str, dict[str, Decimal]
         for payment in (statement or {}).get("payments", []):
             paid[payment["quarter"] or "—"][person["provider_type"]] += Decimal(payment["amount"])
     return {q: dict(types) for q, types in sorted(paid.items())}
+
+
+async def dead_letters(runtime: Any) -> tuple[list[Any], str | None]:
+    """Every dead letter (when, whose consumer, which subject, why: never a body), read over the console's own NATS
+    connection; or why they cannot be read now."""
+    from dsi_shared.deadletters import list_dead_letters
+
+    if runtime.nc is None or not runtime.nc.is_connected:
+        return [], "NATS is unreachable"
+    try:
+        return await asyncio.wait_for(list_dead_letters(runtime.nc.jetstream(), runtime.naming), 5), None
+    except Exception as exc:  # noqa: BLE001 - any failure (permissions, timeout) is shown, never a crash of the page
+        return [], f"the dead letters cannot be read now ({type(exc).__name__})"
