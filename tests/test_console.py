@@ -200,9 +200,17 @@ async def _paid_quarter(stack: Stack, pid: str) -> bool:
 
 async def test_a_provider_sees_only_its_own_statement_and_every_route_with_another_id_is_404(
         stack: Stack, console: RunningConsole, browser: Any) -> None:
-    own = await stack.register(npi=OWN_NPI)
+    own = await stack.register(npi=OWN_NPI, sending_facilities=["SUNNY_SNF"])
     await stack.clients["enrollment"].post(f"/participants/{own}/agreements", headers=STAFF, json={
         "agreement": "LOA", "signed_at": "2024-05-01T10:00:00-07:00", "document_id": "doc-LOA"})
+    submissions = stack.runtimes["submissions"].app
+
+    async def registered() -> bool:
+        return submissions.participant_facts(UUID(own)) is not None  # type: ignore[attr-defined, no-any-return]
+
+    await eventually(registered)  # submissions knows the sender's facility
+    # a file received 74½ hours after its admission (2025-11-01 08:00 plan time)
+    await post_hl7(stack, combined("A01", MEMBER), "2025-11-04T09:30:00-08:00")
     other = await stack.register(legal_name="Other Care Home", npi=OTHER_NPI, tin="941234568")
     page = await signed_in(browser, console, "provider-a")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Sunrise Skilled Nursing")
@@ -211,6 +219,11 @@ async def test_a_provider_sees_only_its_own_statement_and_every_route_with_anoth
     await expect(missing).to_contain_text("the Letter of Agreement is signed and waits for the plan's review")
     await expect(missing).to_contain_text("sign the Data Sharing Agreement")
     await expect(page.get_by_text("Other Care Home")).to_have_count(0)
+    file = page.get_by_role("row", name=re.compile("^2025-11"))
+    await expect(file).to_contain_text("rejected")
+    await expect(file).to_contain_text("received 74 hours after the admission; the limit is 72")
+    await expect(file).to_contain_text("the patient was not a plan member on the day of the event")
+    await expect(file).not_to_contain_text(MEMBER)  # a provider's page shows no member CIN
     await console.shot(page, "provider-statement")
     await page.goto(f"/statement/{own}/2025Q4")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Sunrise Skilled Nursing: statement for 2025Q4")
