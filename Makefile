@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo lint bench lock clean
+.PHONY: run test demo lint bench lock clean browser screenshots
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,21 @@ run: $(STAMP)  ## embedded NATS + all five services on SQLite under var/; Ctrl-C
 demo: $(STAMP)  ## drive the thin flow against a running `make run`
 	$(BIN)/dsi demo
 
-test: $(STAMP)  ## every test: unit, and integration on real NATS JetStream + PostgreSQL
+test: $(STAMP) browser  ## every test: unit, integration on real NATS JetStream + PostgreSQL, the console in Chromium
 	$(BIN)/pytest
+
+# The console's browser tests drive Debian's Chromium (Playwright with executable_path; never a downloaded build).
+# Missing, it is installed here when we are root on Debian; otherwise those tests fail saying how to install it.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "warning: $(CHROMIUM) is missing and cannot be installed here (not root, or no apt-get):" \
+	  "the console's browser tests will fail; install Debian's chromium package"; fi; }
+
+screenshots: $(STAMP) browser  ## PNGs of the console's main pages under var/screenshots/ (runs its browser tests)
+	DSI_SCREENSHOT_DIR=var/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/test_console.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -75,7 +75,7 @@ def compose_nats(tmp_path_factory: pytest.TempPathFactory) -> Any:
     conf = NATS_CONF.replace('"/data/jetstream"', f'"{tmp}/js"').replace("port: 4222", f"port: {port}")
     conf = conf.replace("http_port: 8222", f"http_port: {free_port()}")
     (tmp / "nats.conf").write_text(conf)
-    users = ["enrollment", "submissions", "milestones", "payments", "qip_share", "hie", "contracts", "ops", "admin"]
+    users = ["console", "enrollment", "submissions", "milestones", "payments", "qip_share", "hie", "contracts", "ops", "admin"]
     env = {f"{u.upper()}_NATS_PASSWORD": f"pw-{u}" for u in users}
     process = subprocess.Popen([find_binary(), "-c", str(tmp / "nats.conf")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,3 +4,4 @@ CREATE DATABASE dsi_submissions;
 CREATE DATABASE dsi_milestones;
 CREATE DATABASE dsi_payments;
 CREATE DATABASE dsi_qip_share;
+CREATE DATABASE dsi_console;

@@ -11,7 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-ROLES = frozenset({"program-staff", "auditor", "ops", "hie"})
+ROLES = frozenset({"program-staff", "auditor", "ops", "hie", "provider"})
+PROVIDER = "provider"  # a token bound to one participant: `token:provider:<participant id or NPI>` (the console)
 
 
 def env_name(service: str, suffix: str) -> str:
@@ -63,6 +64,7 @@ class TokenGrant:
     role: str
     senders: frozenset[str] | None = frozenset()
     backdate: bool = False
+    participant: str | None = None  # a provider token's own participant (its id, or its NPI)
 
     @classmethod
     def of_role(cls, role: str) -> TokenGrant:
@@ -74,11 +76,20 @@ class TokenGrant:
 
 
 def parse_grants(raw: str) -> dict[str, TokenGrant]:
-    """`DSI_TOKENS` = `token:role[@SENDER|SENDER…|*][+backdate]`, comma-separated → {token: grant}. The one parser
-    of the setting: an unknown role or flag, or a scope on a role that submits nothing, is a configuration error."""
+    """`DSI_TOKENS` = `token:role[@SENDER|SENDER…|*][+backdate]` or `token:provider:<participant id or NPI>`,
+    comma-separated → {token: grant}. The one parser of the setting: an unknown role or flag, a scope on a role that
+    submits nothing, or a provider token bound to nothing, is a configuration error."""
     grants: dict[str, TokenGrant] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         token, sep, spec = item.rpartition(":")
+        owner, _, bound = token.rpartition(":")
+        if bound == PROVIDER and owner:  # `token:provider:<participant>`: the last field is the participant
+            if not spec.strip():
+                raise ValueError("DSI_TOKENS: a provider token names its participant: token:provider:<id or NPI>")
+            grants[owner] = TokenGrant(PROVIDER, frozenset(), participant=spec.strip())
+            continue
+        if spec == PROVIDER:
+            raise ValueError("DSI_TOKENS: a provider token names its participant: token:provider:<id or NPI>")
         head, *flags = spec.split("+")
         role, scoped, scope = head.partition("@")
         if not sep or not token or role not in ROLES:

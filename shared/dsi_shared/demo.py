@@ -15,6 +15,8 @@ from rich.console import Console
 from dsi_shared.bus import Naming, connect_briefly
 from dsi_shared.config import Settings
 
+DEMO_NPI = "1992837462"  # the demo participant's NPI: `make run`'s provider token is bound to it
+
 
 async def run_demo(run: dict[str, Any], console: Console) -> int:
     tokens = {role: token for token, _, role in (t.rpartition(":") for t in run["tokens"].split(","))}
@@ -22,7 +24,7 @@ async def run_demo(run: dict[str, Any], console: Console) -> int:
     urls = run["urls"]
     async with httpx.AsyncClient(timeout=10) as http:
         form = {
-            "legal_name": f"Seaside Skilled Nursing {uuid.uuid4().hex[:4]}", "npi": "1992837462",
+            "legal_name": f"Seaside Skilled Nursing {uuid.uuid4().hex[:4]}", "npi": DEMO_NPI,
             "provider_type": "skilled_nursing", "counties": ["Monterey"], "ehr_product": "PointClickCare",
             "is_hospital": False, "umbrella_group": None, "manages_ehr": True, "sending_facilities": ["SEASIDE"],
             "contact_email": "dsi@seaside.example", "submitted_on": date(2024, 3, 4).isoformat(),

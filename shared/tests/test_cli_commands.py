@@ -44,7 +44,7 @@ def test_the_installed_services_commands_keep_their_names() -> None:
 
 
 def test_each_service_is_audited_after_the_services_whose_report_it_reads() -> None:
-    assert list(discover()) == ["enrollment", "submissions", "milestones", "payments", "qip-share"]
+    assert list(discover()) == ["console", "enrollment", "submissions", "milestones", "payments", "qip-share"]
     order = list(in_audit_order([spec("payments", ("milestones",)), spec("milestones", ("submissions",)),
                                  spec("submissions"), spec("enrollment")]))
     assert order == ["enrollment", "submissions", "milestones", "payments"]

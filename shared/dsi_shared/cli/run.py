@@ -13,16 +13,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from dsi_shared.cli.common import RUN_FILE, console, errors
-from dsi_shared.config import Settings, var_dir
+from dsi_shared.config import Settings, parse_grants, var_dir
+from dsi_shared.demo import DEMO_NPI
 from dsi_shared.natsperms import OUTSIDE_USERS
 from dsi_shared.natsserver import NatsServer
 from dsi_shared.service import ServiceRuntime, ServiceSpec, discover
+
+WEB_ENTRY_POINT_GROUP = "dsi.web"
 
 
 def serve(name: str) -> None:
@@ -34,15 +38,20 @@ def serve(name: str) -> None:
         raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(specs)}")
     runtime = ServiceRuntime(specs[name], exit_on_crash=True)
     host = os.environ.get("DSI_HTTP_HOST", "127.0.0.1")
+    # A service with pages of its own (the console) wraps its runtime in its web app (entry point group dsi.web).
+    web = {ep.name: ep for ep in entry_points(group=WEB_ENTRY_POINT_GROUP)}.get(name)
+    app = web.load()(runtime) if web is not None else runtime.http
     # No access log (request paths carry member ids); timeouts and connection limits: `dsi_shared.httpserver`.
-    httpserver.serve(runtime.http, host, runtime.settings.port)
+    httpserver.serve(app, host, runtime.settings.port)
 
 
 def _tokens() -> str:
     if raw := os.environ.get("DSI_TOKENS"):
         return raw
-    roles = ("program-staff", "auditor", "ops", "hie")
-    scopes = {"hie": "@*"}  # the dev HIE may submit for any facility, on the server's clock (no +backdate)
+    roles = ("program-staff", "auditor", "ops", "hie", "provider")
+    # the dev HIE may submit for any facility, on the server's clock (no +backdate); the dev provider is the
+    # participant `make demo` registers (bound by its NPI: its id is not known before the demo runs)
+    scopes = {"hie": "@*", "provider": f":{DEMO_NPI}"}
     return ",".join(f"dev-{role}-{secrets.token_urlsafe(12)}:{role}{scopes.get(role, '')}" for role in roles)
 
 
@@ -164,18 +173,21 @@ def up() -> None:
         _wait_ready(urls, supervisor, lambda: stopping)
         if not stopping:
             console.print("[bold]DSI is running[/bold] (Ctrl-C stops everything)")
+            pages = {ep.name for ep in entry_points(group=WEB_ENTRY_POINT_GROUP)}
             for name, url in urls.items():
                 store = Settings(name, specs[name].default_port).store
-                console.print(f"  {name:12} {url}  (OpenAPI {url}/docs, store {store}, log {var / (name + '.log')})",
-                              soft_wrap=True)
+                docs = "pages, " if name in pages else f"OpenAPI {url}/docs, "
+                console.print(f"  {name:12} {url}  ({docs}store {store}, log {var / (name + '.log')})", soft_wrap=True)
             console.print(f"NATS: {nats_url}" + (" (embedded, JetStream in var/nats)" if nats else ""))
             if hie_client:
                 console.print(f"MLLP: mutual TLS; the development HIE's client certificate {hie_client}.crt and .key, "
                               f"trusting {mllp['DSI_MLLP_TLS_CLIENT_CA']}", soft_wrap=True)
-            console.print("Tokens (Authorization: Bearer <token>):")
-            for item in env["DSI_TOKENS"].split(","):
-                token, _, role = item.rpartition(":")
-                console.print(f"  {role:14} {token}", soft_wrap=True)
+            if "console" in urls:
+                console.print(f"Console: {urls['console']}  (sign in with a token below)", soft_wrap=True)
+            console.print("Tokens (Authorization: Bearer <token>; the console's sign-in):")
+            for token, grant in parse_grants(env["DSI_TOKENS"]).items():
+                bound = f" (participant {grant.participant})" if grant.participant else ""
+                console.print(f"  {grant.role:14} {token}{bound}", soft_wrap=True)
             console.print("Try: make demo")
         while not stopping:
             supervisor.check()

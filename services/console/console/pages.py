@@ -1,0 +1,226 @@
+"""The console's pages and forms, by role. Reads go through `reads`, commands through `commands`; every form is
+CSRF-checked (`Console.form`) and every route that takes a participant id checks it is the user's to see."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from dsi_shared.config import PROVIDER
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from console import commands, plain, reads
+from console.chart import paid_chart
+from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from console.web import HOME, Console, Refused, sign_in_as
+
+STAFF, AUDITOR, OPS = "program-staff", "auditor", "ops"
+READERS = (STAFF, AUDITOR)
+QUARTER = re.compile(r"^\d{4}Q[1-4]$")
+AGREEMENTS = ("LOA", "DSA", "HIE")
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def quarter_of(text: str) -> str:
+    if not QUARTER.match(text):
+        raise Refused(404, "No such quarter.")
+    return text
+
+
+def split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def install(app: FastAPI, console: Console) -> None:
+    # -- sign-in ---------------------------------------------------------------------------------------------------
+    @app.get("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        csrf = secrets.token_urlsafe(32)
+        response = console.page(request, "login.html", csrf=csrf, error=None)
+        response.set_cookie(LOGIN_CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=secure(request))
+        return response
+
+    @app.post("/login", response_class=HTMLResponse)
+    async def do_login(request: Request) -> Response:
+        fields = await console.form(request, None)
+        signed = await sign_in_as(console, fields.get("token", ""))
+        if isinstance(signed, str):
+            csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+            return console.page(request, "login.html", 401, csrf=csrf, error=signed)
+        cookie, session = signed
+        response = see_other(HOME[session.role])
+        response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict", secure=secure(request),
+                            max_age=8 * 3600)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, httponly=True, samesite="strict")
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        session = console.session(request)
+        await console.form(request, session)
+        console.sessions.close(request.cookies.get(SESSION_COOKIE))
+        response = see_other("/login")
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/")
+    async def home(request: Request) -> Response:
+        return see_other(HOME[console.session(request).role])
+
+    # -- program staff and auditors --------------------------------------------------------------------------------
+    @app.get("/participants", response_class=HTMLResponse)
+    async def participants(request: Request, q: str = "", provider_type: str = "", county: str = "", status: str = "",
+                           milestone1: str = "") -> Response:
+        session = console.session(request, *READERS)
+        rows = await reads.participants(console.up, session.token, provider_type, county, status, q, milestone1)
+        filters = {"q": q, "provider_type": provider_type, "county": county, "status": status, "milestone1": milestone1}
+        partial = request.headers.get("HX-Request") == "true"
+        return console.page(request, "participants_table.html" if partial else "participants.html",
+                            rows=rows, filters=filters, types=await provider_types(console, session.token))
+
+    @app.get("/participants/new", response_class=HTMLResponse)
+    async def new_participant(request: Request) -> Response:
+        session = console.session(request, STAFF)
+        return console.page(request, "interest_form.html", types=await provider_types(console, session.token))
+
+    @app.post("/participants")
+    async def register(request: Request) -> Response:
+        session = console.session(request, STAFF)
+        f = await console.form(request, session)
+        form = {"legal_name": f.get("legal_name", ""), "npi": f.get("npi") or None, "tin": f.get("tin") or None,
+                "provider_type": f.get("provider_type", ""), "counties": split(f.get("counties", "")),
+                "ehr_product": f.get("ehr_product") or None, "is_hospital": f.get("is_hospital") == "yes",
+                "manages_ehr": f.get("manages_ehr") == "yes", "sending_facilities": split(f.get("sending_facilities", "")),
+                "contact_email": f.get("contact_email", ""), "submitted_on": f.get("submitted_on", "")}
+        created = await commands.register(console.up, session.token, form)
+        return see_other(f"/participants/{created['id']}")
+
+    @app.get("/participants/{pid}", response_class=HTMLResponse)
+    async def participant(request: Request, pid: str) -> Response:
+        session = console.session(request, *READERS)
+        shown = await reads.participant(console.up, session.token, pid)
+        if shown is None:
+            raise Refused(404, "No such participant.")
+        return console.page(request, "participant.html", **shown, plain=plain, agreements=AGREEMENTS,
+                            may_write=session.role == STAFF)
+
+    @app.post("/participants/{pid}/agreements")
+    async def sign(request: Request, pid: str) -> Response:
+        session = console.session(request, STAFF)
+        f = await console.form(request, session)
+        await commands.sign(console.up, session.token, pid, f.get("agreement", ""), f.get("signed_at", ""),
+                            f.get("document_id", ""))
+        return see_other(f"/participants/{pid}#agreements")
+
+    @app.post("/participants/{pid}/acceptance")
+    async def accept(request: Request, pid: str) -> Response:
+        session = console.session(request, STAFF)
+        f = await console.form(request, session)
+        await commands.accept_all(console.up, session.token, pid, f.get("reason", ""))
+        return see_other(f"/participants/{pid}#agreements")
+
+    @app.post("/participants/{pid}/reviews")
+    async def review(request: Request, pid: str) -> Response:
+        session = console.session(request, STAFF)
+        f = await console.form(request, session)
+        await commands.review(console.up, session.token, pid, f.get("agreement", ""), f.get("document_id", ""),
+                              f.get("decision", ""), f.get("reason", ""))
+        return see_other(f"/participants/{pid}#agreements")
+
+    @app.get("/quarters", response_class=HTMLResponse)
+    async def quarters(request: Request, q: str = "") -> Response:
+        console.session(request, *READERS)
+        if q:
+            return see_other(f"/quarters/{quarter_of(q.strip().upper())}")
+        return console.page(request, "quarters.html")
+
+    @app.get("/quarters/{quarter}", response_class=HTMLResponse)
+    async def quarter(request: Request, quarter: str) -> Response:
+        session = console.session(request, *READERS)
+        shown = await reads.quarter(console.up, session.token, quarter_of(quarter))
+        return console.page(request, "quarter.html", quarter=quarter, closed=shown, may_write=session.role == STAFF)
+
+    @app.post("/quarters/{quarter}/close")
+    async def close(request: Request, quarter: str) -> Response:
+        session = console.session(request, STAFF)
+        await console.form(request, session)
+        await commands.close_quarter(console.up, session.token, quarter_of(quarter))
+        return see_other(f"/quarters/{quarter}")
+
+    @app.post("/evaluations/{evaluation_id}/decision")
+    async def decide(request: Request, evaluation_id: str) -> Response:
+        session = console.session(request, STAFF)
+        f = await console.form(request, session)
+        if f.get("decision") not in {"validate", "reject"}:
+            raise Refused(422, "Choose validate or reject.")
+        decided = await commands.decide(console.up, session.token, evaluation_id, f["decision"], f.get("reason", ""))
+        return see_other(f"/quarters/{decided['quarter']}#evaluations")
+
+    @app.get("/quarters/{quarter}/export.csv")
+    async def export(request: Request, quarter: str) -> Response:
+        session = console.session(request, *READERS)
+        body, etag = await reads.export(console.up, session.token, quarter_of(quarter))
+        return Response(body, media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="dsi-ap-export-{quarter}.csv"', "ETag": etag})
+
+    @app.get("/charts", response_class=HTMLResponse)
+    async def charts(request: Request) -> Response:
+        session = console.session(request, *READERS)
+        return console.page(request, "charts.html", chart=paid_chart(await reads.paid_by_type(console.up, session.token)))
+
+    @app.get("/qip", response_class=HTMLResponse)
+    async def qip(request: Request) -> Response:
+        session = console.session(request, *READERS)
+        return console.page(request, "qip.html", **await reads.qip(console.up, session.token))
+
+    # -- auditors and operators ------------------------------------------------------------------------------------
+    @app.get("/audit", response_class=HTMLResponse)
+    async def audit(request: Request, run: str = "") -> Response:
+        session = console.session(request, AUDITOR, OPS)
+        results = await reads.audit(console.up, session.token) if run else None
+        return console.page(request, "audit.html", results=results)
+
+    @app.get("/operations", response_class=HTMLResponse)
+    async def operations(request: Request) -> Response:
+        session = console.session(request, OPS, AUDITOR)
+        letters, unreadable = await reads.dead_letters(console.runtime)
+        return console.page(request, "operations.html", services=await reads.health(console.up, session.token),
+                            letters=letters, unreadable=unreadable)
+
+    # -- a provider's own statement --------------------------------------------------------------------------------
+    @app.get("/statement")
+    async def statement_home(request: Request) -> Response:
+        session = console.session(request, PROVIDER)
+        return see_other(f"/statement/{sorted(session.participants)[0]}")
+
+    @app.get("/statement/{pid}", response_class=HTMLResponse)
+    async def statement(request: Request, pid: str) -> Response:
+        session = console.session(request, PROVIDER)
+        shown = await reads.participant(console.up, console.reader(session), console.own(session, pid))
+        if shown is None:
+            raise Refused(404, "No such page.")
+        return console.page(request, "statement.html", **shown, plain=plain, quarter=None)
+
+    @app.get("/statement/{pid}/{quarter}", response_class=HTMLResponse)
+    async def quarter_statement(request: Request, pid: str, quarter: str) -> Response:
+        session = console.session(request, PROVIDER)
+        shown = await reads.participant(console.up, console.reader(session), console.own(session, pid))
+        if shown is None:
+            raise Refused(404, "No such page.")
+        return console.page(request, "statement.html", **shown, plain=plain, quarter=quarter_of(quarter))
+
+
+def secure(request: Request) -> bool:
+    """Cookies are Secure when the console is reached over https (directly or behind a TLS-terminating proxy)."""
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+
+async def provider_types(console: Console, token: str) -> list[tuple[str, str]]:
+    rules = await console.up.get("enrollment", "/program-rules", token)
+    types: dict[str, Any] = ((rules or {}).get("in_force") or (rules or {}).get("current") or {}).get("provider_types", {})
+    return sorted((name, row.get("label", name)) for name, row in types.items())

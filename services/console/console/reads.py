@@ -1,0 +1,129 @@
+"""Everything the console shows, read in one place: today from the services' HTTP APIs, later from SQL read
+models (issue 15 §1) without touching the pages. Each function returns plain dicts for the templates."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from console.upstream import SERVICES, Upstream, UpstreamError
+
+UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+async def participants(up: Upstream, token: str, provider_type: str = "", county: str = "", status: str = "",
+                       search: str = "", milestone1: str = "") -> list[dict[str, Any]]:
+    found = await up.get("enrollment", "/participants", token, provider_type=provider_type, county=county,
+                         status=status)
+    rows: list[dict[str, Any]] = found["participants"] if found else []
+    words = search.strip().lower()
+    if words:
+        rows = [p for p in rows if words in p["legal_name"].lower() or words in (p["npi"] or "") or p["id"] == words]
+    if milestone1 in {"yes", "no"}:
+        rows = [p for p in rows if bool(p["milestone1"].get("achieved")) == (milestone1 == "yes")]
+    return sorted(rows, key=lambda p: p["legal_name"].lower())
+
+
+async def participant(up: Upstream, token: str, pid: str) -> dict[str, Any] | None:
+    """A participant's whole page: enrollment (with its history), milestones, submissions and payments."""
+    if not UUID_TEXT.match(pid):
+        return None
+    shown = await up.get("enrollment", f"/participants/{pid}", token)
+    if shown is None:
+        return None
+    progress, files, statement = await asyncio.gather(
+        up.get("milestones", f"/participants/{pid}/milestones", token),
+        up.get("submissions", f"/participants/{pid}/submissions", token),
+        up.get("payments", f"/participants/{pid}/payments", token))
+    return {"participant": shown, "progress": progress or {"milestones": [], "evaluations": [], "findings": []},
+            "submissions": (files or {}).get("submissions", []), "statement": statement}
+
+
+async def own_participants(up: Upstream, token: str, binding: str) -> frozenset[str]:
+    """The participants a provider token is bound to: its participant id, or every application under its NPI."""
+    if UUID_TEXT.match(binding):
+        return frozenset({binding}) if await up.get("enrollment", f"/participants/{binding}", token) else frozenset()
+    listed = await up.get("enrollment", "/participants", token)
+    return frozenset(p["id"] for p in (listed or {}).get("participants", []) if binding in {p["npi"], p["tin"]})
+
+
+async def quarter(up: Upstream, token: str, name: str) -> dict[str, Any] | None:
+    return await up.get("milestones", f"/quarters/{name}", token)
+
+
+async def evaluations(up: Upstream, token: str, quarter_name: str = "", state: str = "") -> list[dict[str, Any]]:
+    found = await up.get("milestones", "/evaluations", token, quarter=quarter_name, state=state)
+    return found["evaluations"] if found else []
+
+
+async def export(up: Upstream, token: str, quarter_name: str) -> tuple[bytes, str]:
+    from console.upstream import checked
+
+    response = checked("payments", await up.send("GET", "payments", "/payments/export", token,
+                                                 params={"quarter": quarter_name}))
+    return response.content, response.headers.get("etag", "")
+
+
+async def health(up: Upstream, token: str) -> list[dict[str, Any]]:
+    """Each service's liveness, readiness (with its checks and consumer lag), as its probes answer now."""
+
+    async def one(name: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"service": name, "alive": False, "ready": False, "checks": {}, "lag": None}
+        try:
+            row["alive"] = (await up.send("GET", name, "/healthz", None)).status_code == 200
+            ready = await up.send("GET", name, "/readyz", None)
+            body = ready.json()
+            row.update(ready=ready.status_code == 200, checks=body.get("checks", {}), lag=body.get("lag"))
+        except (UpstreamError, ValueError):
+            pass
+        return row
+
+    return list(await asyncio.gather(*(one(name) for name in SERVICES)))
+
+
+async def audit(up: Upstream, token: str) -> list[dict[str, Any]]:
+    """Each store's hash chain verified against its checkpoints, and its replay's own findings, run now."""
+
+    async def one(name: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"service": name, "verify": None, "replay": None, "error": None}
+        try:
+            row["verify"] = await up.get(name, "/audit/verify", token)
+            row["replay"] = await up.get(name, "/audit/replay", token)  # None: this service has no replay
+        except UpstreamError as exc:
+            row["error"] = f"{exc.status} {exc.detail}".strip()
+        return row
+
+    return list(await asyncio.gather(*(one(name) for name in SERVICES)))
+
+
+async def qip(up: Upstream, token: str) -> dict[str, Any]:
+    entities, deliveries = await asyncio.gather(up.get("qip-share", "/entities", token),
+                                                up.get("qip-share", "/deliveries", token))
+    return {"entities": (entities or {}).get("entities", []), "deliveries": (deliveries or {}).get("deliveries", [])}
+
+
+async def paid_by_type(up: Upstream, token: str) -> dict[str, dict[str, Decimal]]:
+    """Dollars paid per quarter, by provider type (the chart on the participants page)."""
+    everyone = await participants(up, token)
+    statements = await asyncio.gather(*(up.get("payments", f"/participants/{p['id']}/payments", token) for p in everyone))
+    paid: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for person, statement in zip(everyone, statements, strict=True):
+        for payment in (statement or {}).get("payments", []):
+            paid[payment["quarter"] or "—"][person["provider_type"]] += Decimal(payment["amount"])
+    return {q: dict(types) for q, types in sorted(paid.items())}
+
+
+async def dead_letters(runtime: Any) -> tuple[list[Any], str | None]:
+    """Every dead letter (when, whose consumer, which subject, why: never a body), read over the console's own NATS
+    connection; or why they cannot be read now."""
+    from dsi_shared.deadletters import list_dead_letters
+
+    if runtime.nc is None or not runtime.nc.is_connected:
+        return [], "NATS is unreachable"
+    try:
+        return await asyncio.wait_for(list_dead_letters(runtime.nc.jetstream(), runtime.naming), 5), None
+    except Exception as exc:  # noqa: BLE001 - any failure (permissions, timeout) is shown, never a crash of the page
+        return [], f"the dead letters cannot be read now ({type(exc).__name__})"
