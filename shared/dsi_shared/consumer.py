@@ -18,22 +18,29 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar, cast
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 import nats
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Tracking
+from faststream import AckPolicy as FastStreamAck
+from faststream import Context
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
+from pydantic import ConfigDict
 
 from dsi_shared import events
+from dsi_shared.asyncapi import INPUT_EXAMPLES
 from dsi_shared.bus import STREAMS, Naming, service_stream
 from dsi_shared.contracts import Delivered, Message
 from dsi_shared.errors import PermanentError, describe
 from dsi_shared.natsperms import durable_name
 from dsi_shared.occ import retry_on_conflict
+from dsi_shared.relay import Send
 from dsi_shared.store import ServiceApplication, processed_among
 from dsi_shared.telemetry import DEAD_LETTERS, MESSAGES_IN, extract, tracer
 from dsi_shared.unitofwork import unit_of_work
@@ -41,6 +48,7 @@ from dsi_shared.unitofwork import unit_of_work
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_SUBJECT = "dsi.dead-letter.{service}"
+FETCH_SECONDS = 1.0  # a fetch returns as soon as a message is there; this long on an idle stream
 M = TypeVar("M", bound=Message)
 
 
@@ -121,6 +129,7 @@ class TrackingConsumer:
         self.stream = naming.stream(stream)
         self.durable = durable_name(service, stream)
         self.tracer = tracer(service)
+        self.dead_letter: Send = self._jetstream_send  # the service's FastStream publisher when it runs
         # Fault hooks for the crash tests (a test kills the process while it waits):
         # hold committed messages unacked this long;
         self.pause_before_ack = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS", "0"))
@@ -128,8 +137,8 @@ class TrackingConsumer:
         self.acks_before_pause = int(os.environ.get("DSI_FAULT_ACKS_BEFORE_PAUSE", "0"))
         # hold a decided group this long before its transaction.
         self.pause_before_commit = float(os.environ.get("DSI_FAULT_PAUSE_BEFORE_COMMIT_SECONDS", "0"))
-        # Checked by every loop: nats-py can turn a cancellation inside fetch() into a timeout.
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # ends `declare`'s wait for NATS
+        self.subscriber: Any = None  # FastStream's, once `subscribe`d
         self.lag = 0  # messages pending when the last one was delivered (the lag metric)
 
     async def lag_now(self) -> int:
@@ -138,8 +147,8 @@ class TrackingConsumer:
         self.lag = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
         return self.lag
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        config = ConsumerConfig(
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
@@ -148,27 +157,65 @@ class TrackingConsumer:
             # the whole stream, in order; subjects this service does not handle are acked without effect
             filter_subject=self.naming.subject(STREAMS[self.contract_stream]),
         )
-        await self.js.add_consumer(self.stream, config)
-        return await self.js.pull_subscribe_bind(self.durable, self.stream)
 
-    async def run(self) -> None:
-        subscription = None
-        while subscription is None and not self.stopping.is_set():
+    async def declare(self) -> None:
+        """Create the durable consumer, or update it to these settings (FastStream's subscriber only binds to an
+        existing one, so a changed ack wait still reaches the server); waits while NATS or the stream is away."""
+        while not self.stopping.is_set():
             try:
-                subscription = await self.subscribe()
+                await self.js.add_consumer(self.stream, self.consumer_config())
+                return
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 log.warning("consumer %s waiting for NATS: %s", self.durable, type(exc).__name__)
                 await asyncio.sleep(0.5)
-        while subscription is not None and not self.stopping.is_set():
-            try:
-                messages = await subscription.fetch(batch=self.batch, timeout=1)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                log.warning("consumer %s fetch failed: %s", self.durable, type(exc).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            await self.handle_batch(messages)
+
+    def subscribe(self, broker: NatsBroker) -> None:
+        """The FastStream subscriber: this durable pull consumer, fetched in batches (group commit) and acked by
+        hand after the commit. Service users may not create streams: the stream is only referred to. Each
+        subscription's model is documented (AsyncAPI) as a message of the stream's channel."""
+        subscriber = broker.subscriber(
+            self.naming.subject(STREAMS[self.contract_stream]),
+            stream=JStream(self.stream, declare=False),
+            durable=self.durable,
+            config=self.consumer_config(),
+            pull_sub=PullSub(batch_size=self.batch, timeout=FETCH_SECONDS, batch=True),  # fetched by `_pull`
+            ack_policy=FastStreamAck.MANUAL,
+            title=self.durable,
+            description=f"Durable pull consumer `{self.durable}` on {self.contract_stream}: every message in stream "
+                        "order; the subjects it handles, read as their models (the CloudEvent `data`): "
+                        + "; ".join(f"`{s.subject}` as {s.model.__name__}" for s in self.handlers.values()),
+        )
+
+        async def group_commit(message: Annotated[NatsBatchMessage, Context("message")]) -> None:
+            await self.handle_batch(message.raw_message)
+
+        subscriber(group_commit, decoder=_undecoded)  # the bodies are read once, by `_read`
+        for handled in self.handlers.values():
+            subscriber(_documented(handled), filter=_never)
+        subscriber._consume_pull = self._pull(subscriber)  # type: ignore[method-assign,assignment]
+        self.subscriber = subscriber
+
+    def _pull(self, subscriber: Any) -> Callable[[], Awaitable[None]]:
+        """The subscriber's fetch loop, replacing FastStream 0.7.8's batch loop. That one keeps fetching to fill a
+        batch and catches only `nats.errors.TimeoutError`, but nats-py 2.16's `fetch` also raises a plain
+        `asyncio.TimeoutError` when a follow-up fetch finds nothing: the messages fetched so far were dropped unacked
+        and redelivered only after the ack wait, behind later messages (out of stream order). Here each fetch's
+        messages (as many as are there, up to the batch) go to the subscriber's handler at once, as before."""
+
+        async def pull() -> None:
+            while subscriber.running:
+                try:
+                    messages = await subscriber.subscription.fetch(batch=self.batch, timeout=FETCH_SECONDS)
+                except TimeoutError:  # nats.errors.TimeoutError is one too
+                    continue
+                except (nats.errors.Error, OSError) as exc:
+                    log.warning("consumer %s fetch failed: %s", self.durable, type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                if subscriber.running:  # stopping: left unacked, redelivered to the next run
+                    await subscriber.consume(messages)
+
+        return pull
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Group commit: the batch's handlers run in stream order in one unit of work, one transaction saves all
@@ -335,12 +382,15 @@ class TrackingConsumer:
                 **{k: v for k, v in (message.headers or {}).items() if k in {"traceparent", "tracestate"}},
             }
             subject = self.naming.subject(DEAD_LETTER_SUBJECT.format(service=self.service))
-            if await self._settle(lambda: self.js.publish(subject, message.data, headers=headers, timeout=5)):
+            if await self._settle(lambda: self.dead_letter(subject, message.data, headers)):
                 await self._settle(message.ack)
         else:
             log.warning("retrying %s seq %d (delivery %d): %s", contract_subject,
                         message.metadata.sequence.stream, attempts, reason)
             await self._settle(lambda: message.nak(delay=min(0.2 * 2**attempts, 10.0)))
+
+    async def _jetstream_send(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        await self.js.publish(subject, body, headers=headers, timeout=5)
 
     @staticmethod
     async def _settle(operation: Callable[[], Awaitable[object]]) -> bool:
@@ -352,3 +402,28 @@ class TrackingConsumer:
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.warning("could not settle message: %s", type(exc).__name__)
             return False
+
+
+async def _undecoded(_: object) -> None:
+    """FastStream does not decode the batch's bodies: `_read` decodes each CloudEvent once."""
+
+
+async def _never(_: object) -> bool:
+    return False
+
+
+def _documented(subscription: Subscription[Any]) -> Callable[..., Awaitable[None]]:
+    """A handler that only documents (AsyncAPI) what `subscription.subject` carries: its model, with an example when
+    integrators send it (`dsi.in.*`). Its filter never matches: every batch goes to the group commit."""
+    body: Any = subscription.model
+    if subscription.subject in INPUT_EXAMPLES:  # the same model, its JSON schema with the example
+        extra: dict[str, Any] = {"examples": [INPUT_EXAMPLES[subscription.subject]]}
+        body = type(body.__name__, (body,), {"model_config": ConfigDict(json_schema_extra=extra), "__doc__": body.__doc__})
+
+    async def reads(message: Any) -> None:
+        raise AssertionError("documentation only")
+
+    reads.__annotations__ = {"message": body, "return": None}  # resolved by FastStream as the payload's type
+    reads.__name__ = reads.__qualname__ = subscription.model.__name__
+    reads.__doc__ = f"`{subscription.subject}`: {subscription.model.__doc__ or subscription.model.__name__}"
+    return reads

@@ -211,7 +211,8 @@ class Auth:
 
 # -- the request gate: who asks, and how much they may send, before any body is read (issue 12 §3) ---------------
 MAX_JSON_BYTES = int(os.environ.get("DSI_MAX_JSON_BYTES", str(1024 * 1024)))
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                        "/asyncapi", "/asyncapi.json"})
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -15,12 +15,13 @@ from typing import Any, Protocol
 
 import nats.errors
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from faststream.nats import NatsBroker
 from nats.aio.client import Client
 
-from dsi_shared import events
+from dsi_shared import asyncapi, events
 from dsi_shared.audit import AuditContext, WhatIfContext
-from dsi_shared.bus import Naming, connect, ensure_streams
+from dsi_shared.bus import Naming, Publishers, broker, ensure_streams
 from dsi_shared.chain import HashChain
 from dsi_shared.config import Settings
 from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
@@ -228,10 +229,12 @@ class ServiceRuntime:
         self.nc: Client | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.sealer: Sealer | None = None
-        self.consumers: list[TrackingConsumer] = []
         self.read_models: list[ProjectionRunner] = []
         self._read_model_tasks: list[asyncio.Task[None]] = []
         self._unreport_read_models: Callable[[], None] = lambda: None
+        self._unreachable: asyncio.Event | None = None  # set by a connection problem while joining
+        self.broker, self.consumers, self.publishers = bus_endpoints(
+            spec, self.settings, self.app, on_error_seen=self._connection_problem)
         self._unreport_lag: Callable[[], None] = lambda: None
         self.workers: list[Worker] = []
         self._joining: asyncio.Task[None] | None = None
@@ -245,7 +248,7 @@ class ServiceRuntime:
         if self.spec.on_start is not None:
             await asyncio.to_thread(self.spec.on_start, self.app)
         await self._start_read_models()
-        unreachable = asyncio.Event()
+        unreachable = self._unreachable = asyncio.Event()
         joining = self._joining = asyncio.create_task(self._join_bus(unreachable), name=f"{self.spec.name}-join-bus")
         told = asyncio.create_task(unreachable.wait())
         await asyncio.wait({joining, told}, return_when=asyncio.FIRST_COMPLETED)
@@ -257,24 +260,21 @@ class ServiceRuntime:
         joining.add_done_callback(self._crashed)
 
     async def _join_bus(self, unreachable: asyncio.Event) -> None:
-        self.nc = await connect(self.settings, name=f"dsi-{self.spec.name}", on_error_seen=lambda _: unreachable.set())
+        self.nc = await self.broker.connect()  # waits for NATS for ever; `unreachable` hears each failed attempt
         js = self.nc.jetstream()
         if self.settings.manage_streams:
             await ensure_streams(js, self.naming)
         loop = asyncio.get_running_loop()
-        relay = Relay(self.app, self.spec.contract, js, self.naming, observe=self.spec.observe)
+        relay = Relay(self.app, self.spec.contract, js, self.naming, observe=self.spec.observe, send=self.publishers.send)
         self.app.on_recorded(lambda: relay.wake_threadsafe(loop))
         sealer = self.sealer = Sealer(self.app, self.spec.name, js, self.naming, self.settings.checkpoint_seconds)
         self.app.on_recorded(lambda: sealer.wake_threadsafe(loop))
-        consumers = [
-            TrackingConsumer(self.app, self.spec.name, js, self.naming, stream, handlers,
-                             ack_wait=self.settings.ack_wait_seconds, max_attempts=self.settings.max_attempts)
-            for stream, handlers in by_stream(self.spec.subscriptions).items()
-        ]
-        self.consumers = consumers
+        for consumer in self.consumers:
+            consumer.js, consumer.dead_letter = js, self.publishers.send
         self._unreport_lag = report_lag(lambda: [({"service": self.spec.name, "consumer": c.durable}, c.lag)
                                                  for c in self.consumers])
-        self.workers = [relay, sealer, *consumers, *(server(self.app) for server in self.spec.servers)]
+        self.workers = [relay, sealer, Subscribers(self.broker, self.consumers),
+                        *(server(self.app) for server in self.spec.servers)]
         self.tasks = [asyncio.create_task(worker.run(), name=f"{self.spec.name}-{i}")
                       for i, worker in enumerate(self.workers)]
         for task in self.tasks:
@@ -292,6 +292,10 @@ class ServiceRuntime:
             task.add_done_callback(self._crashed)
             self._read_model_tasks.append(task)
         self._unreport_read_models = report_read_model_lag(self.spec.name, self.read_models)
+
+    def _connection_problem(self, _: Exception) -> None:
+        if self._unreachable is not None:
+            self._unreachable.set()
 
     def _crashed(self, task: asyncio.Task[None]) -> None:
         stopping = any(r.stopping.is_set() for r in self.read_models)
@@ -328,6 +332,8 @@ class ServiceRuntime:
             for task in stuck:
                 log.error("%s task %s did not stop", self.spec.name, task.get_name())
         self.tasks, self.workers = [], []
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.broker.stop(), 10)  # its subscribers, then its connection
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
@@ -370,6 +376,15 @@ class ServiceRuntime:
                       "read_model_lag": read_lag is not None and read_lag <= self.settings.ready_max_lag}
             ready = all(checks.values())
             return JSONResponse({"ready": ready, "checks": checks, "lag": lag}, status_code=200 if ready else 503)
+
+        @http.get("/asyncapi.json", tags=["docs"], include_in_schema=False)
+        def asyncapi_json() -> JSONResponse:
+            """What this service publishes and reads on NATS (AsyncAPI, generated by FastStream)."""
+            return JSONResponse(asyncapi.document(self.broker, self.spec.name))
+
+        @http.get("/asyncapi", tags=["docs"], include_in_schema=False)
+        def asyncapi_page() -> HTMLResponse:
+            return HTMLResponse(asyncapi.page(self.broker, self.spec.name))
 
         @http.get("/metrics", tags=["health"], dependencies=[Depends(self.auth.require("ops", "auditor"))],
                   response_model=Metrics, responses=PROBLEM_RESPONSES)
@@ -452,3 +467,40 @@ class ServiceRuntime:
 
 async def _nothing() -> None:
     return None
+
+
+def bus_endpoints(spec: ServiceSpec, settings: Settings, app: ServiceApplication | None,
+                  on_error_seen: Callable[[Exception], None] | None = None,
+                  ) -> tuple[NatsBroker, list[TrackingConsumer], Publishers]:
+    """A service's FastStream broker with its subscribers (one durable pull consumer per upstream stream) and
+    publishers (its contract's subjects). Without `app` only to document them (`dsi docs asyncapi`): never started."""
+    naming = Naming(settings.bus_prefix)
+    nats_broker = broker(settings, f"dsi-{spec.name}", on_error_seen)
+    consumers = [TrackingConsumer(app, spec.name, None, naming, stream, handlers,  # type: ignore[arg-type]
+                                  ack_wait=settings.ack_wait_seconds, max_attempts=settings.max_attempts)
+                 for stream, handlers in by_stream(spec.subscriptions).items()]
+    for consumer in consumers:
+        consumer.subscribe(nats_broker)
+    return nats_broker, consumers, Publishers(nats_broker, naming, spec.name, spec.contract.published)
+
+
+class Subscribers:
+    """The worker that starts the broker's subscribers once their durable consumers exist (declared, or updated,
+    as before; retried while NATS or the streams are away)."""
+
+    def __init__(self, nats_broker: NatsBroker, consumers: list[TrackingConsumer]) -> None:
+        self.broker, self.consumers = nats_broker, consumers
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        for consumer in self.consumers:
+            consumer.stopping = self.stopping
+            await consumer.declare()
+        while not self.stopping.is_set():
+            try:
+                await self.broker.start()
+                break
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.warning("subscribers waiting for NATS: %s", type(exc).__name__)
+                await asyncio.sleep(0.5)
+        await self.stopping.wait()

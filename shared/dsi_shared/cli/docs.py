@@ -1,7 +1,10 @@
-"""`dsi docs`: the interface documents (the events each service publishes, checked against the lock)."""
+"""`dsi docs`: the interface documents (the events each service publishes, checked against the lock; each service's
+AsyncAPI document)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,3 +40,21 @@ def docs_contracts(
     if write:
         write_lock(current)
         console.print(f"{len(current)} subjects written to the lock")
+
+
+@docs_app.command("asyncapi")
+def docs_asyncapi(
+    out: Annotated[Path, typer.Option("--out", help="the folder to write them to")] = Path("docs/asyncapi"),
+) -> None:
+    """Each service's AsyncAPI document (what it publishes and reads on NATS), as `<service>.json` and `<service>.html`:
+    the documents the services serve at /asyncapi.json and /asyncapi. Opens no store and no connection."""
+    from dsi_shared import asyncapi
+    from dsi_shared.config import Settings
+    from dsi_shared.service import bus_endpoints
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, spec in discover().items():
+        broker, _, _ = bus_endpoints(spec, Settings(name, spec.default_port), None)
+        (out / f"{name}.json").write_text(json.dumps(asyncapi.document(broker, name), indent=2) + "\n")
+        (out / f"{name}.html").write_text(asyncapi.page(broker, name))
+        console.print(f"{name}: {out / (name + '.json')}, {out / (name + '.html')}", soft_wrap=True)
