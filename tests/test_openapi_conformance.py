@@ -261,6 +261,20 @@ def test_every_success_response_of_every_service_documents_its_body(tmp_path: Pa
     assert set(untyped) == OPEN_BODIES, untyped
 
 
+@pytest.mark.parametrize(("service", "path", "target"), [
+    ("enrollment", "/participants", "/participants/{participant_id}"), ("qip-share", "/entities", "/entities/{entity_id}")])
+def test_a_created_id_is_linked_to_the_operation_that_reads_it(tmp_path: Path, service: str, path: str,
+                                                                target: str) -> None:
+    spec = discover()[service]
+    document = ServiceRuntime(spec, Settings(service, spec.default_port, store=f"sqlite:///{tmp_path}/s.db")).http.openapi()
+    [link] = document["paths"][path]["post"]["responses"]["201"]["links"].values()
+    assert link["operationRef"] == "#/paths/" + target.replace("/", "~1") + "/get"
+    assert list(link["parameters"].values()) == ["$response.body#/id"]
+    assert "201" in document["paths"][path]["post"]["responses"] and target in document["paths"]
+    schema = schemathesis.openapi.from_dict(document)
+    assert schema.as_state_machine()  # schemathesis reads the declared links
+
+
 def test_every_operation_but_health_is_fuzzed_as_the_roles_that_may_call_it(tmp_path: Path) -> None:
     for name in SERVICES:
         spec = discover()[name]
