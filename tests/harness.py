@@ -18,7 +18,7 @@ import httpx
 import nats
 import nats.js.errors
 from dsi_shared.bus import STREAMS, Naming, delete_streams
-from dsi_shared.config import Settings
+from dsi_shared.config import Settings, nats_servers
 from dsi_shared.consumer import Subscription
 from dsi_shared.contracts import PublicEvent
 from dsi_shared.events import IncomingEvent, encode
@@ -109,7 +109,7 @@ class Stack:
 
     async def nc(self) -> Client:
         if self._nc is None:
-            self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+            self._nc = await nats.connect(nats_servers(self.nats_url), max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         return self._nc
 
     async def publish(self, contract_subject: str, data: dict[str, Any], headers: dict[str, str] | None = None) -> None:

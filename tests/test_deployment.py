@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = list(discover())
 NATS_CONF = (ROOT / "infra/nats/nats.conf").read_text()
+CLUSTER_CONF = (ROOT / "infra/nats/cluster.conf").read_text()
+NODES = ("nats-1", "nats-2", "nats-3")
+CLUSTER_URL = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 
 
 def environment(name: str) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def test_every_service_builds_from_the_one_dockerfile_with_its_own_store_and_por
     assert service["build"]["args"]["SERVICE"] == name
     assert (ROOT / service["build"]["dockerfile"]).is_file()
     env = environment(name)
-    assert env["NATS_URL"] == "nats://nats:4222" and env["NATS_USER"] == name
+    assert env["NATS_URL"] == CLUSTER_URL and env["NATS_USER"] == name
     store = env[env_name(name, "STORE")]
     database = store.rsplit("/", 1)[1]
     assert store.startswith("postgresql://") and f"CREATE DATABASE {database};" in (ROOT / "infra/postgres/init.sql").read_text()
@@ -59,10 +62,31 @@ def test_published_host_ports_are_unique() -> None:
     assert len(host_ports) == len(set(host_ports))
 
 
-def test_compose_nats_is_recent_enough_and_syncs_every_write() -> None:
-    version = tuple(int(x) for x in re.match(r"nats:(\d+)\.(\d+)\.(\d+)", COMPOSE["services"]["nats"]["image"]).groups())  # type: ignore[union-attr]
+@pytest.mark.parametrize("node", NODES)
+def test_compose_nats_is_recent_enough_and_syncs_every_write(node: str) -> None:
+    version = tuple(int(x) for x in re.match(r"nats:(\d+)\.(\d+)\.(\d+)", COMPOSE["services"][node]["image"]).groups())  # type: ignore[union-attr]
     assert version >= (2, 12, 3)
     assert re.search(r"^\s*sync_interval:\s*always\s*$", NATS_CONF, re.M)
+
+
+def test_compose_runs_a_three_node_nats_cluster_with_streams_at_three_replicas(tmp_path: Path) -> None:
+    import subprocess
+
+    for node in NODES:
+        service = COMPOSE["services"][node]
+        assert service["command"] == ["-c", "/etc/nats/cluster.conf"] and service["environment"]["NATS_SERVER_NAME"] == node
+        assert any(v.endswith(":/data") and v.startswith(f"nats-data-{node[-1]}") for v in service["volumes"])
+    assert all(f"nats-route://{node}:6222" in CLUSTER_CONF for node in NODES)
+    streams = COMPOSE["services"]["nats-streams"]["environment"]
+    assert streams["DSI_STREAM_REPLICAS"] == "3" and streams["NATS_URL"] == CLUSTER_URL
+    # nats-server accepts the node's configuration (the single-server settings included, this node's cluster block)
+    for name in ("nats.conf", "cluster.conf"):
+        (tmp_path / name).write_text((ROOT / "infra/nats" / name).read_text())
+    users = ["console", "enrollment", "submissions", "milestones", "payments", "qip_share", "hie", "contracts", "ops", "admin"]
+    env = {f"{u.upper()}_NATS_PASSWORD": f"pw-{u}" for u in users} | {"NATS_SERVER_NAME": "nats-1"}
+    checked = subprocess.run([find_binary(), "-t", "-c", str(tmp_path / "cluster.conf")], env=env, capture_output=True,
+                             text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from dsi_shared.config import Settings
+from dsi_shared.config import Settings, nats_servers, stream_replicas
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
@@ -99,7 +99,9 @@ def broker(settings: Settings, name: str, on_error_seen: Callable[[Exception], N
     security = SASLPlaintext(username=settings.nats_user, password=settings.nats_password or "") \
         if settings.nats_user else None
     return NatsBroker(
-        settings.nats_url, name=name, security=security, max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
+        # a cluster's servers: it connects to any and fails over to the others
+        nats_servers(settings.nats_url), name=name, security=security, max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py takes seconds as a float; FastStream types it int
         error_cb=on_error, graceful_timeout=None, logger=log, log_level=logging.DEBUG,
         specification_url=f"nats://{server_of(settings.nats_url)}", description="NATS JetStream (DSI)",
     )
@@ -135,8 +137,9 @@ class Publishers:
 
 async def ensure_streams(js: JetStreamContext, naming: Naming, strict: bool = False) -> None:
     """Declare every stream (create, or update to these settings). `strict`: fail when one cannot be declared
-    (the admin at deploy time) instead of carrying on (a service that may find them already declared)."""
-    max_ages = retention()
+    (the admin at deploy time) instead of carrying on (a service that may find them already declared). Each stream
+    has `DSI_STREAM_REPLICAS` copies (an existing one is updated to that count)."""
+    max_ages, replicas = retention(), stream_replicas()
     for name, subjects in STREAMS.items():
         config = StreamConfig(
             name=naming.stream(name),
@@ -145,6 +148,7 @@ async def ensure_streams(js: JetStreamContext, naming: Naming, strict: bool = Fa
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             max_age=max_ages.get(name, 0.0),  # 0: no age limit (JetStream's default); an existing stream is updated
+            num_replicas=replicas,
         )
         for attempt in range(5):
             try:
@@ -154,7 +158,8 @@ async def ensure_streams(js: JetStreamContext, naming: Naming, strict: bool = Fa
                 # Another service created it first with the same settings; make ours authoritative.
                 await js.update_stream(config)
                 break
-            except (TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                # ServiceUnavailable: a cluster still electing its JetStream leader
                 if strict and attempt == 4:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
@@ -192,9 +197,12 @@ class BusUnreachable(Exception):
 
 
 def server_of(url: str) -> str:
-    """`host:port` of a NATS URL, without any user or password in it (for messages)."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    return f"{parts.hostname or '?'}:{parts.port or 4222}"
+    """`host:port` of a NATS URL (each of a cluster's), without any user or password in it (for messages)."""
+    named = []
+    for one in nats_servers(url) or [url]:
+        parts = urlsplit(one if "://" in one else f"nats://{one}")
+        named.append(f"{parts.hostname or '?'}:{parts.port or 4222}")
+    return ",".join(named)
 
 
 async def connect_briefly(url: str, name: str, user: str | None = None, password: str | None = None,
@@ -208,7 +216,7 @@ async def connect_briefly(url: str, name: str, user: str | None = None, password
 
     try:
         return await asyncio.wait_for(
-            nats.connect(url, name=name, user=user, password=password, connect_timeout=min(2.0, timeout),
+            nats.connect(nats_servers(url), name=name, user=user, password=password, connect_timeout=min(2.0, timeout),
                          allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=quiet),
             timeout)
     except (TimeoutError, OSError, nats.errors.Error) as exc:

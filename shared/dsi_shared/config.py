@@ -15,6 +15,20 @@ ROLES = frozenset({"program-staff", "auditor", "ops", "hie", "provider"})
 PROVIDER = "provider"  # a token bound to one participant: `token:provider:<participant id or NPI>` (the console)
 
 
+def stream_replicas() -> int:
+    """`DSI_STREAM_REPLICAS` (default 1, `make run`): how many servers of a NATS cluster hold each stream; production
+    runs three (docker-compose.yml), so a stream survives one server down. Read at each declaration."""
+    raw = os.environ.get("DSI_STREAM_REPLICAS", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 5:
+        raise ValueError("DSI_STREAM_REPLICAS must be a whole number from 1 to 5 (JetStream's limit)")
+    return int(raw)
+
+
+def nats_servers(url: str) -> list[str]:
+    """`NATS_URL` → the servers to try: one URL, or a cluster's as a comma-separated list."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def env_name(service: str, suffix: str) -> str:
     return f"{service.upper().replace('-', '_')}_{suffix}"
 

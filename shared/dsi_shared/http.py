@@ -47,7 +47,8 @@ class Problem(BaseModel):
 # Every route may answer these as problem JSON (the gate, the role check, validation, the handlers below).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": description, "content": {PROBLEM: {"schema": Problem.model_json_schema()}}}
-    for code, description in ((401, "no or unknown bearer token"), (403, "the token's role may not do this"),
+    for code, description in ((400, "the body cannot be parsed (not JSON, or not UTF-8)"),
+                              (401, "no or unknown bearer token"), (403, "the token's role may not do this"),
                               (404, "not found"), (409, "conflict"), (413, "the body is too large"),
                               (422, "invalid request"), (503, "a dependency is unavailable"))}
 

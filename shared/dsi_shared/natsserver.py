@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 # JetStream acknowledges before fsync by default (every 2 minutes): we always sync (DESIGN.md §7).
@@ -16,6 +17,15 @@ listen: 127.0.0.1:{port}
 jetstream {{
   store_dir: "{store_dir}"
   sync_interval: always
+}}
+"""
+# One node of a cluster: its name (stream info names leaders and replicas by it) and its routes to the others.
+CLUSTER = """
+server_name: {name}
+cluster {{
+  name: {cluster}
+  listen: 127.0.0.1:{port}
+  routes: [{routes}]
 }}
 """
 
@@ -48,13 +58,17 @@ class NatsServer:
     """One nats-server with JetStream on a file store; `kill()` and `start()` again keep its data."""
 
     def __init__(self, store_dir: Path, port: int | None = None, log_file: Path | None = None,
-                 accounts: str = "") -> None:
+                 accounts: str = "", name: str = "", cluster: str = "", cluster_port: int = 0,
+                 routes: Sequence[int] = ()) -> None:
         """`accounts`: an `accounts { … }` block (users and their permissions, `natsperms.accounts_config`); without
-        it the server is open (tests on loopback)."""
+        it the server is open (tests on loopback). `cluster`: join that cluster as `name`, listening for routes on
+        `cluster_port` and routing to the other nodes' cluster ports `routes` (all on loopback)."""
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.log_file = log_file
         self.accounts = accounts
+        self.name, self.cluster, self.routes = name, cluster, tuple(routes)
+        self.cluster_port = cluster_port or (free_port() if cluster else 0)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,7 +78,11 @@ class NatsServer:
     def start(self, timeout: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats.conf"
-        config.write_text(CONFIG.format(port=self.port, store_dir=self.store_dir / "jetstream") + self.accounts)
+        text = CONFIG.format(port=self.port, store_dir=self.store_dir / "jetstream") + self.accounts
+        if self.cluster:
+            routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.routes)
+            text += CLUSTER.format(name=self.name, cluster=self.cluster, port=self.cluster_port, routes=routes)
+        config.write_text(text)
         config.chmod(0o600)  # it holds the users' passwords
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen([find_binary(), "-c", str(config)], stdout=output, stderr=output)

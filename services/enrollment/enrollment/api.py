@@ -248,7 +248,11 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
 
     # -- participants -------------------------------------------------------------------------------------------
     @router.post("/participants", status_code=status.HTTP_201_CREATED, dependencies=[Depends(staff)], tags=["participants"],
-                 response_model=out.Participant, responses={409: {"description": "a participant with this NPI/TIN exists"}})
+                 response_model=out.Participant, responses={
+                     409: {"description": "a participant with this NPI/TIN exists"},
+                     201: {"links": {"GetParticipant": {  # the id flows on (OpenAPI links; schemathesis follows them)
+                         "operationRef": "#/paths/~1participants~1{participant_id}/get",
+                         "parameters": {"participant_id": "$response.body#/id"}}}}})
     def register(form: InterestForm) -> Any:
         try:
             participant_id = app.register_participant(form.model_dump())

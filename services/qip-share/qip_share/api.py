@@ -76,7 +76,10 @@ def routes(app: QipShare, auth: Auth) -> APIRouter:
     staff_actor = auth.require_actor("program-staff")
     readers = auth.require("program-staff", "auditor")
 
-    @router.post("/entities", status_code=201, dependencies=[Depends(staff)], response_model=out.EntityView)
+    @router.post("/entities", status_code=201, dependencies=[Depends(staff)], response_model=out.EntityView,
+                 responses={201: {"links": {"GetEntity": {  # the id flows on (OpenAPI links)
+                     "operationRef": "#/paths/~1entities~1{entity_id}/get",
+                     "parameters": {"entity_id": "$response.body#/id"}}}}})
     def register(form: EntityForm) -> dict[str, Any]:
         return entity_view(app.register_entity(form.kind, form.name, form.identifiers, form.address, form.endpoint,
                                                [p.model_dump() for p in form.community_partners], form.participating))
