@@ -11,10 +11,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import pytest
 from dsi_shared import aggregatecache
 from dsi_shared.occ import retry_on_conflict
+from dsi_shared.rulebook import RulesCopy, RulesReader
 from dsi_shared.store import ServiceApplication
 from dsi_shared.unitofwork import unit_of_work
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Tracking
+
+from tests.rulesdoc import amended, packaged
 
 
 class Tally(Aggregate):
@@ -160,3 +163,25 @@ def test_an_aggregate_loaded_while_another_batch_caught_up_is_not_kept(apps: App
 
     assert kept.get(Tally.create_id("a"), load_while_another_thread_catches_up).notes == ["first"]
     assert apps.seen("a") == ["first", "theirs"]
+
+
+def test_the_rules_book_read_in_a_batch_follows_a_version_another_writer_noted(apps: Apps) -> None:
+    """`RulesReader` reads the kept copy without copying it: it must still be replaced, never stale, after a
+    version is noted elsewhere."""
+    reader = RulesReader()
+
+    def versions() -> list[str]:
+        with unit_of_work(apps.consumer.repository):
+            return [v.version for v in reader.book(apps.consumer).versions]
+
+    first = packaged()
+    apps.batch(lambda app: [note(RulesReader.copy_in(app), first)])
+    assert versions() == [first["version"]]
+    later = amended("later", "2031-01-01", {})
+    apps.writer.save(note(RulesReader.copy_in(apps.writer), later))
+    assert versions() == [first["version"], "later"]
+
+
+def note(copy: RulesCopy, document: dict[str, Any]) -> RulesCopy:
+    assert copy.note(document)
+    return copy
