@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
@@ -104,9 +105,10 @@ class Contract:
                 raise ValueError(f"{model.__name__}: {model.subject} does not name {model.recorded_as}")
 
     def model_for(self, domain_event: Any) -> type[PublicEvent] | None:
-        return self._by_event().get(type(domain_event).__qualname__)
+        return self._by_event.get(type(domain_event).__qualname__)
 
-    def _by_event(self) -> dict[str, type[PublicEvent]]:
+    @cached_property
+    def _by_event(self) -> dict[str, type[PublicEvent]]:  # built once: the relay asks for every recorded event
         return {model.recorded_as: model for model in self.published}
 
 

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -216,9 +217,12 @@ class RulesReader:
         return app.find(RulesCopy.create_id(), RulesCopy) or RulesCopy()
 
     def book(self, app: Any) -> RuleBook:
-        copy = app.find(RulesCopy.create_id(), RulesCopy)
-        if copy is None:
+        try:  # read only: a consumer's kept copy is read without copying it first (see `aggregatecache`)
+            copy = app.repository.get(RulesCopy.create_id(), deepcopy_from_cache=False)
+        except AggregateNotFoundError:
             return RuleBook(())
+        if not isinstance(copy, RulesCopy):
+            raise TypeError(f"the rules copy id holds a {type(copy).__name__}")
         if copy.version != self._version:
             self._book, self._version = copy.book, copy.version
         return self._book

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
+    ApplicationRecorder,
     IntegrityError,
     JSONTranscoder,
     Mapper,
@@ -30,6 +31,7 @@ from opentelemetry import propagate, trace
 from psycopg.sql import SQL, Identifier
 
 from dsi_shared import unitofwork
+from dsi_shared.aggregatecache import AggregateCache
 from dsi_shared.config import eventsourcing_env
 from dsi_shared.errors import NotFound
 
@@ -102,13 +104,28 @@ def mutate_all(aggregate: Any, domain_events: Iterable[Any]) -> Any:
 
 
 class FastRepository(Repository[UUID]):
+    """Loads from the store, with the faster projector. Inside a consumer's unit of work, first what the batch
+    changed, then the aggregates kept across batches (`kept`, see `aggregatecache`)."""
+
+    kept: AggregateCache | None = None
+
     def get(self, aggregate_id: UUID, *, version: int | None = None, projector_func: Any = mutate_all,
             fastforward_skipping: bool = False, deepcopy_from_cache: bool = True) -> Any:
+        def load() -> Any:
+            return super(FastRepository, self).get(
+                aggregate_id, version=version, projector_func=projector_func,
+                fastforward_skipping=fastforward_skipping, deepcopy_from_cache=deepcopy_from_cache)
+
         work = unitofwork.current(self)
-        if version is None and work is not None and aggregate_id in work.aggregates:
-            return work.aggregates[aggregate_id]  # changed by an earlier message of the batch being handled
-        return super().get(aggregate_id, version=version, projector_func=projector_func,
-                           fastforward_skipping=fastforward_skipping, deepcopy_from_cache=deepcopy_from_cache)
+        if version is None and work is not None:
+            if aggregate_id in work.aggregates:
+                return work.aggregates[aggregate_id]  # changed by an earlier message of the batch being handled
+            if self.kept is not None:
+                if not work.caught_up:  # once per unit of work: the batch decides from the store as it is now
+                    self.kept.catch_up()
+                    work.caught_up = True
+                return self.kept.get(aggregate_id, load, copy=deepcopy_from_cache)
+        return load()
 
 
 def _group_recorder_env(persistence: dict[str, str]) -> dict[str, str]:
@@ -142,8 +159,14 @@ class ServiceApplication(Application[UUID]):
         transcoder.register(DateAsISO())
 
     def construct_repository(self) -> Repository[UUID]:
-        # No aggregate cache (every load replays from the store, as an audit must); the faster projector.
-        return FastRepository(event_store=self.events, snapshot_store=self.snapshots)
+        # No eventsourcing aggregate cache: outside a consumer's unit of work every load replays from the store,
+        # as an audit must. Consumers keep aggregates across batches in `kept` (0 turns that off).
+        repository = FastRepository(event_store=self.events, snapshot_store=self.snapshots)
+        size = int(self.env.get("DSI_AGGREGATE_CACHE_SIZE") or 10_000)  # the env includes os.environ
+        if size > 0 and isinstance(self.recorder, ApplicationRecorder):
+            directory = int(self.env.get("DSI_AGGREGATE_DIRECTORY_MAX") or 100_000)
+            repository.kept = AggregateCache(self.recorder, self.mapper, size, directory)
+        return repository
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()

@@ -27,6 +27,7 @@ class UnitOfWork:
         self.aggregates: dict[UUID, Aggregate] = {}
         self.events: list[Any] = []  # every new event, in the order the handlers made them
         self.created: list[tuple[UUID, type[Any]]] = []  # aggregates created in this batch, with their first event
+        self.caught_up = False  # the repository's kept aggregates were brought up to the store's end for this work
 
     def keep(self, aggregates: Iterable[Aggregate], stamp: Any = None) -> None:
         """A handler's result: its aggregates are what later handlers of the batch load; their new events are
