@@ -16,7 +16,7 @@ from eventsourcing.sqlite import SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
 from dsi_shared.cipher import PayloadCipher
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import DDL_LOCK, ServiceApplication
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class BlobStore:
             self._name = SQL("{0}.{1}").format(Identifier(schema), Identifier(self.table))
             create = SQL("CREATE TABLE IF NOT EXISTS {0} (" + columns + ", data BYTEA NOT NULL)").format(self._name)
             with self.recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(DDL_LOCK)
                 cursor.execute(create)
         elif isinstance(self.recorder, SQLiteProcessRecorder):
             with self.recorder.datastore.transaction(commit=True) as cursor:

@@ -23,7 +23,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import DDL_LOCK, ServiceApplication
 
 GENESIS = "0" * 64
 T = TypeVar("T")
@@ -77,6 +77,7 @@ class HashChain:
         if isinstance(self.recorder, PostgresProcessRecorder):
             self._name = SQL("{0}.{1}").format(Identifier(self.recorder.datastore.schema), Identifier(self.table))
             with self.recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(DDL_LOCK)
                 cursor.execute(SQL("CREATE TABLE IF NOT EXISTS {0} (" + columns + ")").format(self._name))
         elif isinstance(self.recorder, SQLiteProcessRecorder):
             with self.recorder.datastore.transaction(commit=True) as cursor:

@@ -31,7 +31,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from dsi_shared.store import ServiceApplication
+from dsi_shared.store import DDL_LOCK, ServiceApplication
 
 log = logging.getLogger(__name__)
 Rows = Mapping[str, Sequence[Mapping[str, Any]]]  # table name → the rows of one aggregate
@@ -102,8 +102,10 @@ class ProjectionRunner:
     # -- schema ----------------------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Create the tables, or drop and create them when the declared version differs from the stored one."""
-        BOOK.create_all(self.engine)
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text(DDL_LOCK))  # replicas starting together create and version-check in turn
+            BOOK.create_all(conn)
             row = conn.execute(sa.select(POSITIONS.c.version, POSITIONS.c.position)
                                .where(POSITIONS.c.name == self.projection.name)).first()
             if row is not None and row.version == self.projection.version:

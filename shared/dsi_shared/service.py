@@ -28,7 +28,7 @@ from dsi_shared.consumer import Subscription, TrackingConsumer, by_stream
 from dsi_shared.contracts import Contract
 from dsi_shared.events import IncomingEvent
 from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailable, RequestGate, install_problem_handlers
-from dsi_shared.projections import Projection, ProjectionRunner, report_read_model_lag, runner
+from dsi_shared.projections import Projection, ProjectionRunner, dispose, report_read_model_lag, runner
 from dsi_shared.relay import Relay, outgoing
 from dsi_shared.sealer import Sealer, read_checkpoints
 from dsi_shared.store import ServiceApplication
@@ -337,6 +337,7 @@ class ServiceRuntime:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
+        dispose(self.app)  # the read models' SQL connections, beside the store's own
         self.app.close()
 
     @contextlib.asynccontextmanager

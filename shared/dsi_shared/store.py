@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
@@ -49,6 +51,30 @@ class DateAsISO(Transcoding):
 
     def decode(self, data: str) -> date:
         return date.fromisoformat(data)
+
+
+# PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not atomic: replicas starting together on a fresh database race, and the
+# loser fails on a unique violation in pg_type. Every table the project creates itself is created under this lock
+# (a transaction-scoped advisory lock, released at commit).
+DDL_KEY = "hashtext('dsi-ddl')"
+DDL_LOCK = f"SELECT pg_advisory_xact_lock({DDL_KEY})"
+
+
+@contextmanager
+def _tables_created_in_turn(persistence: dict[str, str]) -> Iterator[None]:
+    """On PostgreSQL, hold the DDL lock (as a session lock, on a connection of its own) while eventsourcing creates
+    the store's tables, so replicas starting together on a fresh database create them one after another."""
+    if persistence.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        yield
+        return
+    with psycopg.connect(host=persistence["POSTGRES_HOST"], port=int(persistence["POSTGRES_PORT"]),
+                         dbname=persistence["POSTGRES_DBNAME"], user=persistence["POSTGRES_USER"],
+                         password=persistence["POSTGRES_PASSWORD"] or None, autocommit=True) as conn:
+        conn.execute(f"SELECT pg_advisory_lock({DDL_KEY})")
+        try:
+            yield
+        finally:
+            conn.execute(f"SELECT pg_advisory_unlock({DDL_KEY})")
 
 
 class TracingMapper(Mapper[UUID]):
@@ -152,7 +178,8 @@ class ServiceApplication(Application[UUID]):
         }
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
-        super().__init__(env=env)
+        with _tables_created_in_turn(persistence):
+            super().__init__(env=env)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
