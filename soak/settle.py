@@ -64,9 +64,12 @@ async def busy_consumers(nc: Client) -> list[str]:
         except nats.js.errors.NotFoundError:
             continue
         last = (await js.stream_info(stream)).state.last_seq
-        busy += [f"{c.name}: {c.num_pending} pending, {c.num_ack_pending} unacked (delivered to stream sequence "
-                 f"{c.delivered.stream_seq}, acked to {c.ack_floor.stream_seq}, stream at {last})"
-                 for c in consumers if c.num_pending or c.num_ack_pending]
+        for c in consumers:
+            if c.num_pending or c.num_ack_pending:
+                delivered = c.delivered.stream_seq if c.delivered else 0
+                acked = c.ack_floor.stream_seq if c.ack_floor else 0
+                busy.append(f"{c.name}: {c.num_pending} pending, {c.num_ack_pending} unacked (delivered to stream "
+                            f"sequence {delivered}, acked to {acked}, stream at {last})")
     return busy
 
 
