@@ -35,11 +35,13 @@ def report(outcome: Outcome) -> str:
 async def soak(runs: int, seed: int) -> int:
     began, postgres = time.monotonic(), postgres_server()
     kinds: Counter[str] = Counter()
+    exits: Counter[str] = Counter()
     failed: list[Outcome] = []
     lost = doubled = differing = 0
     for n in range(runs):
         outcome = await one_run(seed + n, postgres)
         kinds.update(outcome.counts)
+        exits.update(outcome.exits)
         lost += bool(outcome.lost)
         doubled += bool(outcome.doubled)
         differing += bool(outcome.differing or outcome.audit)
@@ -51,6 +53,8 @@ async def soak(runs: int, seed: int) -> int:
             print(report(outcome), flush=True)
     print(f"{runs} runs, {lost} lost, {doubled} doubled, {differing} differing")
     print("faults injected: " + (", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"))
+    print("services that exited by themselves (restarted, as a supervisor would): "
+          + (", ".join(f"{name} {count}" for name, count in sorted(exits.items())) or "none"))
     print(f"wall time: {time.monotonic() - began:.0f} s")
     for outcome in failed:
         print(f"reproduce: make soak SEED={outcome.seed} RUNS=1")

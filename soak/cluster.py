@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,8 @@ class Cluster:
         self.ports = {name: free_port() for name in SERVICES}
         self.mllp_port = free_port()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.held: set[str] = set()  # services the fault injector has down on purpose
+        self.exits: Counter[str] = Counter()  # processes that exited on their own (and were restarted)
 
     def store(self, name: str) -> str:
         return urlunsplit(urlsplit(self.postgres)._replace(path=f"/{self.databases[name]}"))
@@ -56,7 +59,7 @@ class Cluster:
                 conn.execute(f'CREATE DATABASE "{database}"')
         for name in SERVICES:
             self.spawn(name)
-            self.wait_up(name)
+            self.wait_up(name, respawn=True)
 
     def spawn(self, name: str) -> None:
         env = {**self.env(), env_name(name, "PORT"): str(self.ports[name])}
@@ -64,12 +67,12 @@ class Cluster:
             self.processes[name] = subprocess.Popen([sys.executable, "-m", "dsi_shared.cli", "serve", name], env=env,
                                                     stdout=log, stderr=log)
 
-    def wait_up(self, name: str, timeout: float = 90.0) -> None:
+    def wait_up(self, name: str, timeout: float = 90.0, respawn: bool = False) -> None:
         """Until the process answers `/healthz` (readiness may lag behind while NATS is down: that is the point)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             process = self.processes[name]
-            if process.poll() is not None:  # it exited (e.g. the database refused it while starting): again
+            if respawn and process.poll() is not None:  # it exited (e.g. the database refused it): again
                 self.spawn(name)
             try:
                 if httpx.get(f"{self.url(name)}/healthz", timeout=1).status_code == 200:
@@ -80,9 +83,22 @@ class Cluster:
         raise RuntimeError(f"{name} did not come up (see {self.logs})")
 
     def kill(self, name: str) -> None:
+        self.held.add(name)
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+
+    def restart(self, name: str) -> None:
+        self.spawn(name)
+        self.held.discard(name)
+
+    def supervise(self) -> None:
+        """What a deployment's supervisor does (compose: `restart: unless-stopped`): a service that exited by itself
+        (exit 70: a background worker died) is started again, and counted."""
+        for name, process in list(self.processes.items()):
+            if name not in self.held and process.poll() is not None:
+                self.exits[f"{name} (exit {process.returncode})"] += 1
+                self.spawn(name)
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         self.processes[name].send_signal(sig)

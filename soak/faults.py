@@ -82,7 +82,7 @@ class Injector:
         if fault.kind == "kill":
             await asyncio.to_thread(cluster.kill, fault.target)
             await asyncio.sleep(fault.seconds)
-            cluster.spawn(fault.target)
+            cluster.restart(fault.target)
             await asyncio.to_thread(cluster.wait_up, fault.target)
         elif fault.kind == "pause":
             cluster.signal(fault.target, signal.SIGSTOP)
@@ -142,5 +142,5 @@ class Injector:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
             else:
-                self.cluster.spawn(name)
+                self.cluster.restart(name)
             self.cluster.wait_up(name)

@@ -34,6 +34,7 @@ class Outcome:
     doubled: list[str] = field(default_factory=list)
     differing: list[str] = field(default_factory=list)
     audit: list[str] = field(default_factory=list)
+    exits: dict[str, int] = field(default_factory=dict)  # services that exited by themselves under the faults
     seconds: float = 0.0
 
     @property
@@ -45,6 +46,7 @@ async def drive(seed: int, cluster: Cluster, injector: Injector | None) -> tuple
     """The seed's workload on `cluster` (under `injector`'s faults, if any): its snapshot and the audit's problems."""
     await asyncio.to_thread(cluster.start)
     api = Api(cluster)
+    supervisor = asyncio.create_task(supervise(cluster))
     try:
         driver = Driver(generate(seed), cluster, api)
         if injector:
@@ -59,8 +61,15 @@ async def drive(seed: int, cluster: Cluster, injector: Injector | None) -> tuple
         audit = await asyncio.to_thread(audit_problems, cluster) if injector is not None else []
         return snapshot, audit
     finally:
+        supervisor.cancel()
         await api.close()
         await asyncio.to_thread(cluster.stop)
+
+
+async def supervise(cluster: Cluster) -> None:
+    while True:
+        await asyncio.to_thread(cluster.supervise)
+        await asyncio.sleep(0.5)  # a supervisor's polling interval
 
 
 def audit_problems(cluster: Cluster) -> list[str]:
@@ -96,7 +105,7 @@ async def one_run(seed: int, postgres: str, keep: bool = False) -> Outcome:
         except Exception as exc:  # noqa: BLE001 - a run that cannot finish is a failed run, with its schedule
             outcome.differing.append(f"the faulted run did not finish: {type(exc).__name__}: {exc}")
             faulted = {}
-        outcome.faults, outcome.counts = injector.applied, dict(injector.counts)
+        outcome.faults, outcome.counts, outcome.exits = injector.applied, dict(injector.counts), dict(cluster.exits)
         if not faulted:
             return outcome
         for npi, amount in paid(clean).items():
