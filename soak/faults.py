@@ -44,7 +44,7 @@ def schedule(seed: int, horizon: float = 600.0) -> list[Fault]:
                    "nats-restart": rng.uniform(0.2, 2.0), "pg-refuse": rng.uniform(0.3, 1.5),
                    "redeliver-reversed": float(rng.randint(2, 6)), "republish": 1.0}.get(kind, 0.0)
         faults.append(Fault(round(at, 2), kind, target, round(seconds, 2)))
-        at += rng.uniform(1.0, 4.0)
+        at += rng.uniform(0.5, 2.5)
     return faults
 
 

@@ -97,14 +97,20 @@ async def one_run(seed: int, postgres: str, keep: bool = False) -> Outcome:
     root = Path(tempfile.mkdtemp(prefix=f"dsi-soak-{seed}-"))
     outcome = Outcome(seed, schedule(seed))
     try:
-        clean, _ = await drive(seed, Cluster(root / "clean", postgres, key), None)
         cluster = Cluster(root / "faulted", postgres, key)
         injector = Injector(cluster, outcome.faults)
-        try:
-            faulted, outcome.audit = await drive(seed, cluster, injector)
-        except Exception as exc:  # noqa: BLE001 - a run that cannot finish is a failed run, with its schedule
-            outcome.differing.append(f"the faulted run did not finish: {type(exc).__name__}: {exc}")
-            faulted = {}
+        # the twins run side by side, each on a system of its own: the run takes as long as the faulted one
+        both: list[Any] = list(await asyncio.gather(drive(seed, Cluster(root / "clean", postgres, key), None),
+                                                    drive(seed, cluster, injector), return_exceptions=True))
+        twin, ran = both
+        if isinstance(twin, BaseException):
+            raise twin  # the clean run must finish: the soak itself is broken
+        clean: dict[str, Any] = twin[0]
+        if isinstance(ran, BaseException):  # a run that cannot finish is a failed run, with its schedule
+            outcome.differing.append(f"the faulted run did not finish: {type(ran).__name__}: {ran}")
+            faulted: dict[str, Any] = {}
+        else:
+            faulted, outcome.audit = ran
         outcome.faults, outcome.counts, outcome.exits = injector.applied, dict(injector.counts), dict(cluster.exits)
         if not faulted:
             return outcome

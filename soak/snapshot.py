@@ -34,7 +34,13 @@ async def take(driver: Driver) -> dict[str, Any]:
     found["exports"] = {q: (await api.call("GET", "payments", "/payments/export", AUDITOR, params={"quarter": q}))
                         .text.splitlines() for q in ["2024Q2", "2024Q4", *driver.work.quarters]}
     deliveries = (await get("qip-share", "/deliveries", limit=200))["deliveries"]
-    found["deliveries"] = [await get("qip-share", f"/deliveries/{d['id']}") for d in deliveries]
+    found["deliveries"] = []
+    for listed in deliveries:
+        delivery = await get("qip-share", f"/deliveries/{listed['id']}")
+        # the Bulk Data manifest states its transactionTime (the clock): compared as a document, that time masked
+        delivery["manifest"]["sha256"] = "<the manifest document, compared below>"
+        delivery["manifest_document"] = await get("qip-share", f"/deliveries/{listed['id']}/manifest")
+        found["deliveries"].append(delivery)
     for member in driver.work.members:
         found["members"][member] = await get("qip-share", f"/members/{member}/disclosures")
     return canonical(found, {pid: f"participant:{npi}" for npi, pid in driver.participants.items()})
@@ -46,12 +52,25 @@ def canonical(found: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
     for uuid, label in known.items():
         text = text.replace(uuid, label)
     text = STAMP.sub(lambda m: "<clock>" if m.group(0)[:10] >= today else m.group(0), text)
-    # name the remaining ids by their first appearance in the rendering sorted with ids masked
+    # name each object's own id by where the object sorts (objects sort by their content, ids masked), then any other
+    # id by its first appearance; sort again once ids carry their names (lists of bare ids)
+    document = _sorted(json.loads(text))
     labels: dict[str, str] = {}
-    rendering = json.dumps(_sorted(json.loads(text)), sort_keys=True)
-    for uuid in UUID.findall(rendering):
+    _name_own_ids(document, labels)
+    for uuid in UUID.findall(json.dumps(document, sort_keys=True)):
         labels.setdefault(uuid, f"id{len(labels)}")
-    return dict(json.loads(UUID.sub(lambda m: labels[m.group(0)], rendering)))
+    return dict(_sorted(json.loads(UUID.sub(lambda m: labels[m.group(0)], json.dumps(document, sort_keys=True)))))
+
+
+def _name_own_ids(value: Any, labels: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        if isinstance(own := value.get("id"), str) and UUID.fullmatch(own):
+            labels.setdefault(own, f"id{len(labels)}")
+        for key in sorted(value):
+            _name_own_ids(value[key], labels)
+    elif isinstance(value, list):
+        for item in value:
+            _name_own_ids(item, labels)
 
 
 def _key(value: Any) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.hl7_corpus import adt, combined
 from tests.x12_834 import cin
 
 CSV = {"content-type": "text/csv"}
+CONTROL_ID = re.compile(r"MSG\d{7}")
 MEMBER_HEADER = ("member_id,last_name,first_name,birth_date,eligibility_start,eligibility_end,aid_code,"
                  "other_health_coverage,dual_eligible\n")
 VALUE_SET = {"resourceType": "ValueSet", "url": "http://example.org/ValueSet/cis-e", "version": "2025", "name": "CisE",
@@ -182,8 +184,10 @@ class Driver:
 
     def hl7(self, file: SnfFile, trigger: str | None = None) -> str:
         occurred = f"202511{file.day:02d}080000"
-        return combined(trigger or file.trigger, file.member, visit=file.visit, occurred=occurred,
+        text = combined(trigger or file.trigger, file.member, visit=file.visit, occurred=occurred,
                         facility=file.facility, control_id=f"S{self.work.seed}{file.visit}")
+        count = iter(range(1, 100))  # the corpus numbers its other messages process-wide: the same file each run
+        return CONTROL_ID.sub(lambda _: f"S{self.work.seed}{file.visit}{file.channel}{file.hours_late}-{next(count)}", text)
 
     async def send(self, text: str, channel: str, day: int, hours_late: int) -> None:
         if channel == "mllp":
