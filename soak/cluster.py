@@ -47,7 +47,9 @@ class Cluster:
         return {**os.environ, "NATS_URL": self.nats.url, "DSI_BUS_PREFIX": "", "DSI_TOKENS": TOKENS,
                 "DSI_PAYLOAD_KEY": self.payload_key, "DSI_HIE_MAX_DELAY_HOURS": str(24 * 366 * 10),
                 "DSI_ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS), "DSI_MAX_ATTEMPTS": "20",
-                "DSI_CHECKPOINT_SECONDS": "1", "DSI_VAR_DIR": str(self.workdir / "var"),
+                "DSI_CHECKPOINT_SECONDS": "1",
+                "DSI_READY_MAX_LAG": "0",  # ready = every consumer and read model caught up (the settled check)
+                "DSI_VAR_DIR": str(self.workdir / "var"),
                 "SUBMISSIONS_MLLP_PORT": str(self.mllp_port),
                 **{env_name(name, "STORE"): self.store(name) for name in SERVICES}}
 

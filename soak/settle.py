@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import nats
 import nats.errors
 import nats.js.errors
@@ -80,8 +81,15 @@ async def unsettled(cluster: Cluster, nc: Client) -> str:
         for service, position in stored.items():
             if (published := await last_published(nc, service)) < position:
                 return f"{service} relay at {published} of {position}"
-        return "; ".join(await busy_consumers(nc))
-    except (psycopg.Error, nats.errors.Error, OSError, TimeoutError) as exc:  # a fault in progress: not settled yet
+        if busy := await busy_consumers(nc):
+            return "; ".join(busy)
+        async with httpx.AsyncClient(timeout=3) as http:  # read models caught up (DSI_READY_MAX_LAG=0 in the soak)
+            for service in SERVICES:
+                answer = await http.get(f"{cluster.url(service)}/readyz")
+                if answer.status_code != 200:
+                    return f"{service} not ready: {answer.text[:200]}"
+        return ""
+    except (psycopg.Error, nats.errors.Error, OSError, TimeoutError, httpx.HTTPError) as exc:  # a fault in progress
         return type(exc).__name__
 
 

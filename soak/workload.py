@@ -239,6 +239,7 @@ class Driver:
     async def close_quarters(self) -> None:
         for quarter in self.work.quarters:
             await self.api.json("POST", "milestones", f"/quarters/{quarter}/close")
+        await settled(self.cluster)  # the evaluations list is a read model
         pending = (await self.api.json("GET", "milestones", "/evaluations", params={
             "state": "pending_validation", "limit": 200}))["evaluations"]
         by_npi = {pid: n for n, pid in self.participants.items()}
