@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from random import randrange
 from uuid import uuid4
 
 import pytest
@@ -22,6 +23,7 @@ def statement(amount: str, paid_at: str) -> dict[str, Any]:
     participant, submission = str(uuid4()), str(uuid4())
     found = {"participants": {"1234567893": {"payments": {"total_paid": amount, "payments": [
         {"id": str(uuid4()), "amount": amount, "covers": [f"submission:{submission}"], "issued_at": paid_at,
+         "source_event": f"milestones:{randrange(1, 1000)}",  # a log position: sequences skip rolled-back values
          "achieved_at": "2025-11-01T08:00:00-07:00"}]}, "credits": [{"id": submission, "member_id": "90000001B"}]}}}
     return canonical(found, {participant: "participant:1234567893"})
 
