@@ -5,8 +5,8 @@ processes on their own NATS and PostgreSQL, under the seed's faults, compared wi
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 from random import randrange
+from typing import Any
 from uuid import uuid4
 
 import pytest
