@@ -15,7 +15,7 @@ from soak.faults import schedule
 from soak.run import one_run
 from soak.snapshot import canonical, differences
 
-SEEDS = (1, 2, 3)
+SEEDS = (1, 2)
 
 
 def statement(amount: str, paid_at: str) -> dict[str, Any]:
