@@ -56,9 +56,18 @@ class Cluster:
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.nats.start()
-        with psycopg.connect(self.postgres, autocommit=True) as conn:
-            for database in self.databases.values():
-                conn.execute(f'CREATE DATABASE "{database}"')
+        deadline = time.monotonic() + 120
+        while True:  # the server is shared (max_connections): wait for a free connection rather than fail the run
+            try:
+                with psycopg.connect(self.postgres, autocommit=True) as conn:
+                    for database in self.databases.values():
+                        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                            conn.execute(f'CREATE DATABASE "{database}"')
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
         for name in SERVICES:
             self.spawn(name)
             self.wait_up(name, respawn=True)

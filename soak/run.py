@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -107,7 +108,9 @@ async def one_run(seed: int, postgres: str, keep: bool = False) -> Outcome:
             raise twin  # the clean run must finish: the soak itself is broken
         clean: dict[str, Any] = twin[0]
         if isinstance(ran, BaseException):  # a run that cannot finish is a failed run, with its schedule
-            outcome.differing.append(f"the faulted run did not finish: {type(ran).__name__}: {ran}")
+            where = traceback.extract_tb(ran.__traceback__)[-1]
+            outcome.differing.append(f"the faulted run did not finish: {type(ran).__name__}: {ran} "
+                                     f"(at {Path(where.filename).name}:{where.lineno})")
             faulted: dict[str, Any] = {}
         else:
             faulted, outcome.audit = ran
