@@ -122,9 +122,18 @@ class Cluster:
         return len(rows)
 
     def allow_connections(self, allowed: bool) -> None:
-        with psycopg.connect(self.postgres, autocommit=True) as conn:
-            for database in self.databases.values():
-                conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+        """Let the databases take connections again (retried: never leave them refusing), or refuse them (once)."""
+        deadline = time.monotonic() + (120 if allowed else 0)
+        while True:
+            try:
+                with psycopg.connect(self.postgres, autocommit=True) as conn:
+                    for database in self.databases.values():
+                        conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def stop(self) -> None:
         for process in self.processes.values():

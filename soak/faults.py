@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import nats
 import nats.errors
 import nats.js.errors
+import psycopg
 from dsi_shared.bus import service_stream
 
 from soak.client import ignore
@@ -73,8 +74,12 @@ class Injector:
         began = time.monotonic()
         for fault in self.faults:
             await asyncio.sleep(max(0.0, began + fault.at - time.monotonic()))  # the schedule's own timing
+            try:
+                await self.apply(fault)
+            except psycopg.OperationalError:  # the shared server had no connection for the injector: not applied
+                self.counts["not applied (PostgreSQL busy)"] += 1
+                continue
             self.applied.append(fault)
-            await self.apply(fault)
             self.counts[fault.kind] += 1
 
     async def apply(self, fault: Fault) -> None:
