@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo lint bench lock clean browser screenshots
+.PHONY: run test demo lint bench soak lock clean browser screenshots
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## every benchmark and a summary table (not part of `make test`); BENCH="--quick" for a short run
 	$(BIN)/python -m benchmarks $(BENCH)
+
+# The seeded fault soak (issue 16 §1): RUNS runs from seed SEED, each compared with its clean twin; exits non-zero
+# naming the seed and fault schedule of any run that lost, doubled or changed anything. `make soak SEED=<s> RUNS=1`
+# replays one run.
+RUNS ?= 25
+SEED ?= 1
+soak: $(STAMP)  ## the seeded fault soak: make soak RUNS=1000 SEED=1
+	$(BIN)/python -m soak --runs $(RUNS) --seed $(SEED)
 
 lock: $(STAMP)  ## refreeze requirements.txt from requirements.in
 	$(BIN)/pip install --quiet -r requirements.in

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 
 import nats
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from nats.js import JetStreamContext
 
 from dsi_shared.bus import Naming, read_all, segment
@@ -19,6 +19,7 @@ from dsi_shared.chain import Checkpoint, HashChain, Seal
 from dsi_shared.store import ServiceApplication
 
 log = logging.getLogger(__name__)
+STORE_RETRY_SECONDS = 0.5
 
 
 def checkpoint_subject(naming: Naming, service: str) -> str:
@@ -63,6 +64,12 @@ class Sealer:
             try:
                 head = await asyncio.to_thread(chain.seal_all)
             except IntegrityError:  # another replica sealed the same events first: start again from its head
+                continue
+            except (OperationalError, InterfaceError) as exc:
+                # the store away for a moment (a connection cut, the database refusing): seal once it is back, rather
+                # than end the worker and with it the whole service (the fault soak found this: `make soak`)
+                log.warning("sealer %s waits for the store: %s", self.service, type(exc).__name__)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
                 continue
             due = time.monotonic() - last_publish >= self.interval
             if head is not None and due and (self.published is None or self.published.position != head.position):
