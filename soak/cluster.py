@@ -48,6 +48,8 @@ class Cluster:
                 "DSI_PAYLOAD_KEY": self.payload_key, "DSI_HIE_MAX_DELAY_HOURS": str(24 * 366 * 10),
                 "DSI_ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS), "DSI_MAX_ATTEMPTS": "20",
                 "DSI_CHECKPOINT_SECONDS": "1",
+                # two systems of five services share one PostgreSQL (100 connections by default): small pools
+                "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4",
                 "DSI_READY_MAX_LAG": "0",  # ready = every consumer and read model caught up (the settled check)
                 "DSI_VAR_DIR": str(self.workdir / "var"),
                 "SUBMISSIONS_MLLP_PORT": str(self.mllp_port),
