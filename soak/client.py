@@ -22,6 +22,18 @@ AUDITOR = {"Authorization": "Bearer auditor-token"}
 GIVE_UP_SECONDS = 180.0
 
 
+async def connect(url: str, deadline: float) -> Client:
+    """A connection to the run's NATS, tried again while it is down (a fault may have stopped it) until `deadline`
+    (`time.monotonic()`); it then reconnects for ever."""
+    while True:
+        try:
+            return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=ignore)
+        except (nats.errors.Error, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def ignore(_: Exception) -> None:
     """NATS going away is one of the faults: the client reconnects, and its reports would drown the soak's own."""
 
@@ -83,17 +95,7 @@ class Api:
 
     async def nc(self) -> Client:
         if self._nc is None:
-            deadline = time.monotonic() + GIVE_UP_SECONDS
-            while True:
-                try:
-                    self._nc = await nats.connect(self.cluster.nats.url, max_reconnect_attempts=-1,
-                                                  reconnect_time_wait=0.2,
-                                                  error_cb=ignore)
-                    break
-                except (nats.errors.Error, OSError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            self._nc = await connect(self.cluster.nats.url, time.monotonic() + GIVE_UP_SECONDS)
         return self._nc
 
     async def publish(self, subject: str, data: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from dsi_shared.bus import STREAMS, segment, service_stream
 from dsi_shared.service import discover
 from nats.aio.client import Client
 
-from soak.client import ignore
+from soak.client import connect
 from soak.cluster import SERVICES, Cluster
 
 MSG_ID = "Nats-Msg-Id"
@@ -96,15 +96,7 @@ async def unsettled(cluster: Cluster, nc: Client) -> str:
 async def settled(cluster: Cluster, timeout: float = 180.0) -> None:
     """Until the system has nothing left in flight (checked twice, half a second apart); fails after `timeout`."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            nc = await nats.connect(cluster.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                                    error_cb=ignore)
-            break
-        except (nats.errors.Error, OSError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+    nc = await connect(cluster.nats.url, deadline)
     try:
         waiting = ""
         while time.monotonic() < deadline:

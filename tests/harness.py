@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -10,13 +11,16 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import nats
 import nats.js.errors
+import psycopg
 from dsi_shared.bus import STREAMS, Naming, delete_streams
 from dsi_shared.config import Settings, nats_servers
 from dsi_shared.consumer import Subscription
@@ -195,6 +199,19 @@ def deliver_event(app: ServiceApplication, subscriptions: Sequence[Subscription[
     read through the subscription's model): for unit tests of one handler."""
     [subscription] = [s for s in subscriptions if s.subject == subject]
     return subscription.deliver(app, IncomingEvent(type=subject, data=data, id=event_id, source=source))
+
+
+@contextlib.contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """A database of its own on PostgreSQL `server` (yields its DSN), dropped afterwards with its connections."""
+    name = f"dsi_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.1) -> Any:

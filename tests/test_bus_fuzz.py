@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import pytest_asyncio
 from dsi_shared.natsperms import durable_name
@@ -27,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
-from tests.harness import STAFF, Stack, eventually, quiet, signature
+from tests.harness import STAFF, Stack, eventually, fresh_database, quiet, signature
 from tests.hl7_corpus import combined
 from tests.x12_834 import cin
 
@@ -60,37 +58,32 @@ class Bus:
 async def bus(nats_url: str, postgres_server: str) -> AsyncIterator[Bus]:
     """Enrollment and submissions (the `dsi.in.*` consumers) on one database, a registered SNF sending as
     SUNNY_SNF and one plan member; every dead letter heard as it is published."""
-    database = f"dsi_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    dsn = urlunsplit(urlsplit(postgres_server)._replace(path=f"/{database}"))
-    stack = Stack(nats_url, f"t{uuid.uuid4().hex[:10]}", lambda service: dsn)
-    try:
-        await stack.start("enrollment", "submissions")
-        npi = "1234567893"
-        participant = await stack.register(sending_facilities=["SUNNY_SNF"], npi=npi)
-        roster = ("member_id,last_name,first_name,birth_date,eligibility_start,eligibility_end,aid_code,"
-                  f"other_health_coverage,dual_eligible\n{MEMBER},DOE,JANE,1945-06-12,2024-01-01,,1H,N,N\n")
-        await stack.clients["enrollment"].post("/members/import", content=roster,
-                                               headers={**STAFF, "content-type": "text/csv"})
-        found = Bus(stack, participant, npi)
+    with fresh_database(postgres_server) as dsn:
+        stack = Stack(nats_url, f"t{uuid.uuid4().hex[:10]}", lambda service: dsn)
+        try:
+            await stack.start("enrollment", "submissions")
+            npi = "1234567893"
+            participant = await stack.register(sending_facilities=["SUNNY_SNF"], npi=npi)
+            roster = ("member_id,last_name,first_name,birth_date,eligibility_start,eligibility_end,aid_code,"
+                      f"other_health_coverage,dual_eligible\n{MEMBER},DOE,JANE,1945-06-12,2024-01-01,,1H,N,N\n")
+            await stack.clients["enrollment"].post("/members/import", content=roster,
+                                                   headers={**STAFF, "content-type": "text/csv"})
+            found = Bus(stack, participant, npi)
 
-        async def heard(message: Msg) -> None:
-            headers = message.headers or {}
-            found.dead[(headers.get("Dsi-Consumer", "?"), int(headers.get("Dsi-Original-Sequence", "0")))] = headers
+            async def heard(message: Msg) -> None:
+                headers = message.headers or {}
+                found.dead[(headers.get("Dsi-Consumer", "?"), int(headers.get("Dsi-Original-Sequence", "0")))] = headers
 
-        await (await stack.nc()).subscribe(stack.naming.subject("dsi.dead-letter.>"), cb=heard)
-        app = stack.runtimes["submissions"].app
+            await (await stack.nc()).subscribe(stack.naming.subject("dsi.dead-letter.>"), cb=heard)
+            app = stack.runtimes["submissions"].app
 
-        async def known() -> bool:
-            return bool(app.participant_facts(uuid.UUID(participant)) and app.member_facts(MEMBER))  # type: ignore[attr-defined]
+            async def known() -> bool:
+                return bool(app.participant_facts(uuid.UUID(participant)) and app.member_facts(MEMBER))  # type: ignore[attr-defined]
 
-        await eventually(known, timeout=30)
-        yield found
-    finally:
-        await stack.close()
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await eventually(known, timeout=30)
+            yield found
+        finally:
+            await stack.close()
 
 
 def moments(start: int, end: int) -> st.SearchStrategy[str]:

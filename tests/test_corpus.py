@@ -10,14 +10,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import pytest_asyncio
 
 from tests import corpus_cases as cases
-from tests.harness import STAFF, Stack, eventually, signature
+from tests.harness import STAFF, Stack, eventually, fresh_database, signature
 from tests.x12_834 import cin
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -39,42 +37,37 @@ class Corpus:
 async def corpus(nats_url: str, postgres_server: str) -> AsyncIterator[Corpus]:
     """One stack for the module: an SNF sending as SUNNY_SNF and a primary care participant, both past Milestone 1,
     every HL7 and record CIN a plan member since 2025-01-01, each record CIN attributed to the primary care one."""
-    database = f"dsi_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    dsn = urlunsplit(urlsplit(postgres_server)._replace(path=f"/{database}"))
-    stack = Stack(nats_url, f"t{uuid.uuid4().hex[:10]}", lambda service: dsn)
-    try:
-        await stack.start("enrollment", "milestones", "submissions", "qip-share")
-        client = stack.clients["enrollment"]
-        snf = await stack.register(sending_facilities=["SUNNY_SNF"])
-        pcp_npi = "1666666668"
-        pcp = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi=pcp_npi)
-        for pid, signed_at in ((snf, "2024-05-01T10:00:00-07:00"), (pcp, "2024-11-01T10:00:00-07:00")):
-            for agreement in ("LOA", "DSA", "HIE"):
-                await client.post(f"/participants/{pid}/agreements", json=signature(agreement, signed_at), headers=STAFF)
-            await stack.accept_agreements(pid)
-        members = [*HL7_CIN.values(), *RECORD_CIN.values()]
-        roster = "member_id,last_name,first_name,birth_date,eligibility_start,eligibility_end,aid_code," \
-                 "other_health_coverage,dual_eligible\n" + "".join(f"{m},DOE,JANE,1945-06-12,2025-01-01,,1H,N,N\n"
-                                                                   for m in members)
-        await client.post("/members/import", content=roster, headers={**STAFF, "content-type": "text/csv"})
-        attributions = "member_id,kind,assignee,start,end\n" + "".join(f"{m},pcp,{pcp},2025-01-01,\n"
-                                                                       for m in RECORD_CIN.values())
-        await client.post("/attributions/import", content=attributions, headers={**STAFF, "content-type": "text/csv"})
-        app = stack.runtimes["submissions"].app
+    with fresh_database(postgres_server) as dsn:
+        stack = Stack(nats_url, f"t{uuid.uuid4().hex[:10]}", lambda service: dsn)
+        try:
+            await stack.start("enrollment", "milestones", "submissions", "qip-share")
+            client = stack.clients["enrollment"]
+            snf = await stack.register(sending_facilities=["SUNNY_SNF"])
+            pcp_npi = "1666666668"
+            pcp = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi=pcp_npi)
+            for pid, signed_at in ((snf, "2024-05-01T10:00:00-07:00"), (pcp, "2024-11-01T10:00:00-07:00")):
+                for agreement in ("LOA", "DSA", "HIE"):
+                    await client.post(f"/participants/{pid}/agreements", json=signature(agreement, signed_at), headers=STAFF)
+                await stack.accept_agreements(pid)
+            members = [*HL7_CIN.values(), *RECORD_CIN.values()]
+            roster = "member_id,last_name,first_name,birth_date,eligibility_start,eligibility_end,aid_code," \
+                     "other_health_coverage,dual_eligible\n" + "".join(f"{m},DOE,JANE,1945-06-12,2025-01-01,,1H,N,N\n"
+                                                                       for m in members)
+            await client.post("/members/import", content=roster, headers={**STAFF, "content-type": "text/csv"})
+            attributions = "member_id,kind,assignee,start,end\n" + "".join(f"{m},pcp,{pcp},2025-01-01,\n"
+                                                                           for m in RECORD_CIN.values())
+            await client.post("/attributions/import", content=attributions, headers={**STAFF, "content-type": "text/csv"})
+            app = stack.runtimes["submissions"].app
 
-        async def known() -> bool:
-            ready = [app.participant_facts(uuid.UUID(p)) for p in (snf, pcp)]  # type: ignore[attr-defined]
-            last = app.member_facts(members[-1])  # type: ignore[attr-defined]
-            return all(f and f.milestone1_at for f in ready) and bool(last and last.attributions)
+            async def known() -> bool:
+                ready = [app.participant_facts(uuid.UUID(p)) for p in (snf, pcp)]  # type: ignore[attr-defined]
+                last = app.member_facts(members[-1])  # type: ignore[attr-defined]
+                return all(f and f.milestone1_at for f in ready) and bool(last and last.attributions)
 
-        await eventually(known, timeout=40)
-        yield Corpus(stack, snf, pcp, pcp_npi)
-    finally:
-        await stack.close()
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await eventually(known, timeout=40)
+            yield Corpus(stack, snf, pcp, pcp_npi)
+        finally:
+            await stack.close()
 
 
 def ack_fields(ack: str) -> dict[str, list[str]]:

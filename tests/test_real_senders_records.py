@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from uuid import UUID
 
 import pytest
 
-from tests.harness import STAFF, Stack, eventually, signature
+from tests.harness import Stack
+from tests.test_submissions import ready_pcp
 from tests.x12_834 import cin
 
 pytestmark = pytest.mark.integration
@@ -60,25 +60,7 @@ def ccd_with_payer_member_id(member: str) -> str:
 
 async def test_a_synthea_transaction_and_a_ccd_with_the_cin_in_its_payers_section_count_for_the_member(
         stack: Stack) -> None:
-    await stack.start("enrollment", "milestones", "submissions")
-    client = stack.clients["enrollment"]
-    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666668")
-    for agreement in ("LOA", "DSA", "HIE"):
-        await client.post(f"/participants/{pid}/agreements", json=signature(agreement, "2024-11-01T10:00:00-07:00"),
-                          headers=STAFF)
-    await stack.accept_agreements(pid)
-    await client.post("/members/import", content=CSV, headers={**STAFF, "content-type": "text/csv"})
-    attributions = "".join(f"{m},pcp,{pid},2025-01-01,\n" for m in (SYNTHEA, CCDA))
-    await client.post("/attributions/import", content="member_id,kind,assignee,start,end\n" + attributions,
-                      headers={**STAFF, "content-type": "text/csv"})
-    app: Any = stack.runtimes["submissions"].app
-
-    async def known() -> bool:
-        facts = app.participant_facts(UUID(pid))
-        return bool(facts and facts.milestone1_at and all(
-            (m := app.member_facts(member)) and m.attributions for member in (SYNTHEA, CCDA)))
-
-    await eventually(known, timeout=30)
+    pid = await ready_pcp(stack, CSV, (SYNTHEA, CCDA))
     received = {"participant_id": pid, "received_at": "2025-02-01T10:00:00-08:00"}
     fhir = await stack.clients["submissions"].post(
         "/longitudinal-records", content=json.dumps(synthea_transaction(SYNTHEA)), params=received,

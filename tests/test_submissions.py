@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import hl7
 import hl7.mllp
@@ -44,6 +45,31 @@ async def ready_snf(stack: Stack) -> str:
         ended = app.member_facts(ENDED)  # type: ignore[attr-defined]
         return bool(facts and facts.milestone1_at and app.member_facts(MEMBER)  # type: ignore[attr-defined]
                     and ended and any(s["end"] for s in ended.spans.values()))
+
+    await eventually(known, timeout=30)
+    return pid
+
+
+async def ready_pcp(stack: Stack, roster: str, attributed: tuple[str, ...]) -> str:
+    """A primary care participant past Milestone 1, the `roster` imported and the `attributed` members attributed to
+    it from 2025-01-01, all known to submissions."""
+    await stack.start("enrollment", "milestones", "submissions")
+    client = stack.clients["enrollment"]
+    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666668")
+    for agreement in ("LOA", "DSA", "HIE"):
+        await client.post(f"/participants/{pid}/agreements", json=signature(agreement, "2024-11-01T10:00:00-07:00"),
+                          headers=STAFF)
+    await stack.accept_agreements(pid)
+    await client.post("/members/import", content=roster, headers={**STAFF, "content-type": "text/csv"})
+    attributions = "".join(f"{m},pcp,{pid},2025-01-01,\n" for m in attributed)
+    await client.post("/attributions/import", content="member_id,kind,assignee,start,end\n" + attributions,
+                      headers={**STAFF, "content-type": "text/csv"})
+    app: Any = stack.runtimes["submissions"].app
+
+    async def known() -> bool:
+        facts = app.participant_facts(UUID(pid))
+        return bool(facts and facts.milestone1_at and all(
+            (m := app.member_facts(member)) and m.attributions for member in attributed))
 
     await eventually(known, timeout=30)
     return pid
@@ -161,24 +187,7 @@ async def test_mllp_with_a_real_client_concurrent_connections_and_hostile_frames
 
 
 async def test_longitudinal_records_record_the_attributed_member(stack: Stack) -> None:
-    await stack.start("enrollment", "milestones", "submissions")
-    client = stack.clients["enrollment"]
-    pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666668")
-    for agreement in ("LOA", "DSA", "HIE"):
-        await client.post(f"/participants/{pid}/agreements", json=signature(agreement, "2024-11-01T10:00:00-07:00"),
-                          headers=STAFF)
-    await stack.accept_agreements(pid)
-    await client.post("/members/import", content=CSV, headers={**STAFF, "content-type": "text/csv"})
-    await client.post("/attributions/import", content=f"member_id,kind,assignee,start,end\n{MEMBER},pcp,{pid},2025-01-01,\n",
-                      headers={**STAFF, "content-type": "text/csv"})
-    app = stack.runtimes["submissions"].app
-
-    async def known() -> bool:
-        facts = app.participant_facts(__import__("uuid").UUID(pid))  # type: ignore[attr-defined]
-        member = app.member_facts(MEMBER)  # type: ignore[attr-defined]
-        return bool(facts and facts.milestone1_at and member and member.attributions)
-
-    await eventually(known, timeout=30)
+    pid = await ready_pcp(stack, CSV, (MEMBER,))
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "Patient", "id": "p", "identifier": [{"value": MEMBER}]}},
         {"resource": {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "A1c"},

@@ -8,8 +8,7 @@ a retried read) is a no-op: the position moves only from the value it was read a
 
 Schema changes: no Alembic. `dsi_projection` keeps each projection's `version`; when the code declares another,
 the tables are dropped, created anew and rebuilt from the log at start (read models are derived data: rebuilding is
-the migration). Other services' events (the console's read models) go through `apply_tracked`: table changes and a
-tracking record (upstream service, notification id) in one transaction.
+the migration).
 """
 
 from __future__ import annotations
@@ -43,10 +42,6 @@ POSITIONS = sa.Table("dsi_projection", BOOK,
                      sa.Column("name", sa.String(100), primary_key=True),
                      sa.Column("version", sa.Integer, nullable=False),
                      sa.Column("position", sa.BigInteger, nullable=False))
-TRACKING = sa.Table("dsi_projection_tracking", BOOK,
-                    sa.Column("projection", sa.String(100), primary_key=True),
-                    sa.Column("application_name", sa.String(100), primary_key=True),
-                    sa.Column("notification_id", sa.BigInteger, primary_key=True))
 
 
 @dataclass(frozen=True)
@@ -264,24 +259,6 @@ def dispose(app: ServiceApplication) -> None:
         engine = _ENGINES.pop(app, None)
     if engine is not None:
         engine.dispose()
-
-
-# -- other services' events: table changes and tracking record in one transaction -------------------------------
-def apply_tracked(engine: Engine, projection: str, application_name: str, notification_id: int,
-                  change: Callable[[Connection], None]) -> bool:
-    """Apply `change` and record (upstream, notification id) for `projection` in one transaction; False, and
-    nothing written, when that position was already applied (a redelivery)."""
-    BOOK.create_all(engine)
-    with engine.begin() as conn:
-        seen = conn.execute(sa.select(TRACKING.c.notification_id).where(
-            TRACKING.c.projection == projection, TRACKING.c.application_name == application_name,
-            TRACKING.c.notification_id == notification_id)).first()
-        if seen is not None:
-            return False
-        conn.execute(sa.insert(TRACKING).values(projection=projection, application_name=application_name,
-                                                notification_id=notification_id))
-        change(conn)
-    return True
 
 
 @dataclass

@@ -164,38 +164,11 @@ class DataWindow(Answer):
     end: str | None
 
 
-class DeliveryView(Answer):
-    id: str
-    status: str = Field(description="complete, or recording while its disclosures are written")
-    entity_id: str
-    entity: str
-    recipients: list[dict[str, Any]]
-    requirement: str
-    period_start: str
-    period_end: str
-    transaction_time: str
-    position: int
-    due_date: str | None
-    on_time: bool | None
-    value_sets: dict[str, str]
-    policy_version: str
-    purpose: str
-    legal_basis: str
-    feeds: list[dict[str, str]]
-    files: list[dict[str, Any]]
-    manifest: dict[str, Any]
-    totals: dict[str, Any]
-    members: int
-    requested_by: str
-    rules_version: str | None
-    data_window: DataWindow | None
-
-
 class DeliverySummary(Answer):
     """A delivery in the list: the view without its feeds and recipients."""
 
     id: str
-    status: str
+    status: str = Field(description="complete, or recording while its disclosures are written")
     entity_id: str
     entity: str
     requirement: str
@@ -216,6 +189,13 @@ class DeliverySummary(Answer):
     requested_by: str
     rules_version: str | None
     data_window: DataWindow | None
+
+
+class DeliveryView(DeliverySummary):
+    """A delivery: the summary, and whom it went to and which feeds it read."""
+
+    recipients: list[dict[str, Any]]
+    feeds: list[dict[str, str]]
 
 
 class DeliveryList(Answer):
