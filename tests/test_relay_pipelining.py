@@ -19,6 +19,7 @@ from dsi_shared.bus import Naming, delete_streams, ensure_streams
 from dsi_shared.relay import MSG_ID, Relay, Send, outgoing
 from dsi_shared.service import discover
 from enrollment.application import Enrollment
+from eventsourcing.persistence import OperationalError
 from nats.js import JetStreamContext
 from payments.domain import PaymentAccount
 
@@ -140,6 +141,29 @@ async def test_a_publish_lost_in_the_middle_of_a_window_is_sent_again_before_any
         await eventually(caught_up(relay))
         assert await on_stream(js, relay.stream) == declared  # never reordered, nothing skipped or doubled
     assert attempts[lost] == 2 and attempts[declared[4]] == 2 and attempts[declared[2]] == 1
+
+
+async def test_a_store_away_for_a_moment_delays_the_relay_and_loses_nothing(
+        nats_url: str, bus_prefix: str, store_url_for: Any) -> None:
+    """A cut database connection while the relay reads its notification log (the fault soak's
+    `pg_terminate_backend`) is waited out: the relay keeps running and the stream still gets every event once."""
+    store, naming = store_url_for("enrollment"), Naming(bus_prefix)
+    declared = recorded(store, 6)
+    async with running(store, nats_url, naming, lambda real: real, window=4) as (relay, js):
+        reads = relay.app.recorder.select_notifications
+        failures = 0
+
+        def store_away(*args: Any, **kwargs: Any) -> Any:
+            nonlocal failures
+            if failures < 2:
+                failures += 1
+                raise OperationalError("server closed the connection unexpectedly")
+            return reads(*args, **kwargs)
+
+        relay.app.recorder.select_notifications = store_away  # type: ignore[method-assign]
+        await eventually(caught_up(relay))
+        assert await on_stream(js, relay.stream) == declared
+    assert failures == 2
 
 
 async def test_a_relay_killed_with_a_window_in_flight_leaves_each_event_once_on_the_stream_and_payments_exact(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from opentelemetry import trace
@@ -38,7 +38,9 @@ from dsi_shared.telemetry import MESSAGES_OUT, extract, inject, tracer
 log = logging.getLogger(__name__)
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST = "Nats-Expected-Last-Msg-Id"
-RETRYABLE = (TimeoutError, nats.errors.Error, OSError)
+# NATS away, or the store away for a moment (a connection cut, the database refusing): send again from the stream's
+# last message once both are back, rather than end the worker and with it the whole service
+RETRYABLE = (TimeoutError, nats.errors.Error, OSError, OperationalError, InterfaceError)
 T = TypeVar("T")
 # (subject with the deployment prefix, body, headers) → returns once JetStream acknowledged it
 Send = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
