@@ -133,6 +133,39 @@ async def test_each_reason_a_file_fails(snf: tuple[Stack, str]) -> None:
     assert unauthenticated.status_code == 401
 
 
+async def test_a_file_that_arrives_before_its_members_eligibility_is_judged_again_when_it_arrives(
+        snf: tuple[Stack, str]) -> None:
+    """"Money never depends on the order in which two streams' messages arrive" (DOMAIN.md A4): a file for a member
+    whose eligibility has not reached submissions yet (a roster imported after the file; retroactive eligibility; a
+    frozen CIN linked later) is `not_a_member` until it does, then credited; a file for someone who never becomes a
+    member stays `not_a_member`."""
+    stack, _ = snf
+    late_roster, frozen, current, stranger = cin(40), cin(41), cin(42), cin(43)
+    waits = await post_hl7(stack, combined("A01", late_roster, visit="V40"), "2025-11-01T12:00:00-07:00")
+    old_cin = await post_hl7(stack, combined("A01", frozen, visit="V41"), "2025-11-01T12:00:00-07:00")
+    never = await post_hl7(stack, combined("A01", stranger, visit="V43"), "2025-11-01T12:00:00-07:00")
+    files = [waits["submissions"][0], old_cin["submissions"][0], never["submissions"][0]]
+    assert [f["reasons"] for f in files] == [["not_a_member"]] * 3
+    roster = (CSV.splitlines()[0] + ",frozen_member_ids\n" + f"{late_roster},LATE,LEE,1940-01-01,2025-01-01,,1H,N,N,\n"
+              f"{current},NEW,NED,1941-01-01,2025-01-01,,1H,N,N,{frozen}\n")
+    imported = await stack.clients["enrollment"].post("/members/import", content=roster,
+                                                      headers={**STAFF, "content-type": "text/csv"})
+    assert imported.status_code == 200, imported.text
+
+    async def shown(submission: dict[str, Any]) -> dict[str, Any]:
+        return dict((await stack.clients["submissions"].get(f"/submissions/{submission['id']}", headers=STAFF)).json())
+
+    async def both_credited() -> list[dict[str, Any]] | None:
+        now = [await shown(f) for f in files[:2]]
+        return now if all(f["verdict"] == "credited" for f in now) else None
+
+    credited = await eventually(both_credited, timeout=30)
+    assert [(f["amount"], f["credit"]["quarter"]) for f in credited] == [("400.00", "2025Q4")] * 2
+    assert [[h.get("judged_again") for h in f["history"] if "judged_again" in h] for f in credited] == [
+        ["member eligibility noted"], ["frozen CIN linked"]]
+    assert (await shown(files[2]))["reasons"] == ["not_a_member"]
+
+
 async def test_the_hie_notification_on_nats_credits_the_same_way(snf: tuple[Stack, str]) -> None:
     stack, pid = snf
     await stack.publish("dsi.in.submission-received", {

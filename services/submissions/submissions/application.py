@@ -34,6 +34,7 @@ from submissions import hl7files, longitudinal
 from submissions.ack import Reply, ack_for
 from submissions.domain import (
     CREDITED,
+    NOT_A_MEMBER,
     REJECTED,
     ZERO,
     CinAliasFacts,
@@ -176,12 +177,26 @@ class Submissions(ServiceApplication):
         return None
 
     def member_facts(self, cin: str) -> MemberFacts | None:
+        """The member enrollment published under this CIN, or under the CIN a frozen one now points to."""
         member: MemberFacts | None = self._get(MemberFacts.create_id(cin))
-        if member is None:
-            alias: CinAliasFacts | None = self._get(CinAliasFacts.create_id(cin))
-            if alias is not None:
-                member = self._get(MemberFacts.create_id(alias.current_cin))
-        return member
+        if member is None or not member.known:
+            current = self.current_cin(cin)
+            member = self._get(MemberFacts.create_id(current)) if current and current != cin else None
+        return member if member is not None and member.known else None
+
+    def member_of(self, submission: Submission) -> MemberFacts | None:
+        cin = submission.facts.get("member_id")
+        return self.member_facts(cin) if cin else None
+
+    def current_cin(self, cin: str | None) -> str | None:
+        """The CIN a frozen one now points to (itself when it is not frozen, or not known to be)."""
+        alias: CinAliasFacts | None = self._get(CinAliasFacts.create_id(cin)) if cin else None
+        return alias.current_cin if alias is not None else cin
+
+    def member_record(self, cin: str) -> MemberFacts:
+        """This CIN's own aggregate, to change: what enrollment published of it, or only what waits on it, or new."""
+        found: MemberFacts | None = self._get(MemberFacts.create_id(cin))
+        return found or MemberFacts(cin)
 
     def submission(self, submission_id: UUID) -> Submission:
         found = self._get(submission_id)
@@ -320,16 +335,15 @@ class Submissions(ServiceApplication):
             self._cancel(submission, adt, cancelled, participant_id, visits, aggregates)
             return submission
         facts["rejudgeable"] = True  # judged from these facts alone: a later fact can judge it again
-        self._judge_file(submission, participant, book, visits)
+        self._judge_file(submission, participant, book, visits, self.member_of(submission))
         return submission
 
     def _judge_file(self, submission: Submission, participant: ParticipantFacts | None, book: RuleBook,
-                    visits: dict[UUID, VisitCredits], cause: str | None = None) -> bool:
-        """Judge a combined file from its facts (at receipt, or again when `cause` changed a fact). True when the
-        submission changed."""
+                    visits: dict[UUID, VisitCredits], member: MemberFacts | None, cause: str | None = None) -> bool:
+        """Judge a combined file from its facts and its member (at receipt, or again when `cause` changed a fact).
+        True when the submission changed."""
         facts = submission.facts
         event_time = submission.event_time
-        member = self.member_facts(facts["member_id"]) if facts.get("member_id") else None
         judgment = judge_snf_file(event_type=facts["event_type"], event_time=event_time,
                                   received_at=submission.received_at, messages=facts["messages"], member=member,
                                   participant=participant, book=book)
@@ -517,15 +531,15 @@ class Submissions(ServiceApplication):
         else:
             submission.facts["problems"] = list(facts.problems)
             submission.facts["rejudgeable"] = True
-            self._judge_record(submission, participant, self.rulebook())
+            self._judge_record(submission, participant, self.rulebook(), {}, self.member_of(submission))
         aggregates: list[Aggregate] = [submission]
         self._keep_if_held([submission], aggregates)
         return Evaluation([], [submission], aggregates)
 
     def _judge_record(self, submission: Submission, participant: ParticipantFacts | None, book: RuleBook,
-                      cause: str | None = None) -> bool:
-        cin = submission.facts.get("member_id")
-        member = self.member_facts(cin) if cin else None
+                      visits: dict[UUID, VisitCredits], member: MemberFacts | None, cause: str | None = None) -> bool:
+        """Judge a longitudinal record and its member (`visits` unused: records earn per quarter, not per visit;
+        the signature is `_judge_file`'s)."""
         judgment = judge_record(problems=submission.facts.get("problems", []), received_at=submission.received_at,
                                 member=member, participant=participant, book=book)
         if judgment.verdict != CREDITED:
@@ -549,15 +563,24 @@ class Submissions(ServiceApplication):
         return found or HeldFiles(participant_id)
 
     def _keep_if_held(self, submissions: list[Submission], aggregates: list[Aggregate]) -> None:
-        """Note each new submission that a later fact could still make earn."""
+        """Note each new submission that a later fact could still make earn; one judged `not_a_member` also on its
+        member's aggregate, which the eligibility that may come later changes too (the two writes meet there, so
+        neither the file nor the eligibility can be recorded without the other being seen)."""
         held: dict[UUID, HeldFiles] = {}
+        members: dict[str, MemberFacts] = {}
         for submission in submissions:
             if submission.participant_id is not None and may_change(submission):
                 pid = submission.participant_id
                 record = held.get(pid) or self.held_files(pid)
                 held[pid] = record
                 record.hold(submission_id=submission.id)
+                cin = self.current_cin(submission.facts.get("member_id"))
+                if NOT_A_MEMBER in submission.reasons and cin:
+                    holder = members.get(cin) or self.member_record(cin)
+                    members[cin] = holder
+                    holder.wait(submission_id=submission.id)
         aggregates.extend(held.values())
+        aggregates.extend(members.values())
 
     def rejudge(self, cause: str, participant: ParticipantFacts | None = None, book: RuleBook | None = None) -> list[Aggregate]:
         """Judge again the held files and records (all participants', or `participant`'s) under the facts and rules
@@ -576,9 +599,9 @@ class Submissions(ServiceApplication):
             for submission_id in list(record.held):
                 submission = self.submission(submission_id)
                 if submission.content_type == HL7_TYPE:
-                    now_changed = self._judge_file(submission, facts, book, visits, cause=cause)
+                    now_changed = self._judge_file(submission, facts, book, visits, self.member_of(submission), cause)
                 else:
-                    now_changed = self._judge_record(submission, facts, book, cause=cause)
+                    now_changed = self._judge_record(submission, facts, book, visits, self.member_of(submission), cause)
                 if now_changed:
                     changed.append(submission)
                 if not may_change(submission):
@@ -586,6 +609,33 @@ class Submissions(ServiceApplication):
             if record.pending_events:
                 changed.append(record)
         return [*changed, *(v for v in visits.values() if v.pending_events)]
+
+    def rejudge_waiting(self, holder: MemberFacts, member: MemberFacts | None, cause: str) -> list[Aggregate]:
+        """Judge again the files and records waiting on `holder`'s CIN, with `member` (the member as just changed,
+        not yet saved: the holder itself, or the member a frozen CIN now points to). Returns what changed, to save
+        with the fact that caused it."""
+        if not holder.waiting:
+            return []
+        book = self.rulebook()
+        visits: dict[UUID, VisitCredits] = {}
+        held: dict[UUID, HeldFiles] = {}
+        changed: list[Aggregate] = []
+        for submission_id in list(holder.waiting):
+            submission = self.submission(submission_id)
+            if may_change(submission) and NOT_A_MEMBER in submission.reasons:
+                assert submission.participant_id is not None
+                facts = self.participant_facts(submission.participant_id)
+                judge = self._judge_file if submission.content_type == HL7_TYPE else self._judge_record
+                if judge(submission, facts, book, visits, member, cause):
+                    changed.append(submission)
+                if not may_change(submission):
+                    pid = submission.participant_id
+                    held[pid] = held.get(pid) or self.held_files(pid)
+                    if submission_id in held[pid].held:
+                        held[pid].release(submission_id=submission_id)
+            if NOT_A_MEMBER not in submission.reasons or not may_change(submission):
+                holder.stop_waiting(submission_id=submission_id)
+        return [*changed, *(h for h in held.values() if h.pending_events), *(v for v in visits.values() if v.pending_events)]
 
     def receive_record(self, data: bytes, content_type: str, received_at: datetime, channel: str,
                        participant_id: UUID | None, sending_facility: str | None = None,

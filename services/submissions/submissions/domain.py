@@ -189,8 +189,14 @@ class FacilityIndex(Aggregate):
         self.participant_id = participant_id
 
 
+NOT_A_MEMBER = "not_a_member"  # the one reason a member's eligibility arriving later can lift
+
+
 class MemberFacts(Aggregate):
-    """A member's eligibility spans, PCP attributions and frozen CINs, as enrollment published them."""
+    """A member's eligibility spans and PCP attributions, as enrollment published them; and the files and records
+    judged `not_a_member` under this CIN, to judge again when its eligibility arrives (DOMAIN.md A4: "Money never
+    depends on the order in which two streams' messages arrive": a roster after the file, retroactive eligibility).
+    A CIN enrollment never published is kept only for what waits on it (`known` is False)."""
 
     @staticmethod
     def create_id(cin: str) -> UUID:
@@ -201,6 +207,20 @@ class MemberFacts(Aggregate):
         self.cin = cin
         self.spans: dict[str, dict[str, Any]] = {}
         self.attributions: list[dict[str, Any]] = []
+        self.waiting: list[UUID] = []  # submissions judged not_a_member under this CIN
+
+    @property
+    def known(self) -> bool:
+        """Enrollment published something of this member (not only files waiting on it)."""
+        return bool(self.spans or self.attributions)
+
+    @event("FileWaitsOnMember")
+    def wait(self, submission_id: UUID) -> None:
+        self.waiting.append(submission_id)
+
+    @event("FileNoLongerWaitsOnMember")
+    def stop_waiting(self, submission_id: UUID) -> None:
+        self.waiting.remove(submission_id)
 
     def note_span(self, start: date, end: date | None, version: int) -> None:
         """Enrollment's events for one member arrive on several subjects: keep the newest fact per span."""
@@ -338,7 +358,7 @@ def judge_snf_file(*, event_type: str, event_time: datetime | None, received_at:
     if event_time.astimezone(UTC) > received_at.astimezone(UTC):  # compare instants, not wall times
         reasons.append("event_time_after_receipt")
     if member is None or not member.member_on(on):
-        reasons.append("not_a_member")
+        reasons.append(NOT_A_MEMBER)
     reasons.extend(participant_reasons(participant, on, row))
     if reasons:
         return Judgment(REJECTED, reasons, rules.version, rule.kind, ignored=ignored)
@@ -361,7 +381,7 @@ def judge_record(*, problems: list[str], received_at: datetime, member: MemberFa
         other = row.earning_rule
         return Judgment(RECORDED, ["earning_rule_forthcoming" if other is None
                                    else f"earning_rule_does_not_credit_records:{other.kind}"], rules.version)
-    reasons = ([] if member is not None and member.member_on(on) else ["not_a_member"]) + \
+    reasons = ([] if member is not None and member.member_on(on) else [NOT_A_MEMBER]) + \
         participant_reasons(participant, on, row)
     if reasons:
         return Judgment(REJECTED, reasons, rules.version)
@@ -380,7 +400,8 @@ def may_change(submission: Submission) -> bool:
         r.startswith(FINAL_REASONS) for r in submission.reasons) and "rejudgeable" in submission.facts
 
 
-for _internal in (HeldFiles.HeldFilesOpened, HeldFiles.FileHeld, HeldFiles.FileReleased):  # type: ignore[attr-defined]
+for _internal in (HeldFiles.HeldFilesOpened, HeldFiles.FileHeld, HeldFiles.FileReleased,  # type: ignore[attr-defined]
+                  MemberFacts.FileWaitsOnMember, MemberFacts.FileNoLongerWaitsOnMember):  # type: ignore[attr-defined]
     _internal.relay = False  # bookkeeping: what to judge again
 
 

@@ -86,15 +86,21 @@ def on_milestone_achieved(app: ServiceApplication, delivered: Delivered[Mileston
 
 
 def _member(app: Submissions, cin: str) -> MemberFacts:
-    return app.member_facts(cin) or MemberFacts(cin)
+    return app.member_facts(cin) or app.member_record(cin)
 
 
 def on_span(app: ServiceApplication,
             delivered: Delivered[EligibilityOpened | EligibilityChanged | EligibilityClosed]) -> list[Aggregate]:
-    data = delivered.data
-    member = _member(_app(app), data.cin)
+    """A member's eligibility span: noted, then the files and records judged `not_a_member` under this CIN are
+    judged again ("Money never depends on the order in which two streams' messages arrive", DOMAIN.md A4)."""
+    submissions, data = _app(app), delivered.data
+    member = _member(submissions, data.cin)
     member.note_span(start=data.start, end=data.end, version=data.aggregate_version)
-    return [member]
+    if not member.pending_events:
+        return []
+    waiting = submissions.member_record(data.cin) if member.cin != data.cin else member  # under a frozen CIN
+    return [member, *([waiting] if waiting is not member else []),
+            *submissions.rejudge_waiting(waiting, member, cause="member eligibility noted")]
 
 
 def on_attribution(app: ServiceApplication, delivered: Delivered[AttributionRecorded]) -> list[Aggregate]:
@@ -108,10 +114,22 @@ def on_attribution(app: ServiceApplication, delivered: Delivered[AttributionReco
 
 
 def on_alias(app: ServiceApplication, delivered: Delivered[AliasAdded]) -> list[Aggregate]:
-    submissions = _app(app)
-    if submissions.member_facts(delivered.data.frozen_cin) is not None:
+    """A frozen CIN now points to a current one: files judged `not_a_member` under the frozen CIN are judged again
+    as the current member's."""
+    submissions, data = _app(app), delivered.data
+    if submissions.member_facts(data.frozen_cin) is not None:
         return []
-    return [CinAliasFacts(delivered.data.frozen_cin, delivered.data.cin)]
+    alias = CinAliasFacts(data.frozen_cin, data.cin)
+    waiting = submissions.member_record(data.frozen_cin)  # new when nothing waits: a file racing this one meets it
+    current = submissions.member_facts(data.cin)
+    if current is None:  # the current CIN's eligibility is not here yet: its files wait for it there from now on
+        target = submissions.member_record(data.cin)
+        for submission_id in list(waiting.waiting):
+            waiting.stop_waiting(submission_id=submission_id)
+            target.wait(submission_id=submission_id)
+        return [alias, waiting, *([target] if target.pending_events else [])]
+    changed = submissions.rejudge_waiting(waiting, current, cause="frozen CIN linked")
+    return [alias, waiting, *changed]
 
 
 class SubmissionReceived(Message):

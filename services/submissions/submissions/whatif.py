@@ -47,10 +47,10 @@ def judge_all(app: Submissions, books: dict[str, RuleBook]) -> dict[str, dict[st
         if not cin:
             return None
         found = aggregates.get(MemberFacts.create_id(cin))
-        if found is None:
+        if not isinstance(found, MemberFacts) or not found.known:  # as `Submissions.member_facts` reads it
             alias = aggregates.get(CinAliasFacts.create_id(cin))
             found = aggregates.get(MemberFacts.create_id(alias.current_cin)) if alias is not None else None
-        return found if isinstance(found, MemberFacts) else None
+        return found if isinstance(found, MemberFacts) and found.known else None
 
     outcomes: dict[str, dict[str, list[FileOutcome]]] = {name: {} for name in books}
     credited_events: dict[str, set[str]] = {name: set() for name in books}
