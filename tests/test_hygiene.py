@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import ssl
 import stat
@@ -254,6 +255,11 @@ def test_dsi_up_runs_its_embedded_nats_with_per_service_users_and_the_demo_still
         assert asyncio.run(bus_checks()) == (False, False, True)
         demo, _ = dsi({**env, "COLUMNS": "200"}, "demo", timeout=120)  # services, contracts system: their own users
         assert demo.returncode == 0 and "exactly one $10,000 Milestone 1 payment" in demo.stdout, demo.stdout + demo.stderr
+        # and leaves something worth looking at in the console (issue 15): files with their verdicts, a closed quarter
+        assert "late discharge → 200 rejected (late)" in demo.stdout, demo.stdout
+        assert "not a plan member → 200 rejected (not_a_member)" in demo.stdout, demo.stdout
+        assert re.search(r"admission(, judged again when its member arrived)? → (200 )?credited", demo.stdout), demo.stdout
+        assert re.search(r"quarter \d{4}Q\d closed → 200", demo.stdout), demo.stdout
         # its MLLP speaks mutual TLS: the development HIE's certificate is heard, a plain connection is not
         tls = tmp_path / "var" / "tls"
         hie = ssl.create_default_context(cafile=str(tls / "ca.crt"))
