@@ -55,20 +55,8 @@ class Quarter:
             raise BadQuarter(f"a quarter's year is from {EARLIEST_YEAR} to {LATEST_YEAR}")
         return cls(int(match[1]), int(match[2]))
 
-    @classmethod
-    def of(cls, day: date) -> Quarter:
-        return cls(day.year, (day.month - 1) // 3 + 1)
-
     def __str__(self) -> str:
         return f"{self.year}Q{self.number}"
-
-    @property
-    def first_day(self) -> date:
-        return date(self.year, 3 * self.number - 2, 1)
-
-    @property
-    def last_day(self) -> date:
-        return self.next().first_day - timedelta(days=1)
 
     def next(self) -> Quarter:
         return Quarter(self.year + self.number // 4, self.number % 4 + 1)
@@ -135,8 +123,3 @@ class QuarterCalendar:
 
     def last_day(self, quarter: Quarter) -> date:
         return self.first_day(quarter.next()) - timedelta(days=1)
-
-
-def quarter_of(moment: datetime) -> str:
-    """The data-capture quarter of an instant, in America/Los_Angeles: e.g. `2024Q3`."""
-    return str(Quarter.of(plan_day(moment)))

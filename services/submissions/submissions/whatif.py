@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from dsi_shared.audit import WhatIfContext
-from dsi_shared.plantime import quarter_of
 from dsi_shared.rulebook import RuleBook
 from dsi_shared.service import AuditReport, rebuild_aggregates
 
@@ -78,22 +77,22 @@ def _judge(submission: Submission, participant: ParticipantFacts | None, member:
         if judgment.verdict == CREDITED and event_time is not None:
             key = f"{submission.participant_id}|{member.cin if member else member_id}|{facts['visit']}|{submission.event_key}"
             if key in credited_events:
-                return _outcome(submission, REJECTED, ("duplicate",), ZERO, None, member_id, judgment.rule_version)
+                return _outcome(submission, book, REJECTED, ("duplicate",), ZERO, None, member_id, judgment.rule_version)
             if submission.reversed_by is None:  # a cancelled credit is no duplicate of the event sent again
                 credited_events.add(key)
     else:
         judgment = judge_record(problems=facts.get("problems", []), received_at=submission.received_at, member=member,
                                 participant=participant, book=book)
     if judgment.verdict == CREDITED and submission.reversed_by is not None:
-        return _outcome(submission, REJECTED, (f"cancelled_by:{submission.reversed_by}",), ZERO,
+        return _outcome(submission, book, REJECTED, (f"cancelled_by:{submission.reversed_by}",), ZERO,
                         judgment.earning_rule, member_id, judgment.rule_version)
-    return _outcome(submission, judgment.verdict, tuple(judgment.reasons), judgment.amount, judgment.earning_rule,
+    return _outcome(submission, book, judgment.verdict, tuple(judgment.reasons), judgment.amount, judgment.earning_rule,
                     member.cin if member else member_id, judgment.rule_version)
 
 
-def _outcome(submission: Submission, verdict: str, reasons: tuple[str, ...], amount: Decimal, rule: str | None,
+def _outcome(submission: Submission, book: RuleBook, verdict: str, reasons: tuple[str, ...], amount: Decimal, rule: str | None,
              member_id: str | None, rule_version: str | None) -> FileOutcome:
-    return FileOutcome(str(submission.id), quarter_of(submission.received_at), verdict, reasons, amount, rule,
+    return FileOutcome(str(submission.id), str(book.calendar.quarter_at(submission.received_at)), verdict, reasons, amount, rule,
                        member_id, rule_version)
 
 
