@@ -164,7 +164,7 @@ class NoRulesYet(Exception):
 
 
 # The calendar every document had before `program.quarter_calendar` was part of the schema (DOMAIN.md A4).
-CALENDAR_BEFORE_SCHEMA_2 = ("01-01", "04-01", "07-01", "10-01")
+LEGACY_QUARTER_STARTS = ("01-01", "04-01", "07-01", "10-01")
 
 
 def upcast(document: Any) -> Any:
@@ -174,7 +174,7 @@ def upcast(document: Any) -> Any:
     program = document.get("program") if isinstance(document, dict) else None
     if isinstance(program, dict) and "quarter_calendar" not in program:
         return {**document, "program": {**program,
-                                        "quarter_calendar": {"quarter_starts": list(CALENDAR_BEFORE_SCHEMA_2)}}}
+                                        "quarter_calendar": {"quarter_starts": list(LEGACY_QUARTER_STARTS)}}}
     return document
 
 

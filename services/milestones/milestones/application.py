@@ -140,8 +140,8 @@ class Milestones(ServiceApplication):
                 participants += bool(made)
                 evaluations.extend(made)
         closes.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
-                       participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
-                       adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
+                     participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
+                     adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
         try:
             self.save(closes)
         except IntegrityError:  # another close of the same quarter finished first: its result stands
