@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from dsi_shared.plantime import PLAN_ZONE, Quarter, quarter_of
+from dsi_shared.plantime import PLAN_ZONE, Quarter
 from dsi_shared.rulebook import RulesCopy
 from milestones.application import Milestones
 from milestones.domain import ParticipantProgress
@@ -47,6 +47,7 @@ def seed(stores: dict[str, str]) -> int:
     submissions.save(_rules())
     milestones.save(_rules())
     book = milestones.rulebook()
+    calendar = book.calendar
     for n in range(PARTICIPANTS):
         pid = uuid4()
         facts = ParticipantFacts(pid)
@@ -66,7 +67,7 @@ def seed(stores: dict[str, str]) -> int:
         ledger = milestones.ledger_or_new(pid)
         batch: list[Any] = [facts, member]
         for q, quarter in enumerate(QUARTERS):
-            first = Quarter.parse(quarter).first_day + timedelta(days=1)
+            first = calendar.first_day(Quarter.parse(quarter)) + timedelta(days=1)
             for f in range(FILES_PER_QUARTER):
                 event_time = datetime.combine(first + timedelta(days=f), datetime.min.time(), PLAN_ZONE) + timedelta(hours=8)
                 # every third file arrives 60 hours after its event: timely under 72 h, late under a 48 h window
@@ -78,12 +79,13 @@ def seed(stores: dict[str, str]) -> int:
                     "event_type": "A01", "event_time": event_time.isoformat(), "event_time_source": "EVN-6",
                     "member_id": cin, "visit": visit, "facility": f"F{n}", "rejudgeable": True})
                 key = f"A01|{event_time.isoformat()}"
+                counted_in = str(calendar.quarter_at(received))
                 submission.credit_event(participant_id=pid, member_id=cin, amount=Decimal("400.00"), rule_version="2024.1",
-                                        earning_rule=PER_FILE, event_key=key, quarter=quarter_of(received),
+                                        earning_rule=PER_FILE, event_key=key, quarter=counted_in,
                                         captured_on=event_time.date(), attributed=None)
                 credits = VisitCredits(pid, cin, visit)
                 credits.add(event_key=key, event_type="A01", submission_id=submission.id)
-                ledger.note_credit(str(submission.id), PER_FILE, cin, quarter_of(received), Decimal("400.00"), "2024.1")
+                ledger.note_credit(str(submission.id), PER_FILE, cin, counted_in, Decimal("400.00"), "2024.1")
                 batch += [submission, credits]
                 if len(batch) >= 200:
                     submissions.save(*batch)

@@ -12,6 +12,8 @@ from console.sessions import Sessions
 from dsi_shared.config import TokenGrant, parse_grants
 from dsi_shared.http import Auth
 
+from tests.rulesdoc import packaged
+
 
 def test_a_provider_token_is_bound_to_its_participant_and_the_other_token_formats_still_parse() -> None:
     grants = parse_grants("p1:provider:3f1c2d9e-0000-4000-8000-000000000001,p2:provider:1234567893,"
@@ -48,7 +50,9 @@ def test_a_late_file_says_how_late_in_hours_against_the_rules_limit() -> None:
     assert plain.reason_text("incomplete:ORU^R01 missing", late, 72) == "incomplete: ORU^R01 missing"
     assert plain.reason_text("something_new", late, 72) == "something new"
     assert plain.limit_of({"schedule": {"earning_rule": {"timeliness_hours": 72}}}) == 72
-    assert plain.quarter_of(late) == "2025Q4"
+    calendar = plain.calendar_of({"current": packaged()})
+    assert plain.quarter_of(late, calendar) == "2025Q4"  # the quarter the HIE received it in
+    assert plain.quarter_of(late, None) is None  # no rules published yet: no quarter, never a guessed one
 
 
 def test_what_a_provider_still_needs_for_milestone_1() -> None:

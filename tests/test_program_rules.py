@@ -124,16 +124,35 @@ async def test_a_files_verdict_does_not_depend_on_which_stream_arrives_first(sta
 
 def what_if(stack: Stack, tmp_path: Path, document: dict[str, Any] | None, *args: str) -> dict[str, Any]:
     """`dsi rules what-if` on the stack's stores: for a proposed `document`, or (None) with `--published V` in args."""
+    result = run_what_if(stack, tmp_path, document, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def run_what_if(stack: Stack, tmp_path: Path, document: dict[str, Any] | None, *args: str) -> subprocess.CompletedProcess[str]:
     if document is not None:
         path = tmp_path / f"{document['version']}.json"
         path.write_text(json.dumps(document))
         args = (str(path), *args)
     env = {**os.environ, "DSI_VAR_DIR": str(tmp_path / "var"),
            **{f"{name.upper()}_STORE": stack.store_url_for(name) for name in ("submissions", "milestones")}}
-    result = subprocess.run([sys.executable, "-m", "dsi_shared.cli", "rules", "what-if", *args, "--json"],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return dict(json.loads(result.stdout))
+    return subprocess.run([sys.executable, "-m", "dsi_shared.cli", "rules", "what-if", *args, "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_what_if_refuses_a_version_with_another_quarter_calendar_as_publishing_would(
+        stack: Stack, tmp_path: Path) -> None:
+    """Quarters already named and paid must never change meaning: a calendar change is no what-if either."""
+    await stack.start("enrollment", "milestones", "submissions")
+
+    async def rules_arrived() -> bool:
+        return all(stack.runtimes[name].app.rulebook().versions for name in ("submissions", "milestones"))  # type: ignore[attr-defined]
+
+    await eventually(rules_arrived, timeout=30)
+    fiscal = amended("2025.1", "2025-01-01", {"program.quarter_calendar.quarter_starts": ["02-01", "05-01", "08-01",
+                                                                                        "11-01"]})
+    refused = run_what_if(stack, tmp_path, fiscal, "--to", "2025Q4")
+    assert refused.returncode == 2 and "program.quarter_calendar" in refused.stdout + refused.stderr
 
 
 async def test_what_if_shows_a_correction_and_a_shorter_window_before_publishing_and_records_nothing(

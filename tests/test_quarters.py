@@ -87,8 +87,16 @@ async def test_dsi_quarter_close_command_closes_once(stack: Stack, tmp_path: Pat
     url = stack.spawn("milestones")
     command = [str(Path(sys.executable).parent / "dsi"), "quarter", "close", "2025Q4", "--url", url, "--token", "staff"]
     env = {"PATH": str(Path(sys.executable).parent), "DSI_VAR_DIR": str(tmp_path)}
-    first = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
-    assert first.returncode == 0, first.stderr
+    early = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
+    assert early.returncode == 1 and "503" in early.stdout and "no program rules" in early.stdout  # no calendar yet
+    await stack.start("enrollment")  # publishes the shipped rules, and with them the quarter calendar
+
+    async def closed() -> subprocess.CompletedProcess[str] | None:
+        run = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
+        assert run.returncode == 0 or "503" in run.stdout, run.stdout + run.stderr
+        return run if run.returncode == 0 else None  # 503 until the rules have reached milestones
+
+    first = await eventually(closed, timeout=30)
     assert "2025Q4 closed" in first.stdout and "0 evaluation(s)" in first.stdout
     again = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
     assert "2025Q4 was already closed" in again.stdout

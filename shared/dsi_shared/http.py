@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dsi_shared.config import TokenGrant
 from dsi_shared.errors import NotFound, PermanentError, Unprocessable, describe
 from dsi_shared.occ import ConcurrentChange
+from dsi_shared.rulebook import NoRulesYet
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -92,6 +93,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DependencyUnavailable)
     async def unavailable(_: Request, exc: DependencyUnavailable) -> JSONResponse:
         response = problem(503, "Service Unavailable", exc.detail, dependency=exc.dependency)
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(NoRulesYet)
+    async def no_rules(_: Request, exc: NoRulesYet) -> JSONResponse:
+        response = problem(503, "Service Unavailable", str(exc), dependency="program rules")
         response.headers["Retry-After"] = "5"
         return response
 

@@ -9,6 +9,13 @@ Dating: a version applies from its `effective_from` (a plan-local date). On a da
 with the latest `effective_from` on or before that day; between versions with the same `effective_from`, the
 one published last. So a correction published later but effective earlier reaches every day from its date on,
 up to the next version's date.
+
+The quarter calendar (`program.quarter_calendar`) is the exception to dating: quarters already named and paid must
+never change meaning, so it is program-wide, the same in every version (`RuleBook.refuse_calendar_change`), and a
+service asks the book, not a version, for it (`RuleBook.calendar`).
+
+Schema history: documents stored before the calendar was part of the rules are read (`upcast`) with the calendar
+the program had then, so recorded history replays unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from dsi_shared.plantime import InvalidCalendar, QuarterCalendar
 
 Money = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
 Trigger = Annotated[str, Field(pattern=r"^A[0-9]{2}$")]
@@ -90,10 +99,38 @@ class ProviderTypeRules(_Strict):
         return self
 
 
+class QuarterCalendarTerms(_Strict):
+    """DOMAIN.md A4: "Data-capture quarters: Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec (America/Los_Angeles)"."""
+
+    quarter_starts: list[Annotated[str, Field(pattern=r"^[0-9]{2}-[0-9]{2}$")]] = Field(
+        description="the first day (MM-DD) of quarters 1 to 4: four distinct, ascending month-days, not 02-29; "
+                    "the 4th quarter runs into the next year up to the day before the 1st start")
+
+    @field_validator("quarter_starts")
+    @classmethod
+    def _a_calendar(cls, starts: list[str]) -> list[str]:
+        try:
+            QuarterCalendar.parse(starts)
+        except InvalidCalendar as exc:
+            raise ValueError(str(exc)) from None
+        return starts
+
+    _calendar: QuarterCalendar = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._calendar = QuarterCalendar.parse(self.quarter_starts)  # parsed once: every file is dated by it
+
+    @property
+    def calendar(self) -> QuarterCalendar:
+        return self._calendar
+
+
 class ProgramTerms(_Strict):
     cap: Money = Field(description="the most a participant is ever paid, e.g. 40000.00")
     cap_scope: Literal["organization", "participation"] = Field(
         description="whether a later round shares the organization's cap or brings its own")
+    quarter_calendar: QuarterCalendarTerms = Field(
+        description="when quarters start: program-wide, the same in every published version")
 
 
 class RulesDocument(_Strict):
@@ -121,6 +158,26 @@ class InvalidRulesDocument(ValueError):
     """Raised with the field locations and error kinds (never values) of what is wrong."""
 
 
+class NoRulesYet(Exception):
+    """No rules version has reached this service yet, so no day can be put into a quarter: a consumer retries the
+    message, an API answers 503 (never a default calendar)."""
+
+
+# The calendar every document had before `program.quarter_calendar` was part of the schema (DOMAIN.md A4).
+LEGACY_QUARTER_STARTS = ("01-01", "04-01", "07-01", "10-01")
+
+
+def upcast(document: Any) -> Any:
+    """A stored document of an older schema in today's: one without a quarter calendar reads with the calendar the
+    program had when it was published, so recorded history replays unchanged. Other documents are left as they
+    are (a new version must name its calendar)."""
+    program = document.get("program") if isinstance(document, dict) else None
+    if isinstance(program, dict) and "quarter_calendar" not in program:
+        return {**document, "program": {**program,
+                                        "quarter_calendar": {"quarter_starts": list(LEGACY_QUARTER_STARTS)}}}
+    return document
+
+
 def parse_document(document: Any) -> RulesDocument:
     try:
         return RulesDocument.model_validate(document)
@@ -138,7 +195,7 @@ class RuleBook:
 
     @classmethod
     def of(cls, documents: Iterable[dict[str, Any]]) -> RuleBook:
-        return cls(tuple(RulesDocument.model_validate(d) for d in documents))
+        return cls(tuple(RulesDocument.model_validate(upcast(d)) for d in documents))
 
     @classmethod
     def of_current_schema(cls, documents: Iterable[dict[str, Any]]) -> RuleBook:
@@ -146,7 +203,7 @@ class RuleBook:
         valid = []
         for document in documents:
             try:
-                valid.append(RulesDocument.model_validate(document))
+                valid.append(RulesDocument.model_validate(upcast(document)))
             except ValidationError:
                 continue
         return cls(tuple(valid))
@@ -158,6 +215,21 @@ class RuleBook:
             if version.effective_from <= day and (best is None or version.effective_from >= best.effective_from):
                 best = version
         return best
+
+    @property
+    def calendar(self) -> QuarterCalendar:
+        """The program's quarter calendar (every version carries the same one). NoRulesYet before any version."""
+        if not self.versions:
+            raise NoRulesYet("no program rules have arrived yet: no quarter calendar to date by")
+        return self.versions[-1].program.quarter_calendar.calendar
+
+    def refuse_calendar_change(self, proposed: RulesDocument) -> None:
+        """Quarters already named and paid must never change meaning: once a version is published, every later one
+        carries the same calendar (InvalidRulesDocument naming `program.quarter_calendar` otherwise)."""
+        if self.versions and proposed.program.quarter_calendar.calendar != self.calendar:
+            raise InvalidRulesDocument(
+                "invalid rules document: program.quarter_calendar: the quarter calendar is program-wide and cannot "
+                f"change once published (it is {', '.join(self.calendar.month_days())})")
 
     def version(self, name: str) -> RulesDocument | None:
         return next((v for v in self.versions if v.version == name), None)

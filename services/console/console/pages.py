@@ -209,10 +209,13 @@ def install(app: FastAPI, console: Console) -> None:
     @app.get("/statement/{pid}/{quarter}", response_class=HTMLResponse)
     async def quarter_statement(request: Request, pid: str, quarter: str) -> Response:
         session = console.session(request, PROVIDER)
-        shown = await reads.participant(console.up, console.reader(session), console.own(session, pid))
+        token = console.reader(session)
+        shown = await reads.participant(console.up, token, console.own(session, pid))
         if shown is None:
             raise Refused(404, "No such page.")
-        return console.page(request, "statement.html", **shown, plain=plain, quarter=quarter_of(quarter))
+        calendar = plain.calendar_of(await console.up.get("enrollment", "/program-rules", token))
+        return console.page(request, "statement.html", **shown, plain=plain, quarter=quarter_of(quarter),
+                            calendar=calendar)
 
 
 def secure(request: Request) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from dsi_shared.plantime import QuarterCalendar
+
 EVENTS = {"A01": "admission", "A02": "transfer", "A03": "discharge", "A04": "registration", "A08": "update",
           "A11": "cancelled admission", "A12": "cancelled transfer", "A13": "cancelled discharge"}
 WORDS = {
@@ -77,11 +79,19 @@ def missing_for_milestone1(participant: dict[str, Any]) -> list[str]:
     return missing
 
 
-def quarter_of(submission: dict[str, Any]) -> str:
-    """The quarter a file counts in: the one its credit names, else the quarter of its event (or receipt)."""
+def calendar_of(rules: dict[str, Any] | None) -> QuarterCalendar | None:
+    """The program's quarter calendar, from `GET /program-rules` (None before any version is published)."""
+    current = (rules or {}).get("current") or {}
+    starts = ((current.get("program") or {}).get("quarter_calendar") or {}).get("quarter_starts")
+    return QuarterCalendar.parse(starts) if starts else None
+
+
+def quarter_of(submission: dict[str, Any], calendar: QuarterCalendar | None) -> str | None:
+    """The quarter a file counts in: the one its credit names, else the quarter the HIE received it in (DOMAIN.md
+    A4), by the program's calendar; None when it has no credit and no calendar is published yet."""
     credit = submission.get("credit") or {}
     if credit.get("quarter"):
         return str(credit["quarter"])
-    facts = submission.get("facts") or {}
-    when = datetime.fromisoformat(facts.get("event_time") or submission["received_at"])
-    return f"{when.year}Q{(when.month - 1) // 3 + 1}"
+    if calendar is None:
+        return None
+    return str(calendar.quarter_at(datetime.fromisoformat(submission["received_at"])))

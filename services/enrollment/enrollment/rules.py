@@ -186,6 +186,10 @@ class ProgramRules(Aggregate):
             if known == rules:
                 return False
             raise InvalidRules(f"version: {rules.version} already exists with other content: use a new version")
+        try:
+            book.refuse_calendar_change(rules)
+        except InvalidRulesDocument as exc:
+            raise InvalidRules(str(exc)) from None
         replaced = book.in_force(rules.effective_from) or book.latest
         lowered = lowered_terms(replaced, rules) if replaced is not None else []
         if lowered and not confirm_lowering:

@@ -93,3 +93,48 @@ def test_over_http_a_bad_document_is_422_naming_the_field_a_lowering_409_and_not
     assert confirmed.status_code == 201
     shown = api.get("/program-rules", params={"on": "2024-12-31"}, headers=STAFF).json()
     assert (shown["in_force"]["version"], shown["current"]["version"]) == ("2024.1", "2025.1")
+
+
+STARTS = "program.quarter_calendar.quarter_starts"
+FEBRUARY = ["02-01", "05-01", "08-01", "11-01"]
+
+
+def test_a_version_with_another_quarter_calendar_is_refused_naming_it_and_nothing_is_published() -> None:
+    """Quarters already named and paid must never change meaning: the calendar is the same in every version."""
+    record = published()
+    with pytest.raises(InvalidRules, match=r"program\.quarter_calendar"):
+        record.publish(amended("2025.1", "2025-01-01", {STARTS: FEBRUARY}), "fiscal quarters")
+    with pytest.raises(InvalidRules, match=r"program\.quarter_calendar"):  # confirming a lowering does not help
+        record.publish(amended("2025.1", "2025-01-01", {STARTS: FEBRUARY}), "fiscal quarters", confirm_lowering=True)
+    assert [v["version"] for v in record.versions] == ["2024.1"]
+
+
+def test_the_first_version_may_bring_any_calendar_and_later_versions_keep_it() -> None:
+    record = ProgramRules()
+    assert record.publish(amended("2024.1", "2024-01-01", {STARTS: FEBRUARY}), "fiscal quarters") is True
+    assert record.book.calendar.month_days() == FEBRUARY
+    assert record.publish(amended("2025.1", "2025-01-01", {STARTS: FEBRUARY, "program.cap": "50000.00"}), "more") is True
+    with pytest.raises(InvalidRules, match=r"program\.quarter_calendar"):
+        record.publish(amended("2025.2", "2025-01-01", {}), "back to calendar quarters")
+
+
+def test_a_version_stored_before_the_calendar_was_rules_data_keeps_jan_apr_jul_oct() -> None:
+    """Schema history: a version recorded without `program.quarter_calendar` reads with the calendar it had."""
+    older = packaged()
+    del older["program"]["quarter_calendar"]
+    record = ProgramRules()
+    record.rules_published(document=older, reason="recorded before the calendar was rules data")
+    assert record.book.calendar.month_days() == ["01-01", "04-01", "07-01", "10-01"]
+    assert record.publish(packaged(), "packaged") is False  # the same document: no change
+    with pytest.raises(InvalidRules, match=r"program\.quarter_calendar"):
+        record.publish(amended("2025.1", "2025-01-01", {STARTS: FEBRUARY}), "fiscal quarters")
+
+
+def test_over_http_a_changed_or_malformed_calendar_is_422_naming_program_quarter_calendar(api: Any) -> None:
+    for starts in (FEBRUARY, ["01-01", "04-01", "07-01"], ["01-01", "02-29", "07-01", "10-01"],
+                   ["10-01", "07-01", "04-01", "01-01"]):
+        answer = api.post("/program-rules", json={"rules": amended("2025.1", "2025-01-01", {STARTS: starts}),
+                                                  "reason": "x"}, headers=STAFF)
+        assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
+        assert "program.quarter_calendar" in answer.json()["detail"]
+    assert api.get("/program-rules", headers=STAFF).json()["versions"] == ["2024.1"]

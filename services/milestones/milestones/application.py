@@ -12,7 +12,7 @@ from uuid import UUID
 
 from dsi_shared.errors import NotFound, PermanentError
 from dsi_shared.occ import retry_on_conflict
-from dsi_shared.plantime import Quarter, plan_day
+from dsi_shared.plantime import Quarter, QuarterCalendar, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook, RulesReader
 from dsi_shared.store import A, FastRepository, ServiceApplication
 from dsi_shared.telemetry import link_to, tracer
@@ -121,28 +121,29 @@ class Milestones(ServiceApplication):
         """Evaluate every participant for the quarter once. Closing again changes nothing; a close interrupted
         half-way resumes (evaluations have deterministic ids); quarters close in order, and only once ended."""
         quarter = Quarter.parse(text)
-        calendar = self.calendar()
-        if str(quarter) in calendar.closed:
+        closes = self.calendar()
+        if str(quarter) in closes.closed:
             return self.close_summary(quarter, already_closed=True)
-        latest = calendar.latest
+        latest = closes.latest
         if latest is not None and quarter < latest:
             raise QuarterNotClosable(f"{latest} is already closed: quarters close in order")
-        if quarter.last_day >= plan_day(now):
-            raise QuarterNotClosable(f"{quarter} has not ended yet (it ends {quarter.last_day})")
+        book = self.rulebook()  # one book for the whole close: every participant under the same versions
+        ends = book.calendar.last_day(quarter)  # NoRulesYet (503) before any rules arrived: no calendar to close by
+        if ends >= plan_day(now):
+            raise QuarterNotClosable(f"{quarter} has not ended yet (it ends {ends})")
         evaluations: list[Evaluation] = []
         participants = 0
-        book = self.rulebook()  # one book for the whole close: every participant under the same versions
         known = self.recorded_evaluations()
         everyone = self.all_progress()
         while block := list(islice(everyone, CLOSE_BLOCK)):
             for made in self._evaluate_block(block, quarter, book, known):
                 participants += bool(made)
                 evaluations.extend(made)
-        calendar.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
-                       participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
-                       adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
+        closes.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
+                     participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
+                     adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
         try:
-            self.save(calendar)
+            self.save(closes)
         except IntegrityError:  # another close of the same quarter finished first: its result stands
             return self.close_summary(quarter, already_closed=True)
         return self.close_summary(quarter, already_closed=False)
@@ -205,16 +206,19 @@ class Milestones(ServiceApplication):
             return known.get(evaluation_id) if known is not None else self.find(evaluation_id, Evaluation)
 
         pid = progress.participant_id
-        rules = (book or self.rulebook()).in_force(quarter.first_day)
+        book = book or self.rulebook()
+        calendar = book.calendar
+        first_day, last_day = calendar.first_day(quarter), calendar.last_day(quarter)
+        rules = book.in_force(first_day)
         row = rules.provider_type(progress.provider_type) if rules and progress.provider_type else None
         m1 = progress.achieved.get(MILESTONE_1)
         starts = row.data_sharing_starts if row else None
         departed = progress.departure
-        if rules is None or m1 is None or plan_day(m1["achieved_at"]) > quarter.last_day or starts is None \
-                or starts > quarter.last_day:
+        if rules is None or m1 is None or plan_day(m1["achieved_at"]) > last_day or starts is None \
+                or starts > last_day:
             return []  # not earning yet in this quarter ("A participant's first quarter is the one that holds its
             #            type's data-sharing start date", read from the version in force)
-        if departed is not None and departed["effective_on"] <= quarter.first_day:
+        if departed is not None and departed["effective_on"] <= first_day:
             return []  # left before the quarter
         if recorded(Evaluation.create_id(pid, str(quarter))) is not None:
             return []  # evaluated by an earlier (interrupted) run of this close
@@ -224,7 +228,8 @@ class Milestones(ServiceApplication):
         if isinstance(rule, PerQualifyingFile):
             return self._evaluate_snf(pid, quarter, rules.version, ledger)
         if isinstance(rule, CoveragePerPeriod):
-            return self._evaluate_pcp(progress, quarter, rules.version, rule, ledger, Quarter.of(starts), recorded)
+            return self._evaluate_pcp(progress, quarter, rules.version, rule, ledger, calendar,
+                                      calendar.quarter_of(starts), recorded)
         return [Evaluation(pid, str(quarter), "quarter", None, None, rules.version, ZERO, "earning_rule_forthcoming", {})]
 
     def _evaluate_snf(self, pid: UUID, quarter: Quarter, rule_version: str, ledger: CreditLedger) -> list[Aggregate]:
@@ -246,12 +251,13 @@ class Milestones(ServiceApplication):
                          carried=result.carry_forward)
         return [evaluation, ledger]
 
-    def attributed(self, progress: ParticipantProgress, quarter: Quarter) -> set[str]:
+    def attributed(self, progress: ParticipantProgress, quarter: Quarter, calendar: QuarterCalendar) -> set[str]:
         members: set[str] = set()
+        first, last = calendar.first_day(quarter), calendar.last_day(quarter)  # once: rosters have thousands of spans
         for reference in progress.references:
             roster = self.roster(reference)
             if roster is not None:
-                members |= roster.members_in(quarter)
+                members |= roster.members_in(first, last)
         return members
 
     def _met_before(self, pid: UUID, first: Quarter, quarter: Quarter,
@@ -267,7 +273,8 @@ class Milestones(ServiceApplication):
         return frozenset(met)
 
     def _evaluate_pcp(self, progress: ParticipantProgress, quarter: Quarter, rule_version: str, rule: CoveragePerPeriod,
-                      ledger: CreditLedger, first: Quarter, recorded: Callable[[UUID], Evaluation | None]) -> list[Aggregate]:
+                      ledger: CreditLedger, calendar: QuarterCalendar, first: Quarter,
+                      recorded: Callable[[UUID], Evaluation | None]) -> list[Aggregate]:
         pid = progress.participant_id
         made: list[Aggregate] = []
         counted: list[str] = []
@@ -281,12 +288,12 @@ class Milestones(ServiceApplication):
             before = recorded(Evaluation.create_id(pid, earlier))
             if before is None or before.milestone is None or before.earned > ZERO or before.state == REJECTED:
                 continue  # nothing to reconsider: not evaluated, no milestone, already met, or rejected
-            outcome = self._coverage(progress, Quarter.parse(earlier), rule, ledger, first, recorded)
+            outcome = self._coverage(progress, Quarter.parse(earlier), rule, ledger, calendar, first, recorded)
             made.append(Evaluation(pid, str(quarter), f"adjustment:{earlier}", outcome.milestone, COVERAGE, rule_version,
                                    outcome.earned, "met_on_late_records" if outcome.met else "still_missed",
                                    {**_pcp_figures(outcome, ledger, earlier), "late_credits": sorted(late),
                                     "adjusts": str(before.id)}))
-        outcome = self._coverage(progress, quarter, rule, ledger, first, recorded)
+        outcome = self._coverage(progress, quarter, rule, ledger, calendar, first, recorded)
         this_quarter = sorted(s for s, c in ledger.active(COVERAGE, PENDING).items() if c["quarter"] == str(quarter))
         counted.extend(this_quarter)
         result = "met" if outcome.met else ("no_milestone_for_quarter" if outcome.milestone is None else "missed")
@@ -296,10 +303,11 @@ class Milestones(ServiceApplication):
         return [*made, ledger]
 
     def _coverage(self, progress: ParticipantProgress, quarter: Quarter, rule: CoveragePerPeriod, ledger: CreditLedger,
-                  first: Quarter, recorded: Callable[[UUID], Evaluation | None]) -> PcpOutcome:
+                  calendar: QuarterCalendar, first: Quarter,
+                  recorded: Callable[[UUID], Evaluation | None]) -> PcpOutcome:
         with_record = {c["member_id"] for c in ledger.active(COVERAGE).values() if c["quarter"] == str(quarter)}
-        return pcp_quarter(rule, quarter.index_from(first), quarter, self.attributed(progress, quarter), with_record,
-                           self._met_before(progress.participant_id, first, quarter, recorded))
+        return pcp_quarter(rule, quarter.index_from(first), quarter, self.attributed(progress, quarter, calendar),
+                           with_record, self._met_before(progress.participant_id, first, quarter, recorded))
 
     # -- validation ------------------------------------------------------------------------------------------
     def validate(self, evaluation_id: UUID, by: str, now: datetime) -> Evaluation:

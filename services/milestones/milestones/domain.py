@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from dsi_shared.plantime import plan_day, quarter_of
+from dsi_shared.plantime import plan_day
 from dsi_shared.rulebook import RuleBook
 from eventsourcing.domain import Aggregate, event
 
@@ -201,7 +201,7 @@ class ParticipantProgress(Aggregate):
         if decision.outcome == ACHIEVED:
             assert decision.completed_at is not None and decision.amount is not None and decision.deadline is not None
             self.achieve(participant_id=self.participant_id, milestone=MILESTONE_1, amount=decision.amount,
-                         achieved_at=decision.completed_at, quarter=quarter_of(decision.completed_at),
+                         achieved_at=decision.completed_at, quarter=str(book.calendar.quarter_at(decision.completed_at)),
                          rule_version=decision.rule_version or "", deadline=decision.deadline, basis=list(decision.basis))
         elif decision.outcome == MISSED and MILESTONE_1 not in self.missed:
             assert decision.completed_at is not None and decision.reason is not None

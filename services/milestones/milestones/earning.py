@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 
 from dsi_shared.plantime import Quarter
@@ -18,11 +17,6 @@ from dsi_shared.rulebook import CoveragePerPeriod, CoverageThreshold
 
 PER_FILE, COVERAGE = "per_qualifying_file", "coverage_per_period"  # the earning-rule kinds this code knows
 ZERO = Decimal("0.00")
-
-
-def covers(start: date, end: date | None, quarter: Quarter) -> bool:
-    """A span [start, end] (end inclusive, None = open) overlaps the quarter."""
-    return start <= quarter.last_day and (end is None or end >= quarter.first_day)
 
 
 @dataclass(frozen=True)

@@ -141,11 +141,10 @@ class AttributionRoster(Aggregate):
     def note_membership(self, cin: str, start: date, end: date | None) -> None:
         self.membership.setdefault(cin, {})[start.isoformat()] = {"start": start, "end": end}
 
-    def members_in(self, quarter: Quarter) -> set[str]:
-        """Members attributed in the quarter who are plan members in it."""
-        first, last = quarter.first_day, quarter.last_day  # computed once: a roster has thousands of spans
+    def members_in(self, first: date, last: date) -> set[str]:
+        """Members attributed in the quarter [first, last] who are plan members in it."""
 
-        def covered(span: dict[str, date | None]) -> bool:  # `covers`, with the quarter's days at hand
+        def covered(span: dict[str, date | None]) -> bool:  # the span [start, end] (None: open) overlaps the quarter
             start, end = span["start"], span["end"]
             return start is not None and start <= last and (end is None or end >= first)
 

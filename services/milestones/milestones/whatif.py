@@ -42,7 +42,7 @@ def _participant(app: Milestones, progress: ParticipantProgress, book: RuleBook,
         return projection
     assert decision.completed_at is not None and decision.amount is not None
     projection.milestone1 = f"achieved ${decision.amount} ({decision.rule_version})"
-    paid = _capped(book, Quarter.of(plan_day(decision.completed_at)), decision.amount, ZERO)
+    paid = _capped(book, book.calendar.quarter_at(decision.completed_at), decision.amount, ZERO)
     met: set[str] = set()
     quarter = first
     while quarter <= last:
@@ -58,18 +58,20 @@ def _participant(app: Milestones, progress: ParticipantProgress, book: RuleBook,
 
 
 def _capped(book: RuleBook, quarter: Quarter, earned: Decimal, paid: Decimal) -> Decimal:
-    rules = book.in_force(quarter.first_day)
+    rules = book.in_force(book.calendar.first_day(quarter))
     cap = rules.program.cap if rules else ZERO
     return max(ZERO, min(earned, cap - paid))
 
 
 def _quarter(app: Milestones, progress: ParticipantProgress, book: RuleBook, files: Sequence[JudgedFile], quarter: Quarter,
              m1_on: Any, met_before: frozenset[str]) -> tuple[tuple[Decimal, str | None], str]:
-    rules = book.in_force(quarter.first_day)
+    calendar = book.calendar
+    first_day, last_day = calendar.first_day(quarter), calendar.last_day(quarter)
+    rules = book.in_force(first_day)
     row = rules.provider_type(progress.provider_type or "") if rules else None
     departed = progress.departure
-    if row is None or m1_on > quarter.last_day or row.data_sharing_starts > quarter.last_day or (
-            departed is not None and departed["effective_on"] <= quarter.first_day):
+    if row is None or m1_on > last_day or row.data_sharing_starts > last_day or (
+            departed is not None and departed["effective_on"] <= first_day):
         return (ZERO, None), ""
     credited = [f for f in files if f.quarter == str(quarter) and f.verdict == "credited"]
     if isinstance(row.earning_rule, PerQualifyingFile):
@@ -77,8 +79,8 @@ def _quarter(app: Milestones, progress: ParticipantProgress, book: RuleBook, fil
         return (earned, None), f"${earned} ({sum(1 for f in credited if f.earning_rule == PER_FILE)} files)"
     if isinstance(row.earning_rule, CoveragePerPeriod):
         recorded = {f.member_id for f in credited if f.earning_rule == COVERAGE and f.member_id}
-        outcome = pcp_quarter(row.earning_rule, quarter.index_from(Quarter.of(row.data_sharing_starts)), quarter,
-                              app.attributed(progress, quarter), recorded, met_before)
+        outcome = pcp_quarter(row.earning_rule, quarter.index_from(calendar.quarter_of(row.data_sharing_starts)),
+                              quarter, app.attributed(progress, quarter, calendar), recorded, met_before)
         shown = f"{outcome.milestone} {'met' if outcome.met else 'missed'} {outcome.numerator}/{outcome.denominator}"
         return (outcome.earned, outcome.milestone if outcome.met else None), f"{shown} ${outcome.earned}"
     return (ZERO, None), "earning rule forthcoming"

@@ -13,7 +13,6 @@ from milestones.domain import (
     LEFT_BEFORE_COMPLETION,
     MILESTONE_1,
     ParticipantProgress,
-    quarter_of,
 )
 
 from tests.rulesdoc import amended, book
@@ -158,6 +157,11 @@ def test_any_arrival_order_achieves_milestone_1_exactly_once(order: list[str]) -
 
 
 def test_quarters_follow_los_angeles_time_across_year_and_dst_edges() -> None:
+    """Under the shipped calendar: "Data-capture quarters: Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec (America/Los_Angeles)"."""
+
+    def quarter_of(moment: datetime) -> str:
+        return str(BOOK.calendar.quarter_at(moment))
+
     assert quarter_of(datetime(2024, 4, 1, 6, 59, tzinfo=UTC)) == "2024Q1"  # 23:59 PDT on March 31
     assert quarter_of(datetime(2024, 4, 1, 7, 0, tzinfo=UTC)) == "2024Q2"
     assert quarter_of(datetime(2025, 1, 1, 7, 59, tzinfo=UTC)) == "2024Q4"  # 23:59 PST on December 31

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from dsi_shared.plantime import BadQuarter, Quarter
-from dsi_shared.rulebook import CoveragePerPeriod, RulesCopy
+from dsi_shared.rulebook import CoveragePerPeriod, NoRulesYet, RulesCopy
 from eventsourcing.persistence import IntegrityError
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,12 +29,13 @@ CAP = D(packaged()["program"]["cap"])
 PCP = book().latest.provider_types["primary_care"].earning_rule  # type: ignore[union-attr]
 assert isinstance(PCP, CoveragePerPeriod)
 Q = Quarter.parse
+CALENDAR = book().calendar  # the shipped one: Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec
 
 
 def test_quarters() -> None:
     q = Quarter.parse("2025Q4")
-    assert (q.first_day, q.last_day, str(q.next())) == (date(2025, 10, 1), date(2025, 12, 31), "2026Q1")
-    assert Quarter.of(date(2024, 2, 29)) == Quarter(2024, 1) and Quarter.parse("2024Q1").last_day == date(2024, 3, 31)
+    assert (CALENDAR.first_day(q), CALENDAR.last_day(q), str(q.next())) == (date(2025, 10, 1), date(2025, 12, 31), "2026Q1")
+    assert CALENDAR.quarter_of(date(2024, 2, 29)) == Quarter(2024, 1) and CALENDAR.last_day(Q("2024Q1")) == date(2024, 3, 31)
     assert Quarter.parse("2026Q1").index_from(Quarter.parse("2025Q1")) == 5
     for bad in ("2025Q5", "2025-Q1", "25Q1"):
         with pytest.raises(ValueError):
@@ -46,7 +47,7 @@ def test_a_quarter_is_ascii_digits_in_the_plans_years() -> None:
     for bad in ("２０２５Q4", "٢٠٢٥Q4", "9999Q4", "0001Q1", "1999Q4", "2101Q1"):
         with pytest.raises(BadQuarter):
             Quarter.parse(bad)
-    assert (Quarter.parse("2000Q1").first_day, Quarter.parse("2100Q4").last_day) == (date(2000, 1, 1), date(2100, 12, 31))
+    assert (CALENDAR.first_day(Q("2000Q1")), CALENDAR.last_day(Q("2100Q4"))) == (date(2000, 1, 1), date(2100, 12, 31))
 
 
 def test_coverage_thresholds_are_exact() -> None:
@@ -88,19 +89,21 @@ def test_snf_withdrawals_after_evaluation_are_set_against_later_credits() -> Non
 
 
 class Network:
-    def __init__(self, tmp_path: Path, *documents: dict[str, object]) -> None:
+    def __init__(self, tmp_path: Path, *documents: dict[str, object], first: dict[str, object] | None = None) -> None:
+        """`first`: the first published version (the shipped one unless given)."""
         self.app = Milestones(f"sqlite:///{tmp_path / 'milestones.db'}")
         rules = RulesCopy()
-        for document in (packaged(), *documents):
+        for document in (first or packaged(), *documents):
             rules.note(document)
         self.app.save(rules)
 
-    def participant(self, provider_type: str, npi: str, individual_npis: list[str] | None = None) -> UUID:
+    def participant(self, provider_type: str, npi: str, individual_npis: list[str] | None = None,
+                    signed_at: datetime = datetime(2024, 6, 3, 17, tzinfo=UTC)) -> UUID:
         progress = ParticipantProgress(uuid4())
         progress.note_registration(provider_type, npi, f"{provider_type} {npi}", individual_npis)
         progress.note_eligibility(True, "2024.1")
         for agreement in ("LOA", "DSA", "HIE"):
-            progress.note_agreement(agreement, datetime(2024, 6, 3, 17, tzinfo=UTC), f"{agreement}-{npi}")
+            progress.note_agreement(agreement, signed_at, f"{agreement}-{npi}")
             progress.note_review(agreement, f"{agreement}-{npi}", "accepted")
         progress.decide_milestone_1(self.app.rulebook())
         self.app.save(progress)
@@ -131,6 +134,30 @@ class Network:
         self.app.close_quarter(quarter, "program-staff#test", NOW)
         return {str(e.participant_id) + ("" if e.subject == "quarter" else f" {e.subject}"): e
                 for e in self.app.evaluations(quarter=quarter)}
+
+
+def test_quarters_are_dated_by_the_calendar_the_first_published_version_brought(tmp_path: Path) -> None:
+    """DOMAIN.md A4 "Data-capture quarters: Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec (America/Los_Angeles)" is the
+    shipped calendar, not code: a program whose first version starts quarters on Feb 1, May 1, Aug 1 and Nov 1
+    has milestones date Milestone 1, the data-sharing start and the close by those quarters."""
+    fiscal = amended("2024.1", "2024-01-01", {"program.quarter_calendar.quarter_starts": ["02-01", "05-01", "08-01",
+                                                                                        "11-01"]})
+    net = Network(tmp_path, first=fiscal)
+    snf = net.participant("skilled_nursing", "1111111111", signed_at=datetime(2024, 7, 20, 17, tzinfo=UTC))
+    assert net.app.progress(snf).achieved["M1"]["quarter"] == "2024Q2"  # May–Jul (Jul–Sep on the shipped calendar)
+    # SNF data sharing starts 2025-10-01: inside 2025Q3 (Aug–Oct) here, so 2025Q3 is its first earning quarter.
+    credit = net.credit(snf, SNF_RULE, "2025Q3")
+    closed = net.close("2025Q3")
+    assert (closed[str(snf)].earned, closed[str(snf)].figures["credits"]) == (D("400.00"), [credit])
+    with pytest.raises(QuarterNotClosable, match="2026Q2 has not ended yet \\(it ends 2026-07-31\\)"):
+        net.app.close_quarter("2026Q2", "program-staff#test", NOW)  # NOW is 2026-05-01: in 2026Q2 (May–Jul)
+
+
+def test_without_rules_a_quarter_cannot_be_closed(tmp_path: Path) -> None:
+    """No calendar has arrived yet: the close waits for the rules (503), it never guesses the quarter's days."""
+    app = Milestones(f"sqlite:///{tmp_path / 'milestones.db'}")
+    with pytest.raises(NoRulesYet):
+        app.close_quarter("2025Q4", "program-staff#test", NOW)
 
 
 def test_a_year_of_a_mixed_network_pays_what_was_worked_out_by_hand(tmp_path: Path) -> None:

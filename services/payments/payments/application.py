@@ -45,7 +45,8 @@ class Payments(ServiceApplication):
 
     def cap_for(self, quarter: str) -> Decimal:
         """The program cap in force on the quarter's first day."""
-        rules = self.rulebook().in_force(Quarter.parse(quarter).first_day)
+        book = self.rulebook()
+        rules = book.in_force(book.calendar.first_day(Quarter.parse(quarter))) if book.versions else None
         if rules is None:
             raise NoCapInForce(f"no program rules in force for {quarter}: no cap to pay under")
         return rules.program.cap

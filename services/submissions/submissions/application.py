@@ -23,7 +23,7 @@ from dsi_shared.config import hie_max_delay
 from dsi_shared.errors import NotFound
 from dsi_shared.members import cin_of
 from dsi_shared.occ import retry_on_conflict
-from dsi_shared.plantime import plan_day, quarter_of
+from dsi_shared.plantime import plan_day
 from dsi_shared.rulebook import RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication, stamp_trace
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
@@ -332,7 +332,7 @@ class Submissions(ServiceApplication):
         book = self.rulebook()
         cancelled = cancelled_event(book, participant, adt.trigger, plan_day(adt.event_time or received_at))
         if cancelled is not None:
-            self._cancel(submission, adt, cancelled, participant_id, visits, aggregates)
+            self._cancel(submission, adt, cancelled, participant_id, visits, aggregates, book)
             return submission
         facts["rejudgeable"] = True  # judged from these facts alone: a later fact can judge it again
         self._judge_file(submission, participant, book, visits, self.member_of(submission))
@@ -362,7 +362,8 @@ class Submissions(ServiceApplication):
                 submission.credit_event(participant_id=submission.participant_id, member_id=visit.member_id,
                                         amount=judgment.amount, rule_version=judgment.rule_version or "",
                                         earning_rule=judgment.earning_rule or "", event_key=event_key,
-                                        quarter=quarter_of(submission.received_at), captured_on=plan_day(event_time),
+                                        quarter=str(book.calendar.quarter_at(submission.received_at)),
+                                        captured_on=plan_day(event_time),
                                         attributed=None)
                 visit.add(event_key=event_key, event_type=facts["event_type"], submission_id=submission.id)
                 return True
@@ -387,7 +388,7 @@ class Submissions(ServiceApplication):
         return visits[visit_id]
 
     def _cancel(self, submission: Submission, adt: hl7files.Message, cancelled_type: str, participant_id: UUID,
-                visits: dict[UUID, VisitCredits], aggregates: list[Aggregate]) -> None:
+                visits: dict[UUID, VisitCredits], aggregates: list[Aggregate], book: RuleBook) -> None:
         member = self.member_facts(adt.cin) if adt.cin else None
         if adt.cin is None:
             submission.reject([f"incomplete:{p}" for p in adt.problems] or ["incomplete:PID-3"])
@@ -399,7 +400,8 @@ class Submissions(ServiceApplication):
             return
         original = self.submission(credit["submission_id"])
         original.reverse(participant_id=participant_id, cancelled_by=submission.id, amount=original.amount,
-                         quarter=original.credit["quarter"] if original.credit else quarter_of(submission.received_at))
+                         quarter=original.credit["quarter"] if original.credit
+                         else str(book.calendar.quarter_at(submission.received_at)))
         visit.withdraw(event_key=credit["event_key"], cancelled_by=submission.id)
         submission.record([f"cancels:{original.id}"])
         aggregates.append(original)
@@ -546,13 +548,14 @@ class Submissions(ServiceApplication):
             return self._conclude(submission, judgment, cause)
         assert participant is not None and member is not None and submission.participant_id is not None
         received_on = plan_day(submission.received_at)
+        quarter = book.calendar.quarter_of(received_on)  # "belongs to the quarter in which the HIE received it"
         refs = {str(submission.participant_id), *(filter(None, [participant.npi]))}
         if cause is not None:
             submission.rejudge(verdict=CREDITED, reasons=[], rule_version=judgment.rule_version, cause=cause)
         submission.credit_event(participant_id=submission.participant_id, member_id=member.cin, amount=ZERO,
                                 rule_version=judgment.rule_version or "", earning_rule=judgment.earning_rule or "",
-                                event_key=f"record|{member.cin}|{quarter_of(submission.received_at)}",
-                                quarter=quarter_of(submission.received_at), captured_on=received_on,
+                                event_key=f"record|{member.cin}|{quarter}",
+                                quarter=str(quarter), captured_on=received_on,
                                 attributed=member.attributed_to(refs, received_on))
         return True
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from dsi_shared.audit import WhatIfContext
-from dsi_shared.plantime import quarter_of
+from dsi_shared.plantime import QuarterCalendar
 from dsi_shared.rulebook import RuleBook
 from dsi_shared.service import AuditReport, rebuild_aggregates
 
@@ -38,9 +38,11 @@ class FileOutcome:
     rule_version: str | None
 
 
-def judge_all(app: Submissions, books: dict[str, RuleBook]) -> dict[str, dict[str, list[FileOutcome]]]:
-    """Per book name, per participant, each judgeable file or record (cancelled credits stay cancelled). The store
-    is read once, in one pass over its log, as the audit replay reads it."""
+def judge_all(app: Submissions, books: dict[str, RuleBook],
+              calendar: QuarterCalendar) -> dict[str, dict[str, list[FileOutcome]]]:
+    """Per book name, per participant, each judgeable file or record (cancelled credits stay cancelled), in the
+    quarter of its receipt on the program's `calendar` (the same under every book, even one with no version yet).
+    The store is read once, in one pass over its log, as the audit replay reads it."""
     aggregates = {a.id: a for a in rebuild_aggregates(app, AuditReport())}
 
     def member(cin: str | None) -> MemberFacts | None:
@@ -61,13 +63,13 @@ def judge_all(app: Submissions, books: dict[str, RuleBook]) -> dict[str, dict[st
         participant = aggregates.get(ParticipantFacts.create_id(submission.participant_id))
         known = member(submission.facts.get("member_id"))
         for name, book in books.items():
-            outcome = _judge(submission, participant, known, book, credited_events[name])
+            outcome = _judge(submission, participant, known, book, calendar, credited_events[name])
             outcomes[name].setdefault(str(submission.participant_id), []).append(outcome)
     return outcomes
 
 
 def _judge(submission: Submission, participant: ParticipantFacts | None, member: MemberFacts | None, book: RuleBook,
-           credited_events: set[str]) -> FileOutcome:
+           calendar: QuarterCalendar, credited_events: set[str]) -> FileOutcome:
     facts = submission.facts
     member_id = facts.get("member_id")
     if submission.content_type == HL7_TYPE:
@@ -78,22 +80,22 @@ def _judge(submission: Submission, participant: ParticipantFacts | None, member:
         if judgment.verdict == CREDITED and event_time is not None:
             key = f"{submission.participant_id}|{member.cin if member else member_id}|{facts['visit']}|{submission.event_key}"
             if key in credited_events:
-                return _outcome(submission, REJECTED, ("duplicate",), ZERO, None, member_id, judgment.rule_version)
+                return _outcome(submission, calendar, REJECTED, ("duplicate",), ZERO, None, member_id, judgment.rule_version)
             if submission.reversed_by is None:  # a cancelled credit is no duplicate of the event sent again
                 credited_events.add(key)
     else:
         judgment = judge_record(problems=facts.get("problems", []), received_at=submission.received_at, member=member,
                                 participant=participant, book=book)
     if judgment.verdict == CREDITED and submission.reversed_by is not None:
-        return _outcome(submission, REJECTED, (f"cancelled_by:{submission.reversed_by}",), ZERO,
+        return _outcome(submission, calendar, REJECTED, (f"cancelled_by:{submission.reversed_by}",), ZERO,
                         judgment.earning_rule, member_id, judgment.rule_version)
-    return _outcome(submission, judgment.verdict, tuple(judgment.reasons), judgment.amount, judgment.earning_rule,
+    return _outcome(submission, calendar, judgment.verdict, tuple(judgment.reasons), judgment.amount, judgment.earning_rule,
                     member.cin if member else member_id, judgment.rule_version)
 
 
-def _outcome(submission: Submission, verdict: str, reasons: tuple[str, ...], amount: Decimal, rule: str | None,
-             member_id: str | None, rule_version: str | None) -> FileOutcome:
-    return FileOutcome(str(submission.id), quarter_of(submission.received_at), verdict, reasons, amount, rule,
+def _outcome(submission: Submission, calendar: QuarterCalendar, verdict: str, reasons: tuple[str, ...], amount: Decimal,
+             rule: str | None, member_id: str | None, rule_version: str | None) -> FileOutcome:
+    return FileOutcome(str(submission.id), str(calendar.quarter_at(submission.received_at)), verdict, reasons, amount, rule,
                        member_id, rule_version)
 
 
@@ -101,4 +103,4 @@ def what_if(app: object, context: WhatIfContext) -> None:
     """The service's what-if hook: files under the current book (this store's copy) and under the proposed one."""
     assert isinstance(app, Submissions)
     current, proposed = context.books(app.rulebook())
-    context.files = judge_all(app, {"current": current, "proposed": proposed})
+    context.files = judge_all(app, {"current": current, "proposed": proposed}, proposed.calendar)

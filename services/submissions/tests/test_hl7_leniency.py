@@ -13,6 +13,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from dsi_shared.rulebook import RuleBook
 from submissions.application import Evaluation, Submissions
 from submissions.domain import FacilityIndex, MemberFacts, ParticipantFacts
 from submissions.hl7files import decode, parse_message
@@ -178,3 +179,16 @@ def test_an_associated_message_without_msh4_does_not_make_the_file_incomplete(ap
     assert evaluation.submissions[0].facts["messages"][1]["problems"] == []
     adt_without = send(app, adt("A01", CIN, occurred="20251101070000").replace(blank, "MSH|^~\\&|PCC||"))
     assert adt_without.answers[0].ack_code != "AA"  # the ADT itself must name its sender
+
+
+def test_a_credit_names_the_quarter_of_receipt_on_the_published_calendar(app: Submissions,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOMAIN.md A4: "Data-capture quarters: Jan–Mar, Apr–Jun, Jul–Sep, Oct–Dec (America/Los_Angeles). A submission
+    belongs to the quarter in which the HIE received it." The months are the published calendar's: with quarters
+    starting on the 2nd of Feb, May, Aug and Nov, a file received on November 1 belongs to the third quarter."""
+    assert send(app, combined("A01", CIN)).submissions[0].credit["quarter"] == "2025Q4"  # the shipped calendar
+    second_of = amended("2024.1", "2024-01-01", {"program.quarter_calendar.quarter_starts": ["02-02", "05-02", "08-02",
+                                                                                           "11-02"]})
+    monkeypatch.setattr(app, "rulebook", lambda: RuleBook.of([second_of]))
+    [credited] = send(app, combined("A01", CIN, visit="V0002")).submissions
+    assert (credited.verdict, credited.credit["quarter"]) == ("credited", "2025Q3")

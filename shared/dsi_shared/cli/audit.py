@@ -20,7 +20,7 @@ from dsi_shared.audit import AuditContext, WhatIfContext
 from dsi_shared.cli.common import console, errors, on_bus
 from dsi_shared.config import Settings
 from dsi_shared.events import IncomingEvent
-from dsi_shared.plantime import PLAN_ZONE, Quarter, plan_day
+from dsi_shared.plantime import PLAN_ZONE, Quarter
 from dsi_shared.rulebook import InvalidRulesDocument, RuleBook, RulesDocument, parse_document
 from dsi_shared.service import AuditReport, discover
 
@@ -54,7 +54,7 @@ def rules_what_if(
             message = str(exc) if isinstance(exc, InvalidRulesDocument) else f"{rules_file}: {type(exc).__name__}"
             raise typer.BadParameter(message) from None
     try:
-        last = Quarter.parse(to_quarter) if to_quarter else Quarter.of(plan_day(datetime.now().astimezone())).previous()
+        last = Quarter.parse(to_quarter) if to_quarter else None
         first = Quarter.parse(from_quarter) if from_quarter else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -75,9 +75,17 @@ def rules_what_if(
                         raise typer.BadParameter(f"no published version {published!r}")
                     current, proposed_book = book.without(published), book
                 assert proposed is not None
+                if rules_file is not None:
+                    try:  # a version that would be refused on publication is no what-if
+                        book.refuse_calendar_change(proposed)
+                    except InvalidRulesDocument as exc:
+                        raise typer.BadParameter(str(exc)) from None
+                # the program's calendar; with nothing published yet, the proposed first version's own
+                calendar = book.calendar if book.versions else proposed.program.quarter_calendar.calendar
+                last = last or calendar.quarter_at(datetime.now().astimezone()).previous()
                 earliest = min((v.effective_from for v in book.versions), default=proposed.effective_from)
-                context = WhatIfContext(proposed, first or Quarter.of(min(earliest, proposed.effective_from)), last,
-                                        current, proposed_book)
+                context = WhatIfContext(proposed, first or calendar.quarter_of(min(earliest, proposed.effective_from)),
+                                        last, current, proposed_book)
             with console.status(f"working out {spec.name} under both rule books") if not as_json else nullcontext():
                 spec.what_if(application, context)
         finally:
@@ -85,7 +93,7 @@ def rules_what_if(
     assert proposed is not None
     participants = context.participants if context else {}
     summary = {"proposed_version": proposed.version, "effective_from": proposed.effective_from.isoformat(),
-               "from": str(context.first if context else None), "to": str(last),
+               "from": str(context.first if context else None), "to": str(context.last if context else last),
                "seconds": round(time.monotonic() - started, 2),
                "participants": participants}
     if as_json:
@@ -93,7 +101,7 @@ def rules_what_if(
         return
     verb = "changed" if published else "were published"
     table = Table(title=f"What if {proposed.version} (effective {proposed.effective_from}) {verb}: "
-                        f"{summary['from']}–{last}")
+                        f"{summary['from']}–{summary['to']}")
     for column in ("participant", "current", "proposed", "difference", "files changed", "quarters changed", "Milestone 1"):
         table.add_column(column)
     for pid, row in participants.items():
