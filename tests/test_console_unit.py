@@ -11,6 +11,7 @@ from console.chart import paid_chart
 from console.sessions import Sessions
 from dsi_shared.config import TokenGrant, parse_grants
 from dsi_shared.http import Auth
+from dsi_shared.rulebook import calendar_of
 
 from tests.rulesdoc import packaged
 
@@ -50,7 +51,7 @@ def test_a_late_file_says_how_late_in_hours_against_the_rules_limit() -> None:
     assert plain.reason_text("incomplete:ORU^R01 missing", late, 72) == "incomplete: ORU^R01 missing"
     assert plain.reason_text("something_new", late, 72) == "something new"
     assert plain.limit_of({"schedule": {"earning_rule": {"timeliness_hours": 72}}}) == 72
-    calendar = plain.calendar_of({"current": packaged()})
+    calendar = calendar_of({"current": packaged()})
     assert plain.quarter_of(late, calendar) == "2025Q4"  # the quarter the HIE received it in
     assert plain.quarter_of(late, None) is None  # no rules published yet: no quarter, never a guessed one
 

@@ -16,7 +16,8 @@ from rich.console import Console
 
 from dsi_shared.bus import Naming, connect_briefly
 from dsi_shared.config import Settings, parse_grants
-from dsi_shared.plantime import PLAN_ZONE, Quarter, plan_day
+from dsi_shared.plantime import PLAN_ZONE
+from dsi_shared.rulebook import calendar_of
 
 DEMO_NPI = "1992837462"  # the demo participant's NPI: `make run`'s provider token is bound to it
 DEMO_FACILITY = "SEASIDE"
@@ -151,7 +152,11 @@ async def _files_and_a_quarter(http: httpx.AsyncClient, urls: dict[str, str], st
                 console.print(f"HL7   {label}, judged again when its member arrived → {_verdict(shown)}")
                 break
             await asyncio.sleep(0.1)
-    ended = Quarter.of(plan_day(now)).previous()
+    calendar = calendar_of((await http.get(f"{urls['enrollment']}/program-rules", headers=staff)).json())
+    if calendar is None:
+        console.print("no program rules published: no quarter to close")
+        return
+    ended = calendar.quarter_at(now).previous()
     response = await http.post(f"{urls['milestones']}/quarters/{ended}/close", headers=staff)
     closed = response.json() if response.status_code == 200 else {}
     console.print(f"HTTP  quarter {ended} closed → {response.status_code}: {closed.get('evaluations', 0)} evaluations "

@@ -302,3 +302,11 @@ class RulesReader:
 
 for _internal in (RulesCopy.RulesCopyStarted, RulesCopy.VersionNoted):  # type: ignore[attr-defined]
     _internal.relay = False  # a projection of enrollment's events: never re-published
+
+
+def calendar_of(program_rules: dict[str, Any] | None) -> QuarterCalendar | None:
+    """The program's quarter calendar from enrollment's `GET /program-rules` answer, for clients of the API (the
+    console, the demo); None before any version is published."""
+    current = (program_rules or {}).get("current") or {}
+    starts = ((current.get("program") or {}).get("quarter_calendar") or {}).get("quarter_starts")
+    return QuarterCalendar.parse(starts) if starts else None

@@ -8,6 +8,7 @@ import secrets
 from typing import Any
 
 from dsi_shared.config import PROVIDER
+from dsi_shared.rulebook import calendar_of
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -213,7 +214,7 @@ def install(app: FastAPI, console: Console) -> None:
         shown = await reads.participant(console.up, token, console.own(session, pid))
         if shown is None:
             raise Refused(404, "No such page.")
-        calendar = plain.calendar_of(await console.up.get("enrollment", "/program-rules", token))
+        calendar = calendar_of(await console.up.get("enrollment", "/program-rules", token))
         return console.page(request, "statement.html", **shown, plain=plain, quarter=quarter_of(quarter),
                             calendar=calendar)
 

@@ -79,13 +79,6 @@ def missing_for_milestone1(participant: dict[str, Any]) -> list[str]:
     return missing
 
 
-def calendar_of(rules: dict[str, Any] | None) -> QuarterCalendar | None:
-    """The program's quarter calendar, from `GET /program-rules` (None before any version is published)."""
-    current = (rules or {}).get("current") or {}
-    starts = ((current.get("program") or {}).get("quarter_calendar") or {}).get("quarter_starts")
-    return QuarterCalendar.parse(starts) if starts else None
-
-
 def quarter_of(submission: dict[str, Any], calendar: QuarterCalendar | None) -> str | None:
     """The quarter a file counts in: the one its credit names, else the quarter the HIE received it in (DOMAIN.md
     A4), by the program's calendar; None when it has no credit and no calendar is published yet."""
