@@ -42,6 +42,18 @@ async def participant(up: Upstream, token: str, pid: str) -> dict[str, Any] | No
             "submissions": (files or {}).get("submissions", []), "statement": statement}
 
 
+async def rules(up: Upstream, token: str) -> list[dict[str, Any]]:
+    """The published rules versions, latest first: effective from, reason, published at, and whether each is a
+    correction (effective before the day it was published)."""
+    found = await up.get("enrollment", "/program-rules", token)
+    return list(reversed((found or {}).get("effective", [])))
+
+
+async def names(up: Upstream, token: str) -> dict[str, str]:
+    """Each participant's legal name, by id (the what-if report names participants by id only)."""
+    return {p["id"]: p["legal_name"] for p in await participants(up, token)}
+
+
 async def own_participants(up: Upstream, token: str, binding: str) -> frozenset[str]:
     """The participants a provider token is bound to: its participant id, or every application under its NPI."""
     if UUID_TEXT.match(binding):

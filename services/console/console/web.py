@@ -51,7 +51,7 @@ class SignIn(Exception):
 
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("console", "templates"), autoescape=select_autoescape(default=True))
-    env.filters["money"] = lambda v: "—" if v in (None, "") else f"${float(v):,.2f}"
+    env.filters["money"] = lambda v: "—" if v in (None, "") else f"{'-' if float(v) < 0 else ''}${abs(float(v)):,.2f}"
     return env
 
 
