@@ -351,3 +351,16 @@ async def test_staff_upload_a_48_hour_window_see_the_file_it_would_change_and_wh
                                       timeout=60_000)
     await expect(row.get_by_role("cell").nth(2)).to_have_text("$400.00")
     await console.shot(page, "rules-correction")
+    await page.goto(f"/participants/{pid}")  # the correction reached it: its page links the same report
+    corrections = page.get_by_role("region", name="Rules corrections that reached it")
+    await expect(corrections).to_contain_text("2024.2 (effective 2024-10-01")
+    await corrections.get_by_role("button", name="What 2024.2 changed").click()
+    await expect(page.get_by_role("row", name=re.compile("^Sunrise"))).to_contain_text(early["id"], timeout=60_000)
+    assert page.url.endswith(f"#p-{pid}")
+
+    broken = amended("2025.10", "2025-01-01", {})
+    del broken["program"]["cap"]
+    await page.goto("/rules")
+    await page.get_by_label(re.compile("or paste it")).fill(json.dumps(broken))
+    await page.get_by_role("button", name="Run the what-if").click()
+    await expect(page.get_by_role("alert")).to_contain_text("program.cap")  # a 422 naming the field

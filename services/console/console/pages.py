@@ -111,8 +111,9 @@ def install(app: FastAPI, console: Console) -> None:
         shown = await reads.participant(console.up, session.token, pid)
         if shown is None:
             raise Refused(404, "No such participant.")
+        corrections = await reads.corrections_reaching(console.up, session.token, shown) if session.role == STAFF else []
         return console.page(request, "participant.html", **shown, plain=plain, agreements=AGREEMENTS,
-                            may_write=session.role == STAFF)
+                            may_write=session.role == STAFF, corrections=corrections)
 
     @app.post("/participants/{pid}/agreements")
     async def sign(request: Request, pid: str) -> Response:
@@ -194,8 +195,10 @@ def install(app: FastAPI, console: Console) -> None:
         """A proposed document, or a published correction: "the change visible in the participant's history and
         in the what-if report (§5) before it is published"."""
         session = console.session(request, STAFF)
-        job = await start_what_if(console, await console.form(request, session))
-        return see_other(f"/rules/what-if/{job.id}")
+        fields = await console.form(request, session)
+        job = await start_what_if(console, fields)
+        pid = fields.get("participant", "")  # from a participant's page: its row in the report
+        return see_other(f"/rules/what-if/{job.id}" + (f"#p-{pid}" if reads.UUID_TEXT.match(pid) else ""))
 
     @app.get("/rules/what-if/{job_id}", response_class=HTMLResponse)
     async def what_if_job(request: Request, job_id: str) -> Response:
