@@ -3,23 +3,20 @@ CSRF-checked (`Console.form`) and every route that takes a participant id checks
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from typing import Any
 
 from dsi_shared.config import PROVIDER
-from dsi_shared.errors import describe
 from dsi_shared.whatif import UnknownVersion
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 
 from console import commands, plain, reads
 from console.chart import paid_chart
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from console.web import HOME, Console, Refused, sign_in_as
-from console.whatif import InvalidProposal, Job, WhatIfIn, WhatIfJobs
+from console.whatif import InvalidProposal, Job, WhatIfJobs, from_form
 
 STAFF, AUDITOR, OPS = "program-staff", "auditor", "ops"
 READERS = (STAFF, AUDITOR)
@@ -270,22 +267,8 @@ def jobs(console: Console) -> WhatIfJobs:
 
 
 async def start_what_if(console: Console, fields: dict[str, str]) -> Job:
-    """The form as `POST /program-rules/what-if` takes it: a published version, or the pasted document (the
-    document itself, or the body of POST /program-rules with it under `rules`)."""
-    body: dict[str, Any] = {"from": fields.get("from") or None, "to": fields.get("to") or None}
-    if fields.get("published"):
-        body["published"] = fields["published"]
-    else:
-        try:
-            document = json.loads(fields.get("document", ""))
-        except ValueError:
-            raise Refused(422, "The proposed document is not JSON.") from None
-        wrapped = isinstance(document, dict) and isinstance(document.get("rules"), dict) and "version" not in document
-        body["rules"] = document["rules"] if wrapped else document
     try:
-        return await jobs(console).start(WhatIfIn.model_validate(body))
-    except ValidationError as exc:
-        raise Refused(422, describe(exc)) from None
+        return await jobs(console).start(from_form(fields))
     except InvalidProposal as exc:
         raise Refused(422, str(exc)) from None
     except UnknownVersion as exc:

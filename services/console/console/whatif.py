@@ -10,6 +10,7 @@ live in memory (the what-if records nothing) and one runs at a time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from dsi_shared.http import Answer
 from dsi_shared.plantime import Quarter
 from dsi_shared.rulebook import InvalidRulesDocument, RuleBook, RulesDocument, parse_document
 from dsi_shared.whatif import UnknownVersion, open_read_only, quarters, what_if
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger(__name__)
 QUARTER = r"^\d{4}Q[1-4]$"
@@ -116,6 +117,25 @@ class Job:
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "proposed_version": self.version, "published": self.published,
                 "started_at": self.started_at, "error": self.error, "summary": self.summary}
+
+
+def from_form(fields: dict[str, str]) -> WhatIfIn:
+    """The console's form as `POST /program-rules/what-if` takes it: a published version, or the pasted document
+    (the document itself, or the body of POST /program-rules with it under `rules`)."""
+    body: dict[str, Any] = {"from": fields.get("from") or None, "to": fields.get("to") or None}
+    if fields.get("published"):
+        body["published"] = fields["published"]
+    else:
+        try:
+            document = json.loads(fields.get("document", ""))
+        except ValueError:
+            raise InvalidProposal("the proposed document is not JSON") from None
+        wrapped = isinstance(document, dict) and isinstance(document.get("rules"), dict) and "version" not in document
+        body["rules"] = document["rules"] if wrapped else document
+    try:
+        return WhatIfIn.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidProposal(describe(exc)) from None
 
 
 def proposal(body: WhatIfIn) -> tuple[RulesDocument | None, Quarter | None, Quarter]:
