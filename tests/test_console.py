@@ -6,6 +6,7 @@ write control; a form without its CSRF token is refused. Waits are on page conte
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -28,6 +29,8 @@ from starlette.routing import Route
 
 from tests.harness import STAFF, TOKENS_RAW, Stack, eventually, mllp_exchange
 from tests.hl7_corpus import combined
+from tests.rulesdoc import amended
+from tests.test_program_rules import enrolled_snf, milestone1_noted, post_file
 from tests.test_submissions import CSV, MEMBER, post_hl7
 
 pytestmark = pytest.mark.integration
@@ -237,7 +240,7 @@ async def test_a_provider_sees_only_its_own_statement_and_every_route_with_anoth
     await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     await expect(page.get_by_text("Other Care Home")).to_have_count(0)
     # Every console route that takes an id, asked with another participant's (or any) id: 404, never its data.
-    ids = {"pid": other, "quarter": "2025Q4", "evaluation_id": str(uuid4())}
+    ids = {"pid": other, "quarter": "2025Q4", "evaluation_id": str(uuid4()), "job_id": uuid4().hex}
     routes = [r for r in console.app.pages.routes if isinstance(r, Route) and "{" in r.path]
     assert {r.path for r in routes} >= {"/participants/{pid}", "/statement/{pid}", "/statement/{pid}/{quarter}"}
     for route in routes:
@@ -298,3 +301,66 @@ async def test_a_form_posted_without_its_csrf_token_is_refused(stack: Stack, con
     assert closed.status_code == 404  # nothing was closed
     anonymous = await (await browser.new_context(base_url=console.url)).request.post("/login", form={"token": "staff"})
     assert anonymous.status == 403  # the sign-in form has its own (double-submit) token
+
+
+async def test_staff_upload_a_48_hour_window_see_the_file_it_would_change_and_what_a_published_correction_changed(
+        stack: Stack, console: RunningConsole, browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 §5, "what if the timeliness window were 48 hours instead of 72": the what-if "prints per participant:
+    dollars under the current rules, under the proposed rules, the difference, and the files, evaluations and
+    milestones that change, with their reasons. Nothing is recorded." And §2: a published correction's
+    "already-paid results that it changes are shown as differences for staff (never silently rewritten)"."""
+    for name in ("submissions", "milestones"):  # the console reads the stores as `dsi rules what-if` does
+        monkeypatch.setenv(f"{name.upper()}_STORE", stack.store_url_for(name))
+    pid = await enrolled_snf(stack, "WINDOW_SNF")
+    await milestone1_noted(stack, pid)
+    sixty_hours = await post_file(stack, "WINDOW_SNF", "20251105080000", "2025-11-07T20:00:00-08:00")
+    early = await post_file(stack, "WINDOW_SNF", "20241105080000", "2024-11-05T10:00:00-08:00")
+    assert (sixty_hours["verdict"], early["reasons"]) == ("credited", ["before_data_sharing_start"])
+    proposed = tmp_path / "rules-2025.9.json"
+    proposed.write_text(json.dumps(amended(
+        "2025.9", "2025-01-01", {"provider_types.skilled_nursing.earning_rule.timeliness_hours": 48})))
+
+    page = await signed_in(browser, console, "staff")
+    await page.get_by_role("link", name="Rules", exact=True).click()
+    await expect(page.get_by_role("row", name=re.compile(r"^2024\.1 "))).to_contain_text("packaged default")
+    await page.get_by_label("Proposed rules document (a JSON file)").set_input_files(str(proposed))
+    await expect(page.get_by_label(re.compile("or paste it"))).to_have_value(re.compile('"2025.9"'))
+    await page.get_by_label(re.compile("^From quarter")).fill("2025Q4")
+    await page.get_by_label(re.compile("^To quarter")).fill("2025Q4")
+    await page.get_by_role("button", name="Run the what-if").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("What if 2025.9 were published")
+    row = page.get_by_role("row", name=re.compile("^Sunrise"))
+    await expect(row).to_contain_text(f"File {sixty_hours['id']} (2025Q4): credited", timeout=60_000)
+    await expect(row).to_contain_text("→ rejected (late)")
+    await expect(row.get_by_role("cell").nth(2)).to_have_text("-$400.00")
+    await console.shot(page, "rules-what-if")
+    assert (await stack.clients["submissions"].get(f"/submissions/{sixty_hours['id']}", headers=STAFF)).json()[
+        "verdict"] == "credited"  # nothing was recorded
+
+    correction = amended("2024.2", "2024-10-01", {"provider_types.skilled_nursing.data_sharing_starts": "2024-10-01"})
+    published = await stack.clients["enrollment"].post("/program-rules", headers=STAFF, json={
+        "rules": correction, "reason": "SNF/LTC data sharing starts the day after the Milestone 1 deadline"})
+    assert published.status_code == 201, published.text
+    await page.get_by_role("link", name="Rules", exact=True).click()
+    await expect(page.get_by_role("row", name=re.compile(r"^2024\.2 "))).to_contain_text("correction")
+    await console.shot(page, "rules")
+    await page.get_by_role("button", name="What 2024.2 changed").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("What if 2024.2 changed")
+    row = page.get_by_role("row", name=re.compile("^Sunrise"))
+    await expect(row).to_contain_text(f"File {early['id']} (2024Q4): rejected (before_data_sharing_start) → credited",
+                                      timeout=60_000)
+    await expect(row.get_by_role("cell").nth(2)).to_have_text("$400.00")
+    await console.shot(page, "rules-correction")
+    await page.goto(f"/participants/{pid}")  # the correction reached it: its page links the same report
+    corrections = page.get_by_role("region", name="Rules corrections that reached it")
+    await expect(corrections).to_contain_text("2024.2 (effective 2024-10-01")
+    await corrections.get_by_role("button", name="What 2024.2 changed").click()
+    await expect(page.get_by_role("row", name=re.compile("^Sunrise"))).to_contain_text(early["id"], timeout=60_000)
+    assert page.url.endswith(f"#p-{pid}")
+
+    broken = amended("2025.10", "2025-01-01", {})
+    del broken["program"]["cap"]
+    await page.goto("/rules")
+    await page.get_by_label(re.compile("or paste it")).fill(json.dumps(broken))
+    await page.get_by_role("button", name="Run the what-if").click()
+    await expect(page.get_by_role("alert")).to_contain_text("program.cap")  # a 422 naming the field

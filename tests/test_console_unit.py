@@ -1,19 +1,22 @@
 """The console's parts without a browser: provider tokens in DSI_TOKENS, the signed session cookie, verdict reasons
-in plain words, what a provider still needs for Milestone 1, and the chart."""
+in plain words, what a provider still needs for Milestone 1, the chart, and the what-if's form and jobs."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 from console import plain
 from console.chart import paid_chart
 from console.sessions import Sessions
+from console.whatif import KEEP_JOBS, InvalidProposal, WhatIfIn, WhatIfJobs, from_form
 from dsi_shared.config import TokenGrant, parse_grants
 from dsi_shared.http import Auth
 from dsi_shared.rulebook import calendar_of
 
-from tests.rulesdoc import packaged
+from tests.harness import eventually
+from tests.rulesdoc import amended, packaged
 
 
 def test_a_provider_token_is_bound_to_its_participant_and_the_other_token_formats_still_parse() -> None:
@@ -72,3 +75,32 @@ def test_the_paid_chart_is_an_svg_with_a_title_and_a_bar_per_type_and_quarter() 
     assert svg.startswith("<svg") and "Dollars paid per quarter by provider type" in svg
     assert svg.count("<rect") == 3 + 2  # three bars, two legend swatches
     assert "<script" not in svg and "style=" not in svg  # nothing the CSP would refuse
+
+
+def test_the_what_if_form_takes_the_bare_document_the_publish_body_or_a_published_version() -> None:
+    """"`POST /program-rules/what-if` for staff": the console's form sends what that route takes."""
+    document = amended("2025.9", "2025-01-01", {})
+    bare = from_form({"document": json.dumps(document), "from": "2025Q1", "to": ""})
+    wrapped = from_form({"document": json.dumps({"rules": document, "reason": "48 hours?"})})
+    assert bare.rules == wrapped.rules == document and (bare.from_, bare.to) == ("2025Q1", None)
+    assert from_form({"published": "2024.2", "document": ""}).published == "2024.2"
+    with pytest.raises(InvalidProposal, match="not JSON"):
+        from_form({"document": "{not json"})
+    with pytest.raises(InvalidProposal, match="to: string_pattern_mismatch"):
+        from_form({"published": "2024.2", "to": "2025Q5"})
+
+
+async def test_a_what_if_job_that_fails_says_why_without_values_and_only_the_latest_jobs_are_kept() -> None:
+    def failing(*_: object) -> dict[str, object]:
+        raise KeyError("93000000A")  # a value in an exception is never shown
+
+    jobs = WhatIfJobs(run=failing)
+    body = WhatIfIn.model_validate({"rules": amended("2025.9", "2025-01-01", {})})
+    started = [await jobs.start(body) for _ in range(KEEP_JOBS + 1)]
+
+    async def settled() -> bool:
+        return all(job.status != "running" for job in started)
+
+    await eventually(settled, timeout=10)
+    assert (started[-1].status, started[-1].error) == ("failed", "KeyError")
+    assert jobs.get(started[0].id) is None and jobs.get(started[-1].id) is started[-1]

@@ -27,7 +27,7 @@ CSV = ("member_id,last_name,first_name,birth_date,eligibility_start,eligibility_
 
 
 async def enrolled_snf(stack: Stack, facility: str, accept: bool = True) -> str:
-    await stack.start("enrollment", "milestones", "submissions")
+    await stack.start(*(name for name in ("enrollment", "milestones", "submissions") if name not in stack.runtimes))
     pid = await stack.register(sending_facilities=[facility])
     for agreement in ("LOA", "DSA", "HIE"):
         await stack.clients["enrollment"].post(f"/participants/{pid}/agreements", json=signature(agreement), headers=STAFF)

@@ -9,6 +9,7 @@ from typing import Any
 
 from dsi_shared.config import PROVIDER
 from dsi_shared.rulebook import calendar_of
+from dsi_shared.whatif import UnknownVersion
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -16,6 +17,7 @@ from console import commands, plain, reads
 from console.chart import paid_chart
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from console.web import HOME, Console, Refused, sign_in_as
+from console.whatif import InvalidProposal, Job, WhatIfJobs, from_form
 
 STAFF, AUDITOR, OPS = "program-staff", "auditor", "ops"
 READERS = (STAFF, AUDITOR)
@@ -107,8 +109,9 @@ def install(app: FastAPI, console: Console) -> None:
         shown = await reads.participant(console.up, session.token, pid)
         if shown is None:
             raise Refused(404, "No such participant.")
+        corrections = await reads.corrections_reaching(console.up, session.token, shown) if session.role == STAFF else []
         return console.page(request, "participant.html", **shown, plain=plain, agreements=AGREEMENTS,
-                            may_write=session.role == STAFF)
+                            may_write=session.role == STAFF, corrections=corrections)
 
     @app.post("/participants/{pid}/agreements")
     async def sign(request: Request, pid: str) -> Response:
@@ -179,6 +182,35 @@ def install(app: FastAPI, console: Console) -> None:
         session = console.session(request, *READERS)
         return console.page(request, "qip.html", **await reads.qip(console.up, session.token))
 
+    # -- program rules: the versions and the what-if (issue 11 §5), staff only ------------------------------------
+    @app.get("/rules", response_class=HTMLResponse)
+    async def rules(request: Request) -> Response:
+        session = console.session(request, STAFF)
+        return console.page(request, "rules.html", versions=await reads.rules(console.up, session.token))
+
+    @app.post("/rules/what-if")
+    async def run_what_if(request: Request) -> Response:
+        """A proposed document, or a published correction: "the change visible in the participant's history and
+        in the what-if report (§5) before it is published"."""
+        session = console.session(request, STAFF)
+        fields = await console.form(request, session)
+        job = await start_what_if(console, fields)
+        pid = fields.get("participant", "")  # from a participant's page: its row in the report
+        return see_other(f"/rules/what-if/{job.id}" + (f"#p-{pid}" if reads.UUID_TEXT.match(pid) else ""))
+
+    @app.get("/rules/what-if/{job_id}", response_class=HTMLResponse)
+    async def what_if_job(request: Request, job_id: str) -> Response:
+        session = console.session(request, STAFF)
+        job = jobs(console).get(job_id)
+        if job is None:
+            raise Refused(404, "No such what-if (they are kept in memory: run it again).")
+        summary = job.summary or {}
+        changed = [(pid, row) for pid, row in summary.get("participants", {}).items()
+                   if row["difference"] != "0.00" or row["files"] or row["quarters"] or row["milestone1"]]
+        partial = request.headers.get("HX-Request") == "true"
+        return console.page(request, "whatif_job.html" if partial else "whatif.html", job=job, changed=changed,
+                            names=await reads.names(console.up, session.token) if changed else {})
+
     # -- auditors and operators ------------------------------------------------------------------------------------
     @app.get("/audit", response_class=HTMLResponse)
     async def audit(request: Request, run: str = "") -> Response:
@@ -228,3 +260,20 @@ async def provider_types(console: Console, token: str) -> list[tuple[str, str]]:
     rules = await console.up.get("enrollment", "/program-rules", token)
     types: dict[str, Any] = ((rules or {}).get("in_force") or (rules or {}).get("current") or {}).get("provider_types", {})
     return sorted((name, row.get("label", name)) for name, row in types.items())
+
+
+def jobs(console: Console) -> WhatIfJobs:
+    from console.main import ConsoleStore
+
+    store = console.runtime.app
+    assert isinstance(store, ConsoleStore)
+    return store.what_ifs
+
+
+async def start_what_if(console: Console, fields: dict[str, str]) -> Job:
+    try:
+        return await jobs(console).start(from_form(fields))
+    except InvalidProposal as exc:
+        raise Refused(422, str(exc)) from None
+    except UnknownVersion as exc:
+        raise Refused(404, str(exc)) from None

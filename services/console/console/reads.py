@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +41,33 @@ async def participant(up: Upstream, token: str, pid: str) -> dict[str, Any] | No
         up.get("payments", f"/participants/{pid}/payments", token))
     return {"participant": shown, "progress": progress or {"milestones": [], "evaluations": [], "findings": []},
             "submissions": (files or {}).get("submissions", []), "statement": statement}
+
+
+async def rules(up: Upstream, token: str) -> list[dict[str, Any]]:
+    """The published rules versions, latest first: effective from, reason, published at, and whether each is a
+    correction (effective before the day it was published)."""
+    found = await up.get("enrollment", "/program-rules", token)
+    versions = list(reversed((found or {}).get("effective", [])))
+    for v in versions:  # shown in UTC, to the minute
+        at = v["published_at"] and datetime.fromisoformat(v["published_at"]).astimezone(UTC)
+        v["published"] = f"{at:%Y-%m-%d %H:%M} UTC" if at else None
+    return versions
+
+
+async def corrections_reaching(up: Upstream, token: str, shown: dict[str, Any]) -> list[dict[str, Any]]:
+    """The corrections published after the participant was registered: each reached it ("a correction reaches
+    every participant already enrolled"), and the what-if shows what it changed."""
+    history = shown["participant"].get("history") or []
+    if not history:
+        return []
+    registered = datetime.fromisoformat(history[0]["recorded_at"])
+    return [v for v in await rules(up, token)
+            if v["correction"] and v["published_at"] and datetime.fromisoformat(v["published_at"]) > registered]
+
+
+async def names(up: Upstream, token: str) -> dict[str, str]:
+    """Each participant's legal name, by id (the what-if report names participants by id only)."""
+    return {p["id"]: p["legal_name"] for p in await participants(up, token)}
 
 
 async def own_participants(up: Upstream, token: str, binding: str) -> frozenset[str]:

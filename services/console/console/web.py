@@ -27,6 +27,7 @@ from console.upstream import Upstream, UpstreamError
 log = logging.getLogger(__name__)
 CONSOLE_ROLES = ("program-staff", "auditor", "ops", PROVIDER)
 RUNTIME_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/audit/verify", "/audit/replay"})
+API_PREFIX = "/program-rules/"  # the console's own bearer API (the what-if), served by the runtime's app
 MAX_FORM_BYTES = 64 * 1024
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
@@ -50,7 +51,7 @@ class SignIn(Exception):
 
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("console", "templates"), autoescape=select_autoescape(default=True))
-    env.filters["money"] = lambda v: "—" if v in (None, "") else f"${float(v):,.2f}"
+    env.filters["money"] = lambda v: "—" if v in (None, "") else f"{'-' if float(v) < 0 else ''}${abs(float(v)):,.2f}"
     return env
 
 
@@ -169,7 +170,7 @@ class ConsoleApp:
         self.pages, self.runtime_http = pages, runtime_http
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in RUNTIME_PATHS:
+        if scope["type"] == "http" and (scope["path"] in RUNTIME_PATHS or scope["path"].startswith(API_PREFIX)):
             await self.runtime_http(scope, receive, send)
         else:
             await self.pages(scope, receive, send)

@@ -369,9 +369,20 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         if book.latest is None:
             raise NotFound("no program rules published yet")
         in_force = book.in_force(on or plan_day(datetime.now(UTC)))
+        published = {p["version"]: p for p in app.rules_history()}
+
+        def effective(v: Any, later: bool) -> dict[str, Any]:
+            """A correction: a later version effective before the day it was published (the first has nothing
+            to correct)."""
+            shown = published.get(v.version)
+            at = shown["published_at"] if shown else None
+            return {"version": v.version, "effective_from": v.effective_from.isoformat(),
+                    "reason": shown["reason"] if shown else None, "published_at": at.isoformat() if at else None,
+                    "correction": later and at is not None and v.effective_from < plan_day(at)}
+
         return {"current": book.latest.as_stored(), "in_force": in_force.as_stored() if in_force else None,
                 "versions": [v.version for v in book.versions],
-                "effective": [{"version": v.version, "effective_from": v.effective_from.isoformat()} for v in book.versions]}
+                "effective": [effective(v, i > 0) for i, v in enumerate(book.versions)]}
 
     @router.post("/program-rules", dependencies=[Depends(staff)], tags=["program rules"], response_model=out.Published,
                  responses={201: {"description": "a new version published", "model": out.Published}})

@@ -73,6 +73,17 @@ class Enrollment(ServiceApplication):
     def rulebook(self) -> RuleBook:
         return self.program_rules().book
 
+    def rules_history(self) -> list[dict[str, Any]]:
+        """Each published version with its reason and when it was published, read from the record's own events
+        (a correction is a version effective before the day it was published)."""
+        published = []
+        recorded: list[Any] = list(self.repository.event_store.get(ProgramRules.create_id()))
+        for one in recorded:
+            if type(one).__name__ == "RulesPublished":
+                published.append({"version": one.document["version"], "reason": one.reason,
+                                  "published_at": one.timestamp})
+        return published
+
     def publish_rules(self, document: dict[str, Any], reason: str, confirm_lowering: bool = False) -> tuple[str, bool]:
         def attempt() -> tuple[str, bool]:
             try:

@@ -138,6 +138,10 @@ class SignatoryReport(Answer):
 class RulesVersion(Answer):
     version: str
     effective_from: str
+    reason: str | None = Field(description="why staff published it")
+    published_at: str | None = Field(description="when it was published (ISO 8601)")
+    correction: bool = Field(description="effective before the day it was published: it reaches participants "
+                                         "already enrolled, and what it changed is shown by the what-if")
 
 
 class ProgramRules(Answer):

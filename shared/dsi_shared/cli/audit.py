@@ -16,12 +16,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dsi_shared.audit import AuditContext, WhatIfContext
+from dsi_shared.audit import AuditContext
 from dsi_shared.cli.common import console, errors, on_bus
 from dsi_shared.config import Settings
 from dsi_shared.events import IncomingEvent
-from dsi_shared.plantime import PLAN_ZONE, Quarter
-from dsi_shared.rulebook import InvalidRulesDocument, RuleBook, RulesDocument, parse_document
+from dsi_shared.plantime import PLAN_ZONE
+from dsi_shared.rulebook import InvalidRulesDocument, RulesDocument, parse_document
 from dsi_shared.service import AuditReport, discover
 
 audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", no_args_is_help=True)
@@ -44,6 +44,8 @@ def rules_what_if(
     rules and under the proposed version, and print the dollars and what changes, with reasons. With `--published
     V`, the same for a version already published (a correction's differences, for staff: results already paid are
     never rewritten). Nothing is recorded: the stores are only read."""
+    from dsi_shared.whatif import UnknownVersion, quarters, what_if
+
     if (rules_file is None) == (published is None):
         raise typer.BadParameter("give either a RULES_FILE or --published VERSION")
     proposed: RulesDocument | None = None
@@ -54,53 +56,23 @@ def rules_what_if(
             message = str(exc) if isinstance(exc, InvalidRulesDocument) else f"{rules_file}: {type(exc).__name__}"
             raise typer.BadParameter(message) from None
     try:
-        last = Quarter.parse(to_quarter) if to_quarter else None
-        first = Quarter.parse(from_quarter) if from_quarter else None
+        first, last = quarters(from_quarter, to_quarter)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    context: WhatIfContext | None = None
-    started = time.monotonic()
-    for spec in discover().values():  # in audit order: each after the services whose report it reads
-        if spec.what_if is None:
-            continue
-        application = spec.application(Settings(spec.name, spec.default_port).store)
-        try:
-            if context is None:
-                book: RuleBook = application.rulebook()  # type: ignore[attr-defined]
-                current: RuleBook | None = None
-                proposed_book: RuleBook | None = None
-                if published is not None:  # the book without that version is "current"; the book as it is, proposed
-                    proposed = book.version(published)
-                    if proposed is None:
-                        raise typer.BadParameter(f"no published version {published!r}")
-                    current, proposed_book = book.without(published), book
-                assert proposed is not None
-                if rules_file is not None:
-                    try:  # a version that would be refused on publication is no what-if
-                        book.refuse_calendar_change(proposed)
-                    except InvalidRulesDocument as exc:
-                        raise typer.BadParameter(str(exc)) from None
-                # the program's calendar; with nothing published yet, the proposed first version's own
-                calendar = book.calendar if book.versions else proposed.program.quarter_calendar.calendar
-                last = last or calendar.quarter_at(datetime.now().astimezone()).previous()
-                earliest = min((v.effective_from for v in book.versions), default=proposed.effective_from)
-                context = WhatIfContext(proposed, first or calendar.quarter_of(min(earliest, proposed.effective_from)),
-                                        last, current, proposed_book)
-            with console.status(f"working out {spec.name} under both rule books") if not as_json else nullcontext():
-                spec.what_if(application, context)
-        finally:
-            application.close()
-    assert proposed is not None
-    participants = context.participants if context else {}
-    summary = {"proposed_version": proposed.version, "effective_from": proposed.effective_from.isoformat(),
-               "from": str(context.first if context else None), "to": str(context.last if context else last),
-               "seconds": round(time.monotonic() - started, 2),
-               "participants": participants}
+
+    def stage(name: str) -> Any:
+        return console.status(f"working out {name} under both rule books") if not as_json else nullcontext()
+
+    try:
+        summary = what_if(proposed, published, first, last, stage=stage)
+    except (UnknownVersion, InvalidRulesDocument) as exc:  # InvalidRulesDocument: another quarter calendar
+        raise typer.BadParameter(str(exc)) from None
+    participants: dict[str, dict[str, Any]] = summary["participants"]
     if as_json:
         print(json.dumps(summary, indent=2))
         return
     verb = "changed" if published else "were published"
-    table = Table(title=f"What if {proposed.version} (effective {proposed.effective_from}) {verb}: "
+    table = Table(title=f"What if {summary['proposed_version']} (effective {summary['effective_from']}) {verb}: "
                         f"{summary['from']}–{summary['to']}")
     for column in ("participant", "current", "proposed", "difference", "files changed", "quarters changed", "Milestone 1"):
         table.add_column(column)
