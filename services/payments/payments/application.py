@@ -10,11 +10,12 @@ from uuid import UUID
 
 from dsi_shared.errors import NotFound
 from dsi_shared.plantime import Quarter, plan_day
-from dsi_shared.rulebook import RuleBook, RulesReader
+from dsi_shared.rulebook import ProgramTerms, RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 
-from payments.domain import PaymentAccount
+from payments.domain import ORGANIZATION, OrganizationLedger, PaymentAccount
 
 EXPORT_COLUMNS = ("participant_id", "legal_name", "npi", "tin", "amount", "payment_id", "quarter", "milestone",
                   "rule_version", "cut_reason")
@@ -33,6 +34,12 @@ class NoCapInForce(Exception):
     """The rules have not reached payments yet (they travel on another stream): retried, never dropped."""
 
 
+class RegistrationNotSeen(Exception):
+    """A payment under a cap the organization shares, for a participant whose registration (which names its
+    organization) has not reached payments yet: retried, so that the amount never depends on which stream's
+    message arrived first."""
+
+
 class Payments(ServiceApplication):
     name = "payments"
 
@@ -43,16 +50,57 @@ class Payments(ServiceApplication):
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
-    def cap_for(self, quarter: str) -> Decimal:
-        """The program cap in force on the quarter's first day."""
+    def terms_for(self, quarter: str) -> ProgramTerms:
+        """The program cap and its scope in force on the quarter's first day."""
         rules = self.rulebook().in_force(Quarter.parse(quarter).first_day)
         if rules is None:
             raise NoCapInForce(f"no program rules in force for {quarter}: no cap to pay under")
-        return rules.program.cap
+        return rules.program
+
+    def terms_today(self) -> ProgramTerms | None:
+        rules = self.rulebook().in_force(plan_day(datetime.now(UTC)))
+        return rules.program if rules else None
 
     def cap_today(self) -> Decimal | None:
-        rules = self.rulebook().in_force(plan_day(datetime.now(UTC)))
-        return rules.program.cap if rules else None
+        terms = self.terms_today()
+        return terms.cap if terms else None
+
+    def pay(self, participant_id: UUID, milestone: str, earned: Decimal, quarter: str, rule_version: str,
+            source_event: str, covers: list[str]) -> list[Aggregate]:
+        """Load the facts (the account, its organization's ledger, the terms in force for the quarter), let
+        `PaymentAccount.pay` decide, and count the payment in the ledger. Only what this store already holds
+        decides: a redelivery or a replay of the same stream order gives the same amount."""
+        terms = self.terms_for(quarter)
+        account = self.account_or_new(participant_id)
+        if not account.registered:
+            if terms.cap_scope == ORGANIZATION:
+                raise RegistrationNotSeen("the participant's registration has not reached payments yet")
+            account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
+                        cap_scope=terms.cap_scope)  # counted in its organization's ledger when registered
+            return [account]
+        ledger = self.ledger_or_new(account.organization)
+        if account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
+                       cap_scope=terms.cap_scope, paid_elsewhere=ledger.paid_elsewhere(participant_id)):
+            payment = account.payments[-1]
+            ledger.count(participant_id, payment["id"], payment["amount"])
+        return [account, ledger]
+
+    def register(self, participant_id: UUID, legal_name: str, npi: str | None, tin: str | None,
+                 organization_id: UUID | None) -> list[Aggregate]:
+        """Record the payee and its organization; payments made before the registration was seen are counted in
+        the organization's ledger now."""
+        account = self.account_or_new(participant_id)
+        account.record_payee(legal_name, npi, tin, organization_id)
+        ledger = self.ledger_or_new(account.organization)
+        for payment in account.payments:
+            ledger.count(participant_id, payment["id"], payment["amount"])
+        return [account, ledger] if ledger.pending_events else [account]
+
+    def ledger_or_new(self, organization: UUID) -> OrganizationLedger:
+        return self.find(OrganizationLedger.create_id(organization), OrganizationLedger) or OrganizationLedger(organization)
+
+    def ledger(self, organization: UUID) -> OrganizationLedger | None:
+        return self.find(OrganizationLedger.create_id(organization), OrganizationLedger)
 
     def account(self, participant_id: UUID) -> PaymentAccount:
         try:
