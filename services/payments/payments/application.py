@@ -34,12 +34,6 @@ class NoCapInForce(Exception):
     """The rules have not reached payments yet (they travel on another stream): retried, never dropped."""
 
 
-class RegistrationNotSeen(Exception):
-    """A payment under a cap the organization shares, for a participant whose registration (which names its
-    organization) has not reached payments yet: retried, so that the amount never depends on which stream's
-    message arrived first."""
-
-
 class Payments(ServiceApplication):
     name = "payments"
 
@@ -69,31 +63,40 @@ class Payments(ServiceApplication):
             source_event: str, covers: list[str]) -> list[Aggregate]:
         """Load the facts (the account, its organization's ledger, the terms in force for the quarter), let
         `PaymentAccount.pay` decide, and count the payment in the ledger. Only what this store already holds
-        decides: a redelivery or a replay of the same stream order gives the same amount."""
+        decides: a redelivery or a replay of the same stream order gives the same amount. Before the registration
+        has reached payments the organization is unknown: under `organization` the payment is held until it
+        arrives; under `participation` it is paid (and counted in the organization's ledger at registration)."""
         terms = self.terms_for(quarter)
         account = self.account_or_new(participant_id)
-        if not account.registered:
-            if terms.cap_scope == ORGANIZATION:
-                raise RegistrationNotSeen("the participant's registration has not reached payments yet")
+        if account.registered:
+            ledger = self.ledger_or_new(account.organization)
+            self._pay(account, ledger, terms, milestone, earned, quarter, rule_version, source_event, covers)
+            return [account, ledger]
+        if terms.cap_scope == ORGANIZATION:
+            account.hold(milestone, earned, quarter, rule_version, source_event, covers)
+        else:
             account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
-                        cap_scope=terms.cap_scope)  # counted in its organization's ledger when registered
-            return [account]
-        ledger = self.ledger_or_new(account.organization)
+                        cap_scope=terms.cap_scope)
+        return [account]
+
+    def _pay(self, account: PaymentAccount, ledger: OrganizationLedger, terms: ProgramTerms, milestone: str,
+             earned: Decimal, quarter: str, rule_version: str, source_event: str, covers: list[str]) -> None:
         if account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
-                       cap_scope=terms.cap_scope, paid_elsewhere=ledger.paid_elsewhere(participant_id)):
+                       cap_scope=terms.cap_scope, paid_elsewhere=ledger.paid_elsewhere(account.participant_id)):
             payment = account.payments[-1]
-            ledger.count(participant_id, payment["id"], payment["amount"])
-        return [account, ledger]
+            ledger.count(account.participant_id, payment["id"], payment["amount"])
 
     def register(self, participant_id: UUID, legal_name: str, npi: str | None, tin: str | None,
                  organization_id: UUID | None) -> list[Aggregate]:
         """Record the payee and its organization; payments made before the registration was seen are counted in
-        the organization's ledger now."""
+        the organization's ledger now, and held ones are decided now, in the order they arrived."""
         account = self.account_or_new(participant_id)
         account.record_payee(legal_name, npi, tin, organization_id)
         ledger = self.ledger_or_new(account.organization)
         for payment in account.payments:
             ledger.count(participant_id, payment["id"], payment["amount"])
+        for held in list(account.held):
+            self._pay(account, ledger, self.terms_for(held["quarter"]), **held)
         return [account, ledger] if ledger.pending_events else [account]
 
     def ledger_or_new(self, organization: UUID) -> OrganizationLedger:

@@ -63,6 +63,7 @@ class PaymentAccount(Aggregate):
         self.payee: dict[str, Any] = {}
         self.organization_id: UUID | None = None  # a later round's first participation (enrollment's)
         self.payments: list[dict[str, Any]] = []
+        self.held: list[dict[str, Any]] = []  # payments waiting for the registration (`hold`)
 
     @property
     def total_paid(self) -> Decimal:
@@ -106,11 +107,8 @@ class PaymentAccount(Aggregate):
         when it was already paid. `covers` names exactly what is paid for: credited submissions, or the agreements.
         `paid_elsewhere`: what the organization's other participations had been paid (None: not known, as before
         the registration was seen); recorded with the scope so that an audit re-derives the same amount."""
-        if any(p["milestone"] == milestone for p in self.payments):
+        if not self._new(milestone, covers, self.payments):
             return False
-        paid_before = {c for p in self.payments for c in p["covers"]}
-        if covers and paid_before & set(covers):
-            raise AlreadyPaid("a credit in this evaluation was paid before")
         amount = payable(earned, self.total_paid, paid_elsewhere, cap, cap_scope)
         self.issue(
             payment_id=uuid5(NAMESPACE_URL, f"/dsi/payments/{self.participant_id}/{milestone}"),
@@ -130,12 +128,38 @@ class PaymentAccount(Aggregate):
         )
         return True
 
+    def _new(self, milestone: str, covers: list[str] | None, among: list[dict[str, Any]]) -> bool:
+        """False when the milestone is among `among` already; AlreadyPaid when one of its credits is."""
+        if any(p["milestone"] == milestone for p in among):
+            return False
+        if covers and {c for p in among for c in p["covers"]} & set(covers):
+            raise AlreadyPaid("a credit in this evaluation was paid before")
+        return True
+
+    def hold(self, milestone: str, earned: Decimal, quarter: str, rule_version: str, source_event: str,
+             covers: list[str]) -> bool:
+        """A payment whose cap the organization shares, before the registration that names the organization has
+        reached payments (it travels on another stream): held in arrival order and decided when the registration
+        arrives, so the amount never depends on which stream's message came first (DOMAIN.md A4)."""
+        if not self._new(milestone, covers, [*self.payments, *self.held]):
+            return False
+        self.payment_held(milestone=milestone, earned=earned, quarter=quarter, rule_version=rule_version,
+                          source_event=source_event, covers=sorted(covers))
+        return True
+
+    @event("PaymentHeld")
+    def payment_held(self, milestone: str, earned: Decimal, quarter: str, rule_version: str, source_event: str,
+                     covers: list[str]) -> None:
+        self.held.append({"milestone": milestone, "earned": earned, "quarter": quarter, "rule_version": rule_version,
+                          "source_event": source_event, "covers": covers})
+
     @event("PaymentIssued")
     def issue(self, payment_id: UUID, participant_id: UUID, milestone: str, quarter: str, earned: Decimal,
               amount: Decimal, cut_reason: str | None, rule_version: str, source_event: str,
               covers: list[str], cap: Decimal | None = None, cap_scope: str | None = None,
               organization_id: UUID | None = None, organization_paid_elsewhere: Decimal | None = None) -> None:
         """The last three are absent in payments from before the cap's scope was data."""
+        self.held = [h for h in self.held if h["milestone"] != milestone]
         self.payments.append({"id": payment_id, "milestone": milestone, "quarter": quarter, "earned": earned,
                               "amount": amount, "cut_reason": cut_reason, "rule_version": rule_version,
                               "source_event": source_event, "covers": covers, "cap": cap, "cap_scope": cap_scope,

@@ -6,11 +6,10 @@ from __future__ import annotations
 from decimal import Decimal
 from uuid import uuid4
 
-import pytest
 from eventsourcing.persistence import StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
-from payments.application import Payments, RegistrationNotSeen
+from payments.application import Payments
 from payments.audit import rederive
 from payments.domain import ORGANIZATION, PARTICIPATION, OrganizationLedger, PaymentAccount, payable
 
@@ -77,22 +76,25 @@ def test_each_payment_records_its_scope_and_what_the_organization_had_been_paid_
     assert rederive({"M1": D("10000.00")}, CAP, later_round.payments) == D("5000.00")
 
 
-def test_a_payment_under_the_organization_scope_waits_for_the_registration_that_names_the_organization() -> None:
+def test_a_payment_under_the_organization_scope_is_held_until_the_registration_names_the_organization() -> None:
     """Money never depends on which stream's message arrived first (DOMAIN.md A4): without the registration,
-    payments cannot know the organization, so the milestone is retried rather than paid on its own cap."""
+    payments cannot know the organization, so the milestone is held (not paid on a cap of its own, not dropped)
+    and decided when the registration arrives."""
     app = Payments("memory://")
     copy = app.rules.copy_in(app)
     copy.note(packaged())  # the shipped scope: organization
     app.save(copy)
     first, later = uuid4(), uuid4()
-    with pytest.raises(RegistrationNotSeen):
-        app.pay(later, "M1", D("10000.00"), "2025Q1", "r1", "e", covers=[])
+    app.save(*app.pay(later, "M1", D("30000.00"), "2025Q1", "r1", "b", covers=["agreement:x"]))
+    app.save(*app.pay(later, "M1", D("30000.00"), "2025Q1", "r1", "b", covers=["agreement:x"]))  # redelivered
+    assert ([h["milestone"] for h in app.account(later).held], app.account(later).payments) == (["M1"], [])
     app.save(*app.register(first, "Org", "1234567893", None, None))
     app.save(*app.pay(first, "M1", D("30000.00"), "2025Q1", "r1", "a", covers=[]))
     app.save(*app.register(later, "Org", "1234567893", None, first))
-    app.save(*app.pay(later, "M1", D("30000.00"), "2025Q1", "r1", "b", covers=[]))
     cap = D(packaged()["program"]["cap"])
-    assert [a.total_paid for a in (app.account(first), app.account(later))] == [D("30000.00"), cap - D("30000.00")]
+    account = app.account(later)
+    assert (account.held, account.total_paid, account.payments[0]["organization_paid_elsewhere"]) == (
+        [], cap - D("30000.00"), D("30000.00"))
     ledger = app.ledger(first)
     assert ledger is not None and ledger.total_paid == cap
 
