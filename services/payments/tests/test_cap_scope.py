@@ -6,17 +6,27 @@ from __future__ import annotations
 from decimal import Decimal
 from uuid import uuid4
 
+from dsi_shared.audit import AuditContext
 from eventsourcing.persistence import StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
 from payments.application import Payments
-from payments.audit import rederive
+from payments.audit import audit, rederive
 from payments.domain import ORGANIZATION, PARTICIPATION, OrganizationLedger, PaymentAccount, payable
 
 from tests.rulesdoc import packaged
 
 D = Decimal
 CAP = D("15000.00")
+
+
+def shipped() -> Payments:
+    """A payments store holding the shipped rules (cap $40,000, scope organization)."""
+    app = Payments("memory://")
+    copy = app.rules.copy_in(app)
+    copy.note(packaged())
+    app.save(copy)
+    return app
 
 
 def test_under_organization_scope_what_the_organization_was_paid_elsewhere_counts_against_the_cap() -> None:
@@ -80,10 +90,7 @@ def test_a_payment_under_the_organization_scope_is_held_until_the_registration_n
     """Money never depends on which stream's message arrived first (DOMAIN.md A4): without the registration,
     payments cannot know the organization, so the milestone is held (not paid on a cap of its own, not dropped)
     and decided when the registration arrives."""
-    app = Payments("memory://")
-    copy = app.rules.copy_in(app)
-    copy.note(packaged())  # the shipped scope: organization
-    app.save(copy)
+    app = shipped()
     first, later = uuid4(), uuid4()
     app.save(*app.pay(later, "M1", D("30000.00"), "2025Q1", "r1", "b", covers=["agreement:x"]))
     app.save(*app.pay(later, "M1", D("30000.00"), "2025Q1", "r1", "b", covers=["agreement:x"]))  # redelivered
@@ -121,3 +128,37 @@ def test_payments_and_payees_stored_before_the_scope_existed_still_load() -> Non
     assert (rebuilt.organization, rebuilt.payments[0]["cap_scope"], rebuilt.total_paid) == (
         rebuilt.participant_id, None, D("10000.00"))
     assert rederive({"M1": D("10000.00")}, CAP, rebuilt.payments) == D("10000.00")
+
+
+def organization_paid(app: Payments, second_elsewhere: Decimal | None = None) -> tuple[str, str]:
+    """An organization's first participation paid $30,000, then its later round's Milestone 1 (cut under the shipped
+    `organization` scope), in one store; `second_elsewhere` records another figure for what was paid elsewhere."""
+    first, later = uuid4(), uuid4()
+    app.save(*app.register(first, "Org", "1234567893", None, None))
+    app.save(*app.pay(first, "M1", D("30000.00"), "2025Q1", "r1", "a", covers=[]))
+    app.save(*app.register(later, "Org", "1234567893", None, first))
+    if second_elsewhere is None:
+        app.save(*app.pay(later, "M1", D("30000.00"), "2025Q1", "r1", "b", covers=[]))
+    else:  # a payment decided on a wrong figure, as a faulty writer would record it
+        account = app.account(later)
+        account.pay("M1", D("30000.00"), "2025Q1", "r1", "b", cap=D("40000.00"), cap_scope=ORGANIZATION,
+                    paid_elsewhere=second_elsewhere)
+        app.save(account)
+    return str(first), str(later)
+
+
+def test_the_audit_re_derives_a_later_rounds_cut_payment_and_flags_a_wrong_figure_for_what_was_paid_elsewhere() -> None:
+    """`dsi audit replay` re-derives every payout under the scope and the organization's payments elsewhere that each
+    payment records, and checks that figure against the organization's payments before it in the log."""
+    app = shipped()
+    first, later = organization_paid(app)
+    achieved = {first: {"M1": D("30000.00")}, later: {"M1": D("30000.00")}}
+    report = audit(app, AuditContext(achieved=achieved))
+    assert report.problems == []
+    assert (report.rows[first]["total_paid"], report.rows[later]["total_paid"]) == ("30000.00", "10000.00")
+
+    wrong = shipped()
+    first, later = organization_paid(wrong, second_elsewhere=D("0.00"))
+    report = audit(wrong, AuditContext(achieved={first: {"M1": D("30000.00")}, later: {"M1": D("30000.00")}}))
+    assert report.problems == [f"payments: {later} M1 records 0.00 paid elsewhere in its organization, the log's "
+                               "payments before it sum to 30000.00"]
