@@ -39,6 +39,9 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
             "remaining": str(account.remaining(cap)) if cap is not None else None,
             "cap": str(cap) if cap is not None else None,
         }
+        if account.held:
+            body["held"] = [{"milestone": h["milestone"], "quarter": h["quarter"], "earned": str(h["earned"])}
+                            for h in account.held]
         if terms is None:
             return body
         body.update(cap_scope=terms.cap_scope, organization_id=str(account.organization))

@@ -36,6 +36,14 @@ class Payment(Answer):
     running_total: str
 
 
+class HeldPayment(Answer):
+    """A milestone owed under a cap the organization shares, waiting for the registration that names it."""
+
+    milestone: str
+    quarter: str
+    earned: str
+
+
 class Statement(Answer):
     participant_id: str
     payee: Payee
@@ -50,6 +58,8 @@ class Statement(Answer):
         None, description="under cap scope `organization`: what all of the organization's participations were paid")
     organization_remaining: str | None = Field(
         None, description="under cap scope `organization`: what the organization may still be paid")
+    held: list[HeldPayment] | None = Field(
+        None, description="payments waiting for the participant's registration to reach payments (absent when none)")
 
 
 class CsvResponse(Response):

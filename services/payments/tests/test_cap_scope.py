@@ -7,8 +7,12 @@ from decimal import Decimal
 from uuid import uuid4
 
 from dsi_shared.audit import AuditContext
+from dsi_shared.http import Auth, install_problem_handlers
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
+from payments.api import routes
 from payments.application import Payments
 from payments.audit import audit, rederive
 from payments.domain import ORGANIZATION, PARTICIPATION, OrganizationLedger, PaymentAccount, payable
@@ -152,3 +156,22 @@ def test_the_audit_re_derives_a_later_rounds_cut_payment_and_flags_a_wrong_figur
     report = audit(wrong, AuditContext(achieved={first: {"M1": D("30000.00")}, later: {"M1": D("30000.00")}}))
     assert report.problems == [f"payments: {later} M1 records 0.00 paid elsewhere in its organization, the log's "
                                "payments before it sum to 30000.00"]
+
+
+def test_the_statement_shows_the_organizations_total_and_headroom_and_what_is_held() -> None:
+    """Under `organization` the statement shows what the organization was paid and may still be paid; a payment
+    waiting for its registration is shown as held."""
+    app = shipped()
+    first, later = organization_paid(app)
+    waiting = uuid4()
+    app.save(*app.pay(waiting, "M1", D("10000.00"), "2025Q1", "r1", "w", covers=[]))
+    http = FastAPI()
+    install_problem_handlers(http)
+    http.include_router(routes(app, Auth({"staff": "program-staff"})))
+    with TestClient(http) as client:
+        shown = client.get(f"/participants/{later}/payments", headers={"Authorization": "Bearer staff"}).json()
+        held = client.get(f"/participants/{waiting}/payments", headers={"Authorization": "Bearer staff"}).json()
+    assert (shown["cap_scope"], shown["organization_id"], shown["total_paid"], shown["organization_total_paid"],
+            shown["organization_remaining"], shown["remaining"]) == (
+        "organization", first, "10000.00", "40000.00", "0.00", "0.00")
+    assert (held["held"], held["payments"]) == ([{"milestone": "M1", "quarter": "2025Q1", "earned": "10000.00"}], [])
