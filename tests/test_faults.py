@@ -39,9 +39,12 @@ async def sign_all(stack: Stack, pid: str, agreements: tuple[str, ...] = ("LOA",
 
 async def test_payments_process_killed_after_commit_before_ack_pays_once(stack: Stack) -> None:
     await stack.start("enrollment", "milestones")
+    stack.spawn("payments")
+    pid = await stack.register()
+    await quiet(stack)  # payments holds the rules and the registration (which names the organization whose cap it is)
+    stack.kill("payments")
     # A real payments process that commits each message and then holds it unacked for a minute.
     url = stack.spawn("payments", DSI_FAULT_PAUSE_BEFORE_ACK_SECONDS="60")
-    pid = await stack.register()
     await sign_all(stack, pid)
 
     async def committed() -> bool:

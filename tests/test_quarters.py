@@ -14,7 +14,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from enrollment.contract import RulesPublished
+from enrollment.contract import ParticipantRegistered, RulesPublished
 from milestones.contract import EvaluationValidated, MilestoneAchieved
 
 from tests.harness import STAFF, Stack, eventually, quiet
@@ -110,6 +110,9 @@ async def test_two_payments_processes_racing_on_one_participant_never_pay_past_t
     urls = [stack.spawn("payments", replica="a"), stack.spawn("payments", replica="b")]  # one store, one durable
     now = datetime.now(UTC)
     await stack.publish_as_producer(RulesPublished, 1, aggregate_id=uuid4(), document=packaged(), reason="shipped")
+    # the registration names the organization whose cap it is (cap_scope organization): payments waits for it
+    await stack.publish_as_producer(ParticipantRegistered, 2, aggregate_id=participant, legal_name="Racing SNF",
+                                    npi=None, tin="941234567", provider_type="skilled_nursing", sending_facilities=[])
     # Milestone 1 and 40 validated quarters of $1,300 each: $62,000 earned, $40,000 may be paid.
     await stack.publish_as_producer(MilestoneAchieved, 1, aggregate_id=uuid4(), participant_id=participant,
                                     milestone="M1", amount="10000.00", achieved_at=now, quarter="2024Q2",

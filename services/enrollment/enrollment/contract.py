@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any, Literal
+from uuid import UUID
 
 from dsi_shared.contracts import Contract, PublicEvent
 from pydantic import Field
@@ -26,6 +27,9 @@ class ParticipantRegistered(PublicEvent):
     provider_type: str = Field(description="the rules document's provider type, e.g. snf or pcp")
     sending_facilities: list[str] = Field(description="HL7 MSH-4 ids the provider's files come from (submissions)")
     individual_npis: list[str] | None = Field(default=None, description="a PCP group's clinicians (attribution)")
+    organization_id: UUID | None = Field(default=None, description=(
+        "a later round's organization: its first participation's id (null: the organization's first participation, "
+        "or registered before it was published); payments shares the cap across it under `cap_scope` organization"))
 
 
 class EligibilityDetermined(PublicEvent):

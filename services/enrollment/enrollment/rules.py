@@ -105,11 +105,14 @@ def eligibility_reasons(rules: RulesDocument | None, **form: Any) -> list[str]:
 
 def lowered_terms(before: RulesDocument, after: RulesDocument) -> list[str]:
     """What `after` takes away from participants compared with `before` (the version it replaces on its date):
-    lower amounts or cap, a shorter window, fewer qualifying events, higher thresholds, later data sharing, an
-    earlier Milestone 1 date, a type or earning rule removed. Empty when nothing is lowered."""
+    lower amounts or cap, a cap shared by the organization instead of one per participation, a shorter window,
+    fewer qualifying events, higher thresholds, later data sharing, an earlier Milestone 1 date, a type or earning
+    rule removed. Empty when nothing is lowered."""
     found: list[str] = []
     if after.program.cap < before.program.cap:
         found.append("program.cap lowered")
+    if (before.program.cap_scope, after.program.cap_scope) == ("participation", "organization"):
+        found.append("program.cap_scope shared by the organization")  # a later round's own cap taken away
     for name, old in before.provider_types.items():
         new = after.provider_types.get(name)
         at = f"provider_types.{name}"

@@ -55,6 +55,17 @@ def test_a_version_that_lowers_signed_terms_is_refused_unless_staff_confirm(path
     assert record.publish(lower, "budget cut agreed with the providers", confirm_lowering=True) is True
 
 
+def test_a_cap_shared_by_the_organization_instead_of_one_per_participation_needs_confirmation() -> None:
+    """Whether a later round "brings its own Milestone 1 and cap or shares the organization's $40,000" is the rules'
+    `cap_scope`: going from `participation` to `organization` takes a later round's own cap away, so staff confirm."""
+    record = published()
+    assert record.publish(amended("2025.1", "2025-01-01", {"program.cap_scope": "participation"}), "own caps") is True
+    shared = amended("2025.2", "2025-04-01", {"program.cap_scope": "organization"})
+    with pytest.raises(LowersSignedTerms, match=r"program\.cap_scope shared by the organization"):
+        record.publish(shared, "one cap per organization")
+    assert record.publish(shared, "one cap per organization, agreed", confirm_lowering=True) is True
+
+
 def test_raising_terms_needs_no_confirmation() -> None:
     record = published()
     richer = amended("2025.1", "2025-01-01", {"provider_types.skilled_nursing.earning_rule.timeliness_hours": 96,

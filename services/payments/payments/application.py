@@ -10,11 +10,12 @@ from uuid import UUID
 
 from dsi_shared.errors import NotFound
 from dsi_shared.plantime import Quarter, plan_day
-from dsi_shared.rulebook import RuleBook, RulesReader
+from dsi_shared.rulebook import ProgramTerms, RuleBook, RulesReader
 from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 
-from payments.domain import PaymentAccount
+from payments.domain import ORGANIZATION, OrganizationLedger, PaymentAccount
 
 EXPORT_COLUMNS = ("participant_id", "legal_name", "npi", "tin", "amount", "payment_id", "quarter", "milestone",
                   "rule_version", "cut_reason")
@@ -43,17 +44,67 @@ class Payments(ServiceApplication):
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
-    def cap_for(self, quarter: str) -> Decimal:
-        """The program cap in force on the quarter's first day."""
+    def terms_for(self, quarter: str) -> ProgramTerms:
+        """The program cap and its scope in force on the quarter's first day (on the program's calendar)."""
         book = self.rulebook()
         rules = book.in_force(book.calendar.first_day(Quarter.parse(quarter))) if book.versions else None
         if rules is None:
             raise NoCapInForce(f"no program rules in force for {quarter}: no cap to pay under")
-        return rules.program.cap
+        return rules.program
+
+    def terms_today(self) -> ProgramTerms | None:
+        rules = self.rulebook().in_force(plan_day(datetime.now(UTC)))
+        return rules.program if rules else None
 
     def cap_today(self) -> Decimal | None:
-        rules = self.rulebook().in_force(plan_day(datetime.now(UTC)))
-        return rules.program.cap if rules else None
+        terms = self.terms_today()
+        return terms.cap if terms else None
+
+    def pay(self, participant_id: UUID, milestone: str, earned: Decimal, quarter: str, rule_version: str,
+            source_event: str, covers: list[str]) -> list[Aggregate]:
+        """Load the facts (the account, its organization's ledger, the terms in force for the quarter), let
+        `PaymentAccount.pay` decide, and count the payment in the ledger. Only what this store already holds
+        decides: a redelivery or a replay of the same stream order gives the same amount. Before the registration
+        has reached payments the organization is unknown: under `organization` the payment is held until it
+        arrives; under `participation` it is paid (and counted in the organization's ledger at registration)."""
+        terms = self.terms_for(quarter)
+        account = self.account_or_new(participant_id)
+        if account.registered:
+            ledger = self.ledger_or_new(account.organization)
+            self._pay(account, ledger, terms, milestone, earned, quarter, rule_version, source_event, covers)
+            return [account, ledger]
+        if terms.cap_scope == ORGANIZATION:
+            account.hold(milestone, earned, quarter, rule_version, source_event, covers)
+        else:
+            account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
+                        cap_scope=terms.cap_scope)
+        return [account]
+
+    def _pay(self, account: PaymentAccount, ledger: OrganizationLedger, terms: ProgramTerms, milestone: str,
+             earned: Decimal, quarter: str, rule_version: str, source_event: str, covers: list[str]) -> None:
+        if account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
+                       cap_scope=terms.cap_scope, paid_elsewhere=ledger.paid_elsewhere(account.participant_id)):
+            payment = account.payments[-1]
+            ledger.count(account.participant_id, payment["id"], payment["amount"])
+
+    def register(self, participant_id: UUID, legal_name: str, npi: str | None, tin: str | None,
+                 organization_id: UUID | None) -> list[Aggregate]:
+        """Record the payee and its organization; payments made before the registration was seen are counted in
+        the organization's ledger now, and held ones are decided now, in the order they arrived."""
+        account = self.account_or_new(participant_id)
+        account.record_payee(legal_name, npi, tin, organization_id)
+        ledger = self.ledger_or_new(account.organization)
+        for payment in account.payments:
+            ledger.count(participant_id, payment["id"], payment["amount"])
+        for held in list(account.held):
+            self._pay(account, ledger, self.terms_for(held["quarter"]), **held)
+        return [account, ledger] if ledger.pending_events else [account]
+
+    def ledger_or_new(self, organization: UUID) -> OrganizationLedger:
+        return self.find(OrganizationLedger.create_id(organization), OrganizationLedger) or OrganizationLedger(organization)
+
+    def ledger(self, organization: UUID) -> OrganizationLedger | None:
+        return self.find(OrganizationLedger.create_id(organization), OrganizationLedger)
 
     def account(self, participant_id: UUID) -> PaymentAccount:
         try:

@@ -26,6 +26,10 @@ class PaymentIssued(PublicEvent):
     source_event: str = Field(description="the milestones event it pays (its CloudEvent id)")
     covers: list[str] = Field(description="what it pays for: agreement:<id> or submission:<id>")
     cap: Decimal | None = None
+    cap_scope: str | None = Field(default=None, description="organization or participation: whom `cap` bounds")
+    organization_id: UUID | None = Field(default=None, description="the organization the participation belongs to")
+    organization_paid_elsewhere: Decimal | None = Field(
+        default=None, description="what the organization's other participations had been paid before this payment")
 
 
 CONTRACT = Contract("payments", (PaymentIssued,))

@@ -16,20 +16,17 @@ from payments.application import Payments
 
 
 def on_participant_registered(app: ServiceApplication, delivered: Delivered[ParticipantRegistered]) -> list[Aggregate]:
+    """The payee, and the organization a later round shares its cap with (absent in older registrations)."""
     assert isinstance(app, Payments)
     data = delivered.data
-    account = app.account_or_new(data.aggregate_id)
-    account.record_payee(data.legal_name, data.npi, data.tin)
-    return [account]
+    return app.register(data.aggregate_id, data.legal_name, data.npi, data.tin, data.organization_id)
 
 
 def on_milestone_achieved(app: ServiceApplication, delivered: Delivered[MilestoneAchieved]) -> list[Aggregate]:
     assert isinstance(app, Payments)
     data = delivered.data
-    account = app.account_or_new(data.participant_id)
-    account.pay(data.milestone, data.amount, data.quarter, data.rule_version, source_event=delivered.event.id,
-                cap=app.cap_for(data.quarter), covers=[f"agreement:{d}" for d in data.basis])
-    return [account]
+    return app.pay(data.participant_id, data.milestone, data.amount, data.quarter, data.rule_version,
+                   source_event=delivered.event.id, covers=[f"agreement:{d}" for d in data.basis])
 
 
 def on_evaluation_validated(app: ServiceApplication, delivered: Delivered[EvaluationValidated]) -> list[Aggregate]:
@@ -38,10 +35,8 @@ def on_evaluation_validated(app: ServiceApplication, delivered: Delivered[Evalua
     data = delivered.data
     if data.earned <= 0 or not data.milestone:
         return []  # recorded by milestones with its figures; nothing to pay
-    account = app.account_or_new(data.participant_id)
-    account.pay(data.milestone, data.earned, data.quarter, data.rule_version, source_event=delivered.event.id,
-                cap=app.cap_for(data.quarter), covers=[f"submission:{c}" for c in data.credits])
-    return [account]
+    return app.pay(data.participant_id, data.milestone, data.earned, data.quarter, data.rule_version,
+                   source_event=delivered.event.id, covers=[f"submission:{c}" for c in data.credits])
 
 
 def on_rules_published(app: ServiceApplication, delivered: Delivered[RulesPublished]) -> list[Aggregate]:

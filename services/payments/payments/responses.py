@@ -28,7 +28,20 @@ class Payment(Answer):
     source_event: str
     covers: list[str] = Field(description="exactly what is paid for: credited submissions, or the agreements")
     cap: str | None = Field(None, description="the cap it was cut to (absent in payments from before it was data)")
+    cap_scope: str | None = Field(None, description="whom the cap bounded: `organization` (the organization's "
+                                  "participations together) or `participation`")
+    organization_id: str | None = Field(None, description="the organization (its first participation's id)")
+    organization_paid_elsewhere: str | None = Field(
+        None, description="what the organization's other participations had been paid before it")
     running_total: str
+
+
+class HeldPayment(Answer):
+    """A milestone owed under a cap the organization shares, waiting for the registration that names it."""
+
+    milestone: str
+    quarter: str
+    earned: str
 
 
 class Statement(Answer):
@@ -36,8 +49,17 @@ class Statement(Answer):
     payee: Payee
     payments: list[Payment]
     total_paid: str
-    remaining: str | None
+    remaining: str | None = Field(description="what may still be paid to this participation (under cap scope "
+                                  "`organization`: the organization's headroom)")
     cap: str | None
+    cap_scope: str | None = Field(None, description="the scope of the cap in force today")
+    organization_id: str | None = Field(None, description="the organization this participation belongs to")
+    organization_total_paid: str | None = Field(
+        None, description="under cap scope `organization`: what all of the organization's participations were paid")
+    organization_remaining: str | None = Field(
+        None, description="under cap scope `organization`: what the organization may still be paid")
+    held: list[HeldPayment] | None = Field(
+        None, description="payments waiting for the participant's registration to reach payments (absent when none)")
 
 
 class CsvResponse(Response):
