@@ -13,6 +13,7 @@ import pytest
 from tests.harness import STAFF, Stack, eventually, quiet, signature
 from tests.rulesdoc import amended
 from tests.test_audit_replay import replay
+from tests.test_program_rules import what_if
 
 pytestmark = pytest.mark.integration
 NPI = "1666666668"
@@ -82,3 +83,15 @@ async def test_a_later_rounds_milestone1_is_cut_by_what_the_organization_was_pai
     assert report["problems"] == []
     assert (report["participants"][first]["total_paid"], report["participants"][later]["total_paid"]) \
         == ("10000.00", later_paid)
+
+    # the what-if cuts to the cap the way payments did: what 2024.2 changed, against the book without it
+    await stack.start("submissions")  # the what-if reads its copy of the rules (and its files: none here)
+    submissions = stack.runtimes["submissions"].app
+
+    async def rules_known() -> bool:
+        return any(v.version == "2024.2" for v in submissions.rulebook().versions)  # type: ignore[attr-defined]
+
+    await eventually(rules_known, timeout=30)
+    changed = what_if(stack, tmp_path, None, "--published", "2024.2", "--to", "2025Q4")["participants"]
+    assert [(changed[p]["current"], changed[p]["proposed"]) for p in (first, later)] == [
+        ("10000.00", "10000.00"), ("10000.00", later_paid)]

@@ -309,7 +309,7 @@ async def test_staff_upload_a_48_hour_window_see_the_file_it_would_change_and_wh
     dollars under the current rules, under the proposed rules, the difference, and the files, evaluations and
     milestones that change, with their reasons. Nothing is recorded." And §2: a published correction's
     "already-paid results that it changes are shown as differences for staff (never silently rewritten)"."""
-    for name in ("submissions", "milestones"):  # the console reads the stores as `dsi rules what-if` does
+    for name in ("submissions", "milestones", "payments"):  # the console reads the stores as `dsi rules what-if` does
         monkeypatch.setenv(f"{name.upper()}_STORE", stack.store_url_for(name))
     pid = await enrolled_snf(stack, "WINDOW_SNF")
     await milestone1_noted(stack, pid)

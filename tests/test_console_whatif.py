@@ -24,7 +24,7 @@ WHAT_IF = "/program-rules/what-if"
 @pytest.fixture
 async def console_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
     """The console's app in-process; its what-if opens the stack's stores with the Settings the CLI uses."""
-    for name in ("submissions", "milestones"):
+    for name in ("submissions", "milestones", "payments"):
         monkeypatch.setenv(f"{name.upper()}_STORE", stack.store_url_for(name))
     runtime = ServiceRuntime(discover()["console"], stack.settings("console"))
     app = web(runtime, Upstream(stack.clients), read_token="auditor-token")

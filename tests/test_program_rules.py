@@ -135,7 +135,7 @@ def run_what_if(stack: Stack, tmp_path: Path, document: dict[str, Any] | None, *
         path.write_text(json.dumps(document))
         args = (str(path), *args)
     env = {**os.environ, "DSI_VAR_DIR": str(tmp_path / "var"),
-           **{f"{name.upper()}_STORE": stack.store_url_for(name) for name in ("submissions", "milestones")}}
+           **{f"{name.upper()}_STORE": stack.store_url_for(name) for name in ("submissions", "milestones", "payments")}}
     return subprocess.run([sys.executable, "-m", "dsi_shared.cli", "rules", "what-if", *args, "--json"],
                           env=env, capture_output=True, text=True, timeout=120)
 

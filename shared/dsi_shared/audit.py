@@ -51,6 +51,15 @@ class JudgedFile(Protocol):
 JudgedFiles = Mapping[str, Sequence[JudgedFile]]  # participant id → its files, in the order received
 
 
+@dataclass(frozen=True)
+class Earning:
+    """A milestone a participant earned under a book (before the cap): `M1`, a quarter's files or coverage."""
+
+    quarter: Quarter
+    milestone: str
+    amount: Decimal
+
+
 @dataclass
 class WhatIfContext:
     """One `dsi rules what-if` run (issue 11 §5): read-only, each service in turn adds its part."""
@@ -62,7 +71,9 @@ class WhatIfContext:
     proposed_book: RuleBook | None = None  # None: `current` with `proposed` added
     # submissions → milestones: the files as judged under "current" and under "proposed"
     files: Mapping[str, JudgedFiles] = field(default_factory=lambda: {"current": {}, "proposed": {}})
-    # milestones' answer: per participant, dollars and what changes (printed as JSON)
+    # milestones → payments: per book ("current", "proposed"), per participant, what it earned, in the order owed
+    earnings: Mapping[str, dict[str, list[Earning]]] = field(default_factory=lambda: {"current": {}, "proposed": {}})
+    # the answer: per participant, dollars (payments cuts them to the cap) and what changes (printed as JSON)
     participants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def books(self, own: RuleBook) -> tuple[RuleBook, RuleBook]:

@@ -1,6 +1,7 @@
 """What-if, milestones' part (issue 11 §5): each participant's Milestone 1 and quarters worked out under a rules
 book from the recorded facts (agreements, attribution rosters) and the files as judged under that same book, by
-the same pure rules (`decide_milestone1`, `pcp_quarter`); payouts cut to the book's cap. Nothing is recorded."""
+the same pure rules (`decide_milestone1`, `pcp_quarter`). What each earned goes on to payments' part, which cuts it
+to the cap (its own rule, `payable`, with the cap's scope). Nothing is recorded."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from dsi_shared.audit import JudgedFile, JudgedFiles, WhatIfContext
+from dsi_shared.audit import Earning, JudgedFile, JudgedFiles, WhatIfContext
 from dsi_shared.plantime import Quarter, plan_day
 from dsi_shared.rulebook import CoveragePerPeriod, PerQualifyingFile, RuleBook
 
@@ -22,7 +23,11 @@ from milestones.earning import COVERAGE, PER_FILE, ZERO, pcp_quarter
 class Projection:
     milestone1: str = "not yet"
     quarters: dict[str, str] = field(default_factory=dict)  # quarter → "M2 met $10000.00" / "$1200.00 (3 files)"
-    total: Decimal = ZERO
+    earnings: list[Earning] = field(default_factory=list)  # before the cap, in the order owed
+
+    @property
+    def earned(self) -> Decimal:
+        return sum((e.amount for e in self.earnings), ZERO)
 
 
 def project(app: Milestones, book: RuleBook, files: JudgedFiles, first: Quarter, last: Quarter) -> dict[str, Projection]:
@@ -42,7 +47,7 @@ def _participant(app: Milestones, progress: ParticipantProgress, book: RuleBook,
         return projection
     assert decision.completed_at is not None and decision.amount is not None
     projection.milestone1 = f"achieved ${decision.amount} ({decision.rule_version})"
-    paid = _capped(book, book.calendar.quarter_at(decision.completed_at), decision.amount, ZERO)
+    projection.earnings.append(Earning(book.calendar.quarter_at(decision.completed_at), "M1", decision.amount))
     met: set[str] = set()
     quarter = first
     while quarter <= last:
@@ -51,16 +56,10 @@ def _participant(app: Milestones, progress: ParticipantProgress, book: RuleBook,
             projection.quarters[str(quarter)] = shown
         if earned[1]:
             met.add(earned[1])
-        paid += _capped(book, quarter, earned[0], paid)
+        if earned[0] > ZERO:
+            projection.earnings.append(Earning(quarter, earned[1] or str(quarter), earned[0]))
         quarter = quarter.next()
-    projection.total = paid
     return projection
-
-
-def _capped(book: RuleBook, quarter: Quarter, earned: Decimal, paid: Decimal) -> Decimal:
-    rules = book.in_force(book.calendar.first_day(quarter))
-    cap = rules.program.cap if rules else ZERO
-    return max(ZERO, min(earned, cap - paid))
 
 
 def _quarter(app: Milestones, progress: ParticipantProgress, book: RuleBook, files: Sequence[JudgedFile], quarter: Quarter,
@@ -93,6 +92,8 @@ def what_if(app: object, context: WhatIfContext) -> None:
     files = context.files
     first, last = context.first, context.last
     now, then = project(app, current, files["current"], first, last), project(app, proposed, files["proposed"], first, last)
+    for book_name, projections in (("current", now), ("proposed", then)):
+        context.earnings[book_name].update({pid: p.earnings for pid, p in projections.items()})
     participants: dict[str, dict[str, Any]] = {}
     for pid in sorted(now):
         before, after = now[pid], then[pid]
@@ -102,8 +103,9 @@ def what_if(app: object, context: WhatIfContext) -> None:
                     if before.quarters.get(q, "") != after.quarters.get(q, "")}
         milestone1 = {"current": before.milestone1, "proposed": after.milestone1} \
             if before.milestone1 != after.milestone1 else None
-        participants[pid] = {"current": str(before.total), "proposed": str(after.total),
-                             "difference": str(after.total - before.total), "files": changed_files,
+        # dollars before the cap here; payments' part cuts them to it
+        participants[pid] = {"current": str(before.earned), "proposed": str(after.earned),
+                             "difference": str(after.earned - before.earned), "files": changed_files,
                              "quarters": quarters, "milestone1": milestone1}
     context.participants = participants
 
