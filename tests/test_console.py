@@ -240,7 +240,7 @@ async def test_a_provider_sees_only_its_own_statement_and_every_route_with_anoth
     await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     await expect(page.get_by_text("Other Care Home")).to_have_count(0)
     # Every console route that takes an id, asked with another participant's (or any) id: 404, never its data.
-    ids = {"pid": other, "quarter": "2025Q4", "evaluation_id": str(uuid4()), "job_id": uuid4().hex}
+    ids = {"pid": other, "quarter": "2025Q4", "evaluation_id": str(uuid4()), "job_id": uuid4().hex, "kind": "members"}
     routes = [r for r in console.app.pages.routes if isinstance(r, Route) and "{" in r.path]
     assert {r.path for r in routes} >= {"/participants/{pid}", "/statement/{pid}", "/statement/{pid}/{quarter}"}
     for route in routes:

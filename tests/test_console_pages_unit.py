@@ -1,0 +1,41 @@
+"""The console's imports, publishing and QIP pages without a browser: an import's per-line report, the form's
+query fields, what a 409 says was lowered, and each QIP requirement's on-time status per entity."""
+
+from __future__ import annotations
+
+import pytest
+from console.imports import KINDS, Line, query, report_lines, totals
+from console.web import Refused
+
+
+def test_a_roster_report_lists_rejected_and_not_applied_lines_in_file_order_with_their_reasons() -> None:
+    report = {"rows": 5, "accepted": 3, "not_applied": 1, "rejected": 1,
+              "errors": [{"line": 4, "reason": "member_id: not a Medi-Cal CIN (8 digits then a letter)"}],
+              "notes": [{"line": 6, "outcome": "not_applied", "note": "INS03 024: no span"},
+                        {"line": 2, "outcome": "added", "note": "aid_code: unknown, kept"}]}
+    assert report_lines("members", report) == [
+        Line(2, "accepted", "aid_code: unknown, kept"),
+        Line(4, "rejected", "member_id: not a Medi-Cal CIN (8 digits then a letter)"),
+        Line(6, "not applied", "INS03 024: no span")]
+    assert totals("members", report) == {"rows": 5, "accepted": 3, "not applied": 1, "rejected": 1}
+
+
+def test_a_signatory_report_says_how_each_line_was_matched_and_which_were_not() -> None:
+    pid = "3f1c2d9e-0000-4000-8000-000000000001"
+    report = {"rows": 4, "matched": 1, "weak_matches": 1, "unmatched": 1, "rejected": 1,
+              "errors": [{"line": 5, "reason": "npi: not a valid NPI"}],
+              "results": [{"line": 2, "matched_by": "npi", "participant_id": pid, "outcome": "recorded"},
+                          {"line": 3, "matched_by": "name", "participant_id": pid, "outcome": "recorded_for_review"},
+                          {"line": 4, "matched_by": None, "participant_id": None, "outcome": "unmatched"}]}
+    assert [(line.line, line.outcome) for line in report_lines("dsa-signatories", report)] == [
+        (2, "accepted"), (3, "accepted"), (4, "not applied"), (5, "rejected")]
+    assert report_lines("dsa-signatories", report)[1].reason == "matched by name only: DSA signed, left for staff review"
+    assert totals("dsa-signatories", report) == {"rows": 4, "accepted": 2, "not applied": 1, "rejected": 1}
+
+
+def test_the_import_forms_choices_become_enrollments_query_and_an_unknown_one_is_refused() -> None:
+    assert query(KINDS["attributions"], {"kind": "qip", "format": "", "csrf": "x"}) == {"kind": "qip"}
+    assert query(KINDS["dsa-signatories"], {"list_date": "2025-11-01"}) == {"list_date": "2025-11-01"}
+    with pytest.raises(Refused) as refused:
+        query(KINDS["members"], {"format": "xml"})
+    assert refused.value.status == 422 and "format" in refused.value.message
