@@ -5,6 +5,7 @@ its withheld counts and a file downloads; an auditor sees no publish or import c
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.harness import STAFF, Stack
+from tests.rulesdoc import amended
 from tests.test_console import RunningConsole, browser, console, signed_in  # noqa: F401 - the shared fixtures
 
 pytestmark = pytest.mark.integration
@@ -47,3 +49,41 @@ async def test_staff_import_a_members_file_and_see_its_per_line_report_with_the_
     await page.get_by_role("button", name="Import members").click()
     await expect(page.get_by_role("status")).to_contain_text("This file was imported before")
     assert ANN not in caplog.text and "ZUBIRI" not in caplog.text  # no PHI in the logs
+
+
+async def test_staff_run_a_what_if_then_publish_the_version_confirming_what_it_lowers_and_see_it_listed(
+        stack: Stack, console: RunningConsole, browser: Any, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 §2: "rules: the versions, their differences, publishing a new one after its what-if report"; DOMAIN.md
+    A4: "A version that would lower what a participant earned under terms it already signed needs staff
+    confirmation with a reason"."""
+    for name in ("submissions", "milestones"):  # the console reads the stores as `dsi rules what-if` does
+        monkeypatch.setenv(f"{name.upper()}_STORE", stack.store_url_for(name))
+    proposed = tmp_path / "rules-2025.9.json"
+    proposed.write_text(json.dumps(amended(
+        "2025.9", "2025-01-01", {"provider_types.skilled_nursing.earning_rule.timeliness_hours": 48})))
+    page = await signed_in(browser, console, "staff")
+    await page.goto("/rules")
+    await page.get_by_label("Proposed rules document (a JSON file)").set_input_files(str(proposed))
+    await expect(page.get_by_label(re.compile("or paste it"))).to_have_value(re.compile('"2025.9"'))
+    await page.get_by_role("button", name="Run the what-if").click()
+    await expect(page.get_by_role("heading", name="Publish this version")).to_be_visible(timeout=60_000)
+    await page.get_by_label("Reason (recorded with the version)").fill("The HIE asks for 48 hours")
+    await page.get_by_role("button", name="Publish 2025.9").click()
+    alert = page.get_by_role("alert")  # enrollment's 409: what the version lowers, and the confirmation box
+    await expect(alert).to_contain_text("provider_types.skilled_nursing.earning_rule.timeliness_hours shortened")
+    await expect(page.get_by_label("Reason (recorded with the version)")).to_have_value("The HIE asks for 48 hours")
+    await console.shot(page, "rules-publish-confirm")
+    await page.get_by_label(re.compile("I confirm this version lowers")).check()
+    await page.get_by_role("button", name="Publish 2025.9").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Program rules")
+    await expect(page.get_by_role("row", name=re.compile(r"^2025\.9 "))).to_contain_text("The HIE asks for 48 hours")
+    rules = (await stack.clients["enrollment"].get("/program-rules", headers=STAFF)).json()
+    assert "2025.9" in rules["versions"]
+
+    clash = amended("2024.1", "2024-01-01", {"program.cap": "50000.00"})  # a known version with other content
+    await page.get_by_label(re.compile("or paste it")).fill(json.dumps(clash))
+    await page.get_by_role("button", name="Run the what-if").click()
+    await page.get_by_label("Reason (recorded with the version)").fill("a clash", timeout=60_000)
+    await page.get_by_role("button", name="Publish 2024.1").click()
+    await expect(page.get_by_role("alert")).to_contain_text("version: 2024.1 already exists")  # the 422, by field

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from console.imports import KINDS, Line, query, report_lines, totals
+from console.publish import lowered_of
 from console.web import Refused
 
 
@@ -39,3 +40,16 @@ def test_the_import_forms_choices_become_enrollments_query_and_an_unknown_one_is
     with pytest.raises(Refused) as refused:
         query(KINDS["members"], {"format": "xml"})
     assert refused.value.status == 422 and "format" in refused.value.message
+
+
+def test_what_a_refused_version_lowers_is_read_from_enrollments_409_and_other_refusals_are_not_a_lowering() -> None:
+    """DOMAIN.md A4: "A version that would lower what a participant earned under terms it already signed needs
+    staff confirmation with a reason"."""
+    detail = ("LowersSignedTerms: this version lowers terms participants signed under (the Letter of Agreement "
+              "governs): program.cap lowered; provider_types.skilled_nursing.earning_rule.timeliness_hours shortened. "
+              "Preview it with what-if, then publish with confirm_lowering and a reason")
+    assert lowered_of(409, detail) == ["program.cap lowered",
+                                       "provider_types.skilled_nursing.earning_rule.timeliness_hours shortened"]
+    assert lowered_of(409, "LowersSignedTerms: reworded") == ["LowersSignedTerms: reworded"]  # shown whole, not lost
+    assert lowered_of(409, "ConcurrentChange: try again") is None
+    assert lowered_of(422, "InvalidRules: version: 2024.1 already exists with other content") is None
