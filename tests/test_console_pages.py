@@ -5,6 +5,7 @@ its withheld counts and a file downloads; an auditor sees no publish or import c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -13,10 +14,12 @@ from typing import Any
 
 import pytest
 from playwright.async_api import expect
+from qip_share.ledger import QipMember
 
-from tests.harness import STAFF, Stack
+from tests.harness import STAFF, Stack, eventually
 from tests.rulesdoc import amended
 from tests.test_console import RunningConsole, browser, console, signed_in  # noqa: F401 - the shared fixtures
+from tests.test_qip_deliveries import DPH_NPI, VALUE_SET
 
 pytestmark = pytest.mark.integration
 HEADER = ("member_id,last_name,first_name,birth_date,eligibility_start,eligibility_end,aid_code,other_health_coverage,"
@@ -87,3 +90,98 @@ async def test_staff_run_a_what_if_then_publish_the_version_confirming_what_it_l
     await page.get_by_label("Reason (recorded with the version)").fill("a clash", timeout=60_000)
     await page.get_by_role("button", name="Publish 2024.1").click()
     await expect(page.get_by_role("alert")).to_contain_text("version: 2024.1 already exists")  # the 422, by field
+
+
+async def a_delivery_with_a_withheld_record(stack: Stack) -> dict[str, Any]:
+    """A DPH, a requirement, Ann assigned to it through enrollment, her HbA1c and an HIV test result (withheld by the
+    sensitivity policy), and the delivery recorded."""
+    qip = stack.clients["qip-share"]
+    dph = (await qip.post("/entities", headers=STAFF, json={
+        "kind": "DPH", "name": "Valley Medical Center", "identifiers": {"npi": DPH_NPI},
+        "address": "751 S Bascom Ave, San Jose CA", "endpoint": "sftp://vmc.example/qip"})).json()
+    value_set = {**VALUE_SET, "expansion": {**VALUE_SET["expansion"], "contains": [  # type: ignore[dict-item]
+        *VALUE_SET["expansion"]["contains"], {"system": "http://loinc.org", "code": "7917-8"}]}}  # type: ignore[index]
+    assert (await qip.post("/value-sets", headers=STAFF, json=value_set)).status_code == 200
+    assert (await qip.post("/requirements", headers=STAFF, json={
+        "code": "QIP-PY2025-CDC", "title": "HbA1c control, PY2025", "feed_kinds": ["eligibility", "lab_results"],
+        "period_start": "2025-01-01", "period_end": "2025-12-31", "due_date": "2026-03-31"})).status_code == 201
+    roster = f"member_id,kind,assignee,start,end\n{ANN},qip,{DPH_NPI},2025-01-01,\n"
+    imported = await stack.clients["enrollment"].post("/attributions/import", content=roster,
+                                                      headers={**STAFF, "content-type": "text/csv"})
+    assert imported.json()["accepted"] == 1, imported.text
+    app = stack.runtimes["qip-share"].app
+
+    async def assigned() -> bool:
+        return app.find(QipMember.create_id(ANN), QipMember) is not None  # type: ignore[attr-defined]
+
+    await eventually(assigned)
+    feeds = {"eligibility": f"cin,birth_date,sex,aid_code,start_date\n{ANN},1970-04-05,F,1H,2024-01-01\n",
+             "lab_results": f"result_id,cin,collected_date,loinc,value,unit\nL1,{ANN},2025-05-01,4548-4,5.4,%\n"
+                            f"L2,{ANN},2025-06-01,7917-8,negative,\n"}
+    for kind, text in feeds.items():
+        ingested = await qip.post(f"/feeds/{kind}", content=text, headers={**STAFF, "content-type": "text/csv"})
+        assert ingested.status_code == 201, ingested.text
+    delivered = await qip.post("/deliveries?wait=true", headers=STAFF,
+                               json={"entity_id": dph["id"], "requirement": "QIP-PY2025-CDC"})
+    assert delivered.status_code == 201, delivered.text
+    return dict(delivered.json())
+
+
+async def test_a_delivery_page_shows_its_manifest_and_withheld_counts_a_file_downloads_and_a_members_disclosures(
+        stack: Stack, console: RunningConsole, browser: Any, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    """Issue 15 §2, QIP: "requirements with on-time status per entity, deliveries with their manifest, totals and
+    withheld-by-reason counts, file downloads, a member's accounting of disclosures"."""
+    caplog.set_level(logging.INFO)
+    delivery = await a_delivery_with_a_withheld_record(stack)
+    assert delivery["totals"]["withheld"] == {"hiv_test_results": 1}
+    page = await signed_in(browser, console, "staff")
+    await page.get_by_role("link", name="QIP").click()
+    status = page.get_by_role("row", name=re.compile("^Valley Medical Center (late|on time)"))
+    await expect(status).to_contain_text("late")  # delivered after the due date, 2026-03-31
+    await console.shot(page, "qip")
+    await status.get_by_role("link").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Delivery to Valley Medical Center")
+    await expect(page.get_by_role("row", name="hiv_test_results 1")).to_be_visible()
+    observations = page.get_by_role("row", name=re.compile(r"^Observation\.ndjson 1 "))
+    await expect(observations).to_be_visible()
+    await console.shot(page, "qip-delivery")
+    async with page.expect_download() as download_info:
+        await observations.get_by_role("link").click()
+    download = await download_info.value
+    body = Path(await download.path()).read_bytes()
+    [observation] = [f for f in delivery["files"] if f["type"] == "Observation"]
+    assert hashlib.sha256(body).hexdigest() == observation["sha256"] and len(body.splitlines()) == 1
+    assert download.suggested_filename == f"qip-delivery-{delivery['id'][:8]}-Observation.ndjson"
+
+    await page.get_by_role("link", name="Back to QIP").click()
+    await page.get_by_label("Member CIN (accounting of disclosures)").fill(ANN)
+    await page.get_by_role("button", name="Find disclosures").click()
+    await expect(page.get_by_role("table")).to_contain_text("1 disclosures about member")
+    await expect(page.get_by_role("row", name=re.compile("Valley Medical Center"))).to_contain_text(
+        "hiv_test_results: 1")
+    await console.shot(page, "qip-disclosures")
+    assert ANN not in caplog.text  # the CIN was on the staff's pages only, in no log
+
+
+async def test_an_auditor_sees_no_publish_or_import_control_and_the_server_refuses_them(
+        stack: Stack, console: RunningConsole, browser: Any) -> None:  # noqa: F811
+    """Issue 15 §2, the auditor: "read-only everywhere (no write control is rendered, and the server refuses writes
+    anyway)"; the QIP pages are theirs to read."""
+    page = await signed_in(browser, console, "auditor-token")
+    nav = page.get_by_role("navigation", name="Main")
+    await expect(nav.get_by_role("link", name="QIP")).to_be_visible()
+    for absent in ("Rules", "Imports"):
+        await expect(nav.get_by_role("link", name=absent)).to_have_count(0)
+    for url in ("/qip", "/qip/disclosures?member=30000001A"):
+        await page.goto(url)
+        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+        buttons = await page.get_by_role("button").all_inner_texts()
+        assert [b for b in buttons if b not in {"Sign out", "Find disclosures"}] == [], (url, buttons)
+    for url in ("/rules", "/imports"):
+        refused = await page.goto(url)
+        assert refused is not None and refused.status == 403, url
+    csrf = await page.locator("form.signout input[name=csrf]").get_attribute("value") or ""
+    imported = await page.request.post("/imports/members", multipart={
+        "csrf": csrf, "file": {"name": "m.csv", "mimeType": "text/csv", "buffer": HEADER.encode()}})
+    published = await page.request.post("/rules/what-if/0123/publish", form={"csrf": csrf, "reason": "no"})
+    assert (imported.status, published.status) == (403, 403)

@@ -3,9 +3,12 @@ query fields, what a 409 says was lowered, and each QIP requirement's on-time st
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from console.imports import KINDS, Line, query, report_lines, totals
 from console.publish import lowered_of
+from console.qip import on_time_status
 from console.web import Refused
 
 
@@ -53,3 +56,23 @@ def test_what_a_refused_version_lowers_is_read_from_enrollments_409_and_other_re
     assert lowered_of(409, "LowersSignedTerms: reworded") == ["LowersSignedTerms: reworded"]  # shown whole, not lost
     assert lowered_of(409, "ConcurrentChange: try again") is None
     assert lowered_of(422, "InvalidRules: version: 2024.1 already exists with other content") is None
+
+
+def test_a_requirements_status_per_entity_is_on_time_late_not_delivered_yet_or_overdue() -> None:
+    """Issue 15 §2: "requirements with on-time status per entity"; DOMAIN.md B: "a requirement may have a due date,
+    and the plan must show what it delivered and when"."""
+    entities = [{"id": "e1", "name": "Valley Medical Center", "participating": True},
+                {"id": "e2", "name": "Hill District Hospital", "participating": True},
+                {"id": "e3", "name": "Bay Clinic", "participating": False},
+                {"id": "e4", "name": "Coast Hospital", "participating": True}]
+    requirement = {"due_date": "2026-03-31", "entities": {
+        "e1": {"entity": "Valley Medical Center", "first_delivery": "d1", "delivered_at": "2026-03-30T10:00:00+00:00",
+               "on_time": True, "deliveries": 2},
+        "e4": {"entity": "Coast Hospital", "first_delivery": "d4", "delivered_at": "2026-04-02T10:00:00+00:00",
+               "on_time": False, "deliveries": 1}}}
+    before = on_time_status(requirement, entities, date(2026, 3, 31))
+    assert [(r["entity"], r["status"], r["deliveries"]) for r in before] == [
+        ("Coast Hospital", "late", 1), ("Hill District Hospital", "not delivered yet", 0),
+        ("Valley Medical Center", "on time", 2)]  # an entity not participating and not delivered to is not listed
+    after = on_time_status(requirement, entities, date(2026, 4, 1))
+    assert [r["status"] for r in after] == ["late", "overdue", "on time"]

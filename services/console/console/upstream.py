@@ -54,6 +54,20 @@ class Upstream:
             return None
         return checked(service, response).json()
 
+    async def stream(self, service: str, path: str, token: str) -> httpx.Response:
+        """A GET whose body is read as it arrives (the caller closes it); UpstreamError for a refusal."""
+        client = self.clients[service]
+        request = client.build_request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError:
+            raise UpstreamError(service, 503, f"{service} is unreachable") from None
+        if response.status_code >= 400:
+            await response.aread()  # a problem JSON: small
+            await response.aclose()
+            checked(service, response)
+        return response
+
     async def post(self, service: str, path: str, token: str, body: Any = None) -> Any:
         return checked(service, await self.send("POST", service, path, token, json=body)).json()
 
