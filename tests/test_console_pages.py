@@ -51,6 +51,11 @@ async def test_staff_import_a_members_file_and_see_its_per_line_report_with_the_
     await page.get_by_label("Members file (CSV or X12 834)").set_input_files(str(roster))
     await page.get_by_role("button", name="Import members").click()
     await expect(page.get_by_role("status")).to_contain_text("This file was imported before")
+    roster.write_text("member_id,name\n30000002B,ROE\n")  # a file enrollment cannot read as a whole: said so
+    await page.get_by_label("Members file (CSV or X12 834)").set_input_files(str(roster))
+    await page.get_by_role("button", name="Import members").click()
+    await expect(page.get_by_role("alert")).to_contain_text("nothing was imported")
+    await expect(page.get_by_role("alert")).to_contain_text("missing")
     assert ANN not in caplog.text and "ZUBIRI" not in caplog.text  # no PHI in the logs
 
 

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from console import commands
 from console.sessions import same
+from console.upstream import UpstreamError
 from console.web import Console, Refused
 
 STAFF = "program-staff"
@@ -95,7 +96,7 @@ def query(kind: Kind, fields: dict[str, str]) -> dict[str, str]:
     return params
 
 
-async def upload(console: Console, request: Request, csrf: str) -> tuple[dict[str, str], UploadFile]:
+async def upload(request: Request, csrf: str) -> tuple[dict[str, str], UploadFile]:
     """The multipart form (one file, spooled to disk past 1 MiB by Starlette), refused unless it carries the
     session's CSRF token, declares its length and stays within enrollment's limit."""
     declared = request.headers.get("content-length", "")
@@ -131,10 +132,16 @@ def install(app: FastAPI, console: Console) -> None:
         chosen = KINDS.get(kind)
         if chosen is None:
             raise Refused(404, "No such import.")
-        fields, file = await upload(console, request, session.csrf)
+        fields, file = await upload(request, session.csrf)
         try:
             report = await commands.upload(console.up, session.token, chosen.path, query(chosen, fields),
                                            chunks(file), chosen.content_type)
+        except UpstreamError as exc:
+            if exc.status not in {413, 422}:
+                raise
+            # the file as a whole cannot be read (wrong columns, not UTF-8, not X12): said beside the forms
+            return console.page(request, "imports.html", exc.status, kinds=KINDS.values(), done=None,
+                                error=f"{chosen.title}: nothing was imported. {exc.detail}")
         finally:
             await file.close()
         done = {"kind": chosen, "report": report, "totals": totals(kind, report), "lines": report_lines(kind, report)}
