@@ -3,12 +3,17 @@ query fields, what a 409 says was lowered, and each QIP requirement's on-time st
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date
+from types import SimpleNamespace
+from typing import Any
 
+import httpx
 import pytest
 from console.imports import KINDS, Line, query, report_lines, totals
 from console.publish import lowered_of
-from console.qip import on_time_status
+from console.qip import download, on_time_status
+from console.upstream import Upstream
 from console.web import Refused
 
 
@@ -76,3 +81,32 @@ def test_a_requirements_status_per_entity_is_on_time_late_not_delivered_yet_or_o
         ("Valley Medical Center", "on time", 2)]  # an entity not participating and not delivered to is not listed
     after = on_time_status(requirement, entities, date(2026, 4, 1))
     assert [r["status"] for r in after] == ["late", "overdue", "on time"]
+
+
+async def test_a_delivery_file_is_passed_on_chunk_by_chunk_and_never_held_whole() -> None:
+    """Issue 15 §2, QIP "file downloads": proxied through the console under the user's token, streamed."""
+    produced: list[int] = []
+    seen: list[httpx.Request] = []
+
+    class Chunks(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for i in range(3):
+                produced.append(i)
+                yield b'{"resourceType":"Patient"}\n'
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, stream=Chunks(), headers={
+            "content-type": "application/fhir+ndjson", "content-length": "81", "etag": '"abc"'})
+
+    up = Upstream({"qip-share": httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://qip")})
+    delivery_id = "3f1c2d9e-0000-4000-8000-000000000001"
+    console: Any = SimpleNamespace(up=up)
+    response = await download(console, "staff-token", delivery_id, "files/Patient.ndjson", "Patient.ndjson")
+    chunks = aiter(response.body_iterator)
+    assert await anext(chunks) == b'{"resourceType":"Patient"}\n' and produced == [0]  # one chunk read, one passed on
+    assert [c async for c in chunks] == [b'{"resourceType":"Patient"}\n'] * 2 and produced == [0, 1, 2]
+    assert seen[0].url.path == f"/deliveries/{delivery_id}/files/Patient.ndjson"
+    assert seen[0].headers["authorization"] == "Bearer staff-token"
+    assert (response.headers["content-length"], response.headers["etag"]) == ("81", '"abc"')
+    assert response.headers["content-disposition"] == 'attachment; filename="qip-delivery-3f1c2d9e-Patient.ndjson"'

@@ -82,7 +82,7 @@ def install(app: FastAPI, console: Console) -> None:
         return console.page(request, "qip_disclosures.html", cin=cin, found=found, error=None)
 
 
-async def download(console: Console, token: str, delivery_id: str, path: str, name: str) -> Response:
+async def download(console: Console, token: str, delivery_id: str, path: str, name: str) -> StreamingResponse:
     """One of a delivery's files, streamed from qip-share as it arrives (its length and hash header passed on)."""
     if not reads.UUID_TEXT.match(delivery_id):
         raise Refused(404, "No such delivery.")
