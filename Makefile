@@ -33,7 +33,7 @@ browser:
 	  "the console's browser tests will fail; install Debian's chromium package"; fi; }
 
 screenshots: $(STAMP) browser  ## PNGs of the console's main pages under var/screenshots/ (runs its browser tests)
-	DSI_SCREENSHOT_DIR=var/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/test_console.py
+	DSI_SCREENSHOT_DIR=var/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/test_console.py tests/test_console_pages.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -240,7 +240,8 @@ async def test_a_provider_sees_only_its_own_statement_and_every_route_with_anoth
     await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     await expect(page.get_by_text("Other Care Home")).to_have_count(0)
     # Every console route that takes an id, asked with another participant's (or any) id: 404, never its data.
-    ids = {"pid": other, "quarter": "2025Q4", "evaluation_id": str(uuid4()), "job_id": uuid4().hex}
+    ids = {"pid": other, "quarter": "2025Q4", "evaluation_id": str(uuid4()), "job_id": uuid4().hex, "kind": "members",
+           "delivery_id": str(uuid4()), "resource_type": "Patient"}
     routes = [r for r in console.app.pages.routes if isinstance(r, Route) and "{" in r.path]
     assert {r.path for r in routes} >= {"/participants/{pid}", "/statement/{pid}", "/statement/{pid}/{quarter}"}
     for route in routes:
@@ -271,7 +272,7 @@ async def test_an_auditor_sees_no_write_control_and_the_server_refuses_its_write
         await page.goto(url)
         await expect(page.get_by_role("heading", level=1)).to_be_visible()
         buttons = await page.get_by_role("button").all_inner_texts()
-        assert [b for b in buttons if b not in {"Sign out", "Filter", "Open quarter"}] == [], (url, buttons)
+        assert [b for b in buttons if b not in {"Sign out", "Filter", "Open quarter", "Find disclosures"}] == [], (url, buttons)
         await console.shot(page, "auditor" + url.replace("/", "-").replace(pid, "participant"))
     await page.goto("/operations")
     await expect(page.get_by_role("row", name=re.compile("dsi.in.agreement-signed"))).to_contain_text("enrollment")

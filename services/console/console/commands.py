@@ -3,9 +3,10 @@ token (so the service authorizes it and records who acted)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
-from console.upstream import Upstream
+from console.upstream import Upstream, checked
 
 
 async def register(up: Upstream, token: str, form: dict[str, Any]) -> dict[str, Any]:
@@ -35,3 +36,16 @@ async def decide(up: Upstream, token: str, evaluation_id: str, decision: str, re
     if decision == "validate":
         return await up.post("milestones", f"/evaluations/{evaluation_id}/validate", token)
     return await up.post("milestones", f"/evaluations/{evaluation_id}/reject", token, {"reason": reason})
+
+
+async def upload(up: Upstream, token: str, path: str, params: dict[str, str], body: AsyncIterator[bytes],
+                 content_type: str) -> Any:
+    """A file streamed to one of enrollment's import routes; its per-line report."""
+    return checked("enrollment", await up.send("POST", "enrollment", path, token, headers={"Content-Type": content_type},
+                                               params=params, content=body)).json()
+
+
+async def publish_rules(up: Upstream, token: str, document: dict[str, Any], reason: str, confirm_lowering: bool) -> Any:
+    """The document the what-if previewed, published as is (enrollment refuses a lowering without confirmation)."""
+    return await up.post("enrollment", "/program-rules", token,
+                         {"rules": document, "reason": reason, "confirm_lowering": confirm_lowering})

@@ -18,6 +18,7 @@ from console.chart import paid_chart
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from console.web import HOME, Console, Refused, sign_in_as
 from console.whatif import InvalidProposal, Job, WhatIfJobs, from_form
+from console.whatif import changed as rows_changed
 
 STAFF, AUDITOR, OPS = "program-staff", "auditor", "ops"
 READERS = (STAFF, AUDITOR)
@@ -204,9 +205,7 @@ def install(app: FastAPI, console: Console) -> None:
         job = jobs(console).get(job_id)
         if job is None:
             raise Refused(404, "No such what-if (they are kept in memory: run it again).")
-        summary = job.summary or {}
-        changed = [(pid, row) for pid, row in summary.get("participants", {}).items()
-                   if row["difference"] != "0.00" or row["files"] or row["quarters"] or row["milestone1"]]
+        changed = rows_changed(job.summary)
         partial = request.headers.get("HX-Request") == "true"
         return console.page(request, "whatif_job.html" if partial else "whatif.html", job=job, changed=changed,
                             names=await reads.names(console.up, session.token) if changed else {})

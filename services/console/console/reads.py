@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from dsi_shared.plantime import plan_day
+
 from console.upstream import SERVICES, Upstream, UpstreamError
 
 UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -128,9 +130,32 @@ async def audit(up: Upstream, token: str) -> list[dict[str, Any]]:
 
 
 async def qip(up: Upstream, token: str) -> dict[str, Any]:
-    entities, deliveries = await asyncio.gather(up.get("qip-share", "/entities", token),
-                                                up.get("qip-share", "/deliveries", token))
-    return {"entities": (entities or {}).get("entities", []), "deliveries": (deliveries or {}).get("deliveries", [])}
+    from console.qip import on_time_status
+
+    entities, deliveries, requirements = await asyncio.gather(
+        up.get("qip-share", "/entities", token), up.get("qip-share", "/deliveries", token),
+        up.get("qip-share", "/requirements", token))
+    listed = (entities or {}).get("entities", [])
+    return {"entities": listed, "deliveries": (deliveries or {}).get("deliveries", []),
+            "requirements": [(r, on_time_status(r, listed, plan_day(datetime.now(UTC))))
+                             for r in (requirements or {}).get("requirements", [])]}
+
+
+async def delivery(up: Upstream, token: str, delivery_id: str) -> dict[str, Any] | None:
+    """A QIP delivery as qip-share recorded it, with its Bulk Data manifest (None: no such delivery)."""
+    if not UUID_TEXT.match(delivery_id):
+        return None
+    shown = await up.get("qip-share", f"/deliveries/{delivery_id}", token)
+    if shown is None or shown.get("status") != "complete":
+        return shown  # None, or still recording (qip-share answers 202 with its status)
+    manifest = await up.get("qip-share", f"/deliveries/{delivery_id}/manifest", token)
+    return {**shown, "manifest_document": manifest or {}}
+
+
+async def disclosures(up: Upstream, token: str, cin: str) -> list[dict[str, Any]]:
+    """A member's accounting of disclosures (every QIP delivery that carried or withheld a record about them)."""
+    found = await up.get("qip-share", f"/members/{cin}/disclosures", token)
+    return list((found or {}).get("disclosures", []))
 
 
 async def paid_by_type(up: Upstream, token: str) -> dict[str, dict[str, Decimal]]:

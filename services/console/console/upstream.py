@@ -3,6 +3,7 @@ port `make run` gives it). A failure names the service and the status, never a b
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import httpx
 from dsi_shared.config import Settings, env_name
 
+# httpx logs each request line at INFO, and the console's carry member ids (`/members/{cin}/disclosures`): PHI never
+# reaches a log, so only its warnings are kept.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 SERVICES = {"enrollment": 8101, "submissions": 8102, "milestones": 8103, "payments": 8104, "qip-share": 8105}
 
 
@@ -35,10 +39,11 @@ class Upstream:
         for client in self.clients.values():
             await client.aclose()
 
-    async def send(self, method: str, service: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async def send(self, method: str, service: str, path: str, token: str | None,
+                   headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
-            return await self.clients[service].request(method, path, headers=headers, **kwargs)
+            return await self.clients[service].request(method, path, headers=sent, **kwargs)
         except httpx.HTTPError:
             raise UpstreamError(service, 503, f"{service} is unreachable") from None
 
@@ -48,6 +53,20 @@ class Upstream:
         if response.status_code == 404:
             return None
         return checked(service, response).json()
+
+    async def stream(self, service: str, path: str, token: str) -> httpx.Response:
+        """A GET whose body is read as it arrives (the caller closes it); UpstreamError for a refusal."""
+        client = self.clients[service]
+        request = client.build_request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError:
+            raise UpstreamError(service, 503, f"{service} is unreachable") from None
+        if response.status_code >= 400:
+            await response.aread()  # a problem JSON: small
+            await response.aclose()
+            checked(service, response)
+        return response
 
     async def post(self, service: str, path: str, token: str, body: Any = None) -> Any:
         return checked(service, await self.send("POST", service, path, token, json=body)).json()

@@ -116,7 +116,7 @@ class Console:
 def web(runtime: ServiceRuntime, upstream: Upstream | None = None,
         read_token: str | None = None) -> ConsoleApp:
     """The console's ASGI app around its runtime (`dsi serve console` serves it; tests pass in-process clients)."""
-    from console import pages
+    from console import imports, pages, publish, qip
 
     own_upstream = upstream is None
     up = upstream or Upstream()
@@ -160,6 +160,9 @@ def web(runtime: ServiceRuntime, upstream: Upstream | None = None,
         return console.page(request, "error.html", status, status=status, message=message)
 
     pages.install(app, console)
+    imports.install(app, console)
+    publish.install(app, console)
+    qip.install(app, console)
     return ConsoleApp(app, runtime.http)
 
 

@@ -113,6 +113,7 @@ class Job:
     status: str = "running"
     error: str | None = None
     summary: dict[str, Any] | None = None
+    document: dict[str, Any] | None = None  # the proposed document as posted: what "Publish this version" sends
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "proposed_version": self.version, "published": self.published,
@@ -136,6 +137,12 @@ def from_form(fields: dict[str, str]) -> WhatIfIn:
         return WhatIfIn.model_validate(body)
     except ValidationError as exc:
         raise InvalidProposal(describe(exc)) from None
+
+
+def changed(summary: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The participants whose dollars, files, quarters or Milestone 1 the version changes (the report's rows)."""
+    return [(pid, row) for pid, row in (summary or {}).get("participants", {}).items()
+            if row["difference"] != "0.00" or row["files"] or row["quarters"] or row["milestone1"]]
 
 
 def proposal(body: WhatIfIn) -> tuple[RulesDocument | None, Quarter | None, Quarter | None]:
@@ -186,7 +193,7 @@ class WhatIfJobs:
             except InvalidRulesDocument as exc:
                 raise InvalidProposal(f"rules: {exc}") from None
         job = Job(uuid.uuid4().hex, proposed.version if proposed else body.published, body.published is not None,
-                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), document=body.rules)
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > KEEP_JOBS:
