@@ -4,23 +4,21 @@ associated messages without MSH-4, segment terminators, a cancelled event sent a
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 from dsi_shared.rulebook import RuleBook
 from submissions.application import Evaluation, Submissions
-from submissions.domain import FacilityIndex, MemberFacts, ParticipantFacts
+from submissions.domain import MemberFacts
 from submissions.hl7files import decode, parse_message
 from submissions.mllp import reply_frame
 
 from tests.hl7_corpus import adt, combined, oru, rde
 from tests.rulesdoc import amended, book
+from tests.stores import snf_store
 
 CIN = "12345678A"
 RECEIVED = datetime(2025, 11, 1, 19, tzinfo=UTC)  # noon in Los Angeles, four hours after the events below
@@ -39,18 +37,9 @@ def with_field(message: str, segment: str, number: int, value: str) -> str:
 
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Submissions]:
-    monkeypatch.setenv("DSI_PAYLOAD_KEY", base64.b64encode(os.urandom(32)).decode())  # payloads are stored encrypted
-    store = Submissions(f"sqlite:///{tmp_path / 'submissions.db'}")
-    participant = ParticipantFacts(uuid4())
-    participant.note_registration(provider_type="skilled_nursing", npi="1234567893", sending_facilities=["SUNNY_SNF"])
-    participant.note_eligibility(eligible=True, rule_version="2024.1")
-    participant.note_milestone1(achieved_at=datetime(2024, 6, 1, tzinfo=UTC))
     member = MemberFacts(CIN)
     member.note_span(start=date(2025, 1, 1), end=None, version=1)
-    store.save(participant, FacilityIndex("SUNNY_SNF", participant.participant_id), member)
-    monkeypatch.setattr(store, "rulebook", book)
-    yield store
-    store.close()
+    yield from snf_store(tmp_path, monkeypatch, member)
 
 
 def send(app: Submissions, payload: str | bytes, **kwargs: Any) -> Evaluation:

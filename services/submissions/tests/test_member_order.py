@@ -5,9 +5,7 @@ under the frozen CIN, the alias, the current CIN's eligibility span — ends wit
 
 from __future__ import annotations
 
-import base64
 import itertools
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,12 +14,12 @@ from uuid import UUID, uuid4
 
 import pytest
 from submissions.application import Submissions
-from submissions.domain import FacilityIndex, ParticipantFacts, Submission
+from submissions.domain import Submission
 from submissions.handlers import SUBSCRIPTIONS
 
 from tests.harness import deliver_event
 from tests.hl7_corpus import combined
-from tests.rulesdoc import book
+from tests.stores import snf_store
 
 FROZEN, CURRENT, STRANGER = "90000041B", "90000042C", "90000043D"
 RECEIVED = datetime(2025, 11, 1, 19, tzinfo=UTC)  # four hours after the corpus files' events
@@ -29,16 +27,7 @@ RECEIVED = datetime(2025, 11, 1, 19, tzinfo=UTC)  # four hours after the corpus 
 
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Submissions]:
-    monkeypatch.setenv("DSI_PAYLOAD_KEY", base64.b64encode(os.urandom(32)).decode())  # payloads are stored encrypted
-    store = Submissions(f"sqlite:///{tmp_path / 'submissions.db'}")
-    participant = ParticipantFacts(uuid4())
-    participant.note_registration(provider_type="skilled_nursing", npi="1234567893", sending_facilities=["SUNNY_SNF"])
-    participant.note_eligibility(eligible=True, rule_version="2024.1")
-    participant.note_milestone1(achieved_at=datetime(2024, 6, 1, tzinfo=UTC))
-    store.save(participant, FacilityIndex("SUNNY_SNF", participant.participant_id))
-    monkeypatch.setattr(store, "rulebook", book)
-    yield store
-    store.close()
+    yield from snf_store(tmp_path, monkeypatch)  # and no member: its eligibility arrives in the tests
 
 
 def deliver(app: Submissions, subject: str, data: dict[str, Any], n: int) -> None:
