@@ -30,6 +30,7 @@ from starlette.routing import Route
 from tests.harness import STAFF, TOKENS_RAW, Stack, eventually, mllp_exchange
 from tests.hl7_corpus import combined
 from tests.rulesdoc import amended
+from tests.test_dead_letter_api import TRACE, failed_signature
 from tests.test_program_rules import enrolled_snf, milestone1_noted, post_file
 from tests.test_submissions import CSV, MEMBER, post_hl7
 
@@ -364,3 +365,28 @@ async def test_staff_upload_a_48_hour_window_see_the_file_it_would_change_and_wh
     await page.get_by_label(re.compile("or paste it")).fill(json.dumps(broken))
     await page.get_by_role("button", name="Run the what-if").click()
     await expect(page.get_by_role("alert")).to_contain_text("program.cap")  # a 422 naming the field
+
+
+async def test_ops_see_a_dead_letter_with_its_reason_and_trace_link_and_replay_it_so_it_applies(
+        stack: Stack, console: RunningConsole, browser: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 §2: "Operations: each service's health, readiness, consumer lag, dead letters with replay, recent
+    traces' ids with a link to the trace viewer when `DSI_TRACE_URL` is set"."""
+    monkeypatch.setenv("DSI_TRACE_URL", "http://jaeger.example:16686/trace/{trace_id}")
+    pid, letter = await failed_signature(stack)
+    page = await signed_in(browser, console, "ops-token")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Operations")
+    row = page.get_by_role("row", name=re.compile(f"^{letter['sequence']} .*dsi.in.agreement-signed"))
+    await expect(row).to_contain_text("ConnectionError")
+    await expect(row.get_by_role("link", name=TRACE)).to_have_attribute(
+        "href", f"http://jaeger.example:16686/trace/{TRACE}")
+    await expect(page.get_by_role("region", name="Recent traces").get_by_role("link", name=TRACE)).to_be_visible()
+    await console.shot(page, "operations-ops")
+    await row.get_by_role("button", name=f"Replay dead letter {letter['sequence']}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Dead letter {letter['sequence']} was replayed")
+    await expect(page.get_by_role("row", name=re.compile(f"^{letter['sequence']} "))).to_contain_text("yes")
+
+    async def applied() -> bool:
+        answer = await stack.clients["enrollment"].get(f"/participants/{pid}", headers=STAFF)
+        return answer.json()["agreements"]["LOA"] is not None
+
+    await eventually(applied)  # the signature the store once refused is recorded now

@@ -35,3 +35,7 @@ async def decide(up: Upstream, token: str, evaluation_id: str, decision: str, re
     if decision == "validate":
         return await up.post("milestones", f"/evaluations/{evaluation_id}/validate", token)
     return await up.post("milestones", f"/evaluations/{evaluation_id}/reject", token, {"reason": reason})
+
+
+async def replay_dead_letter(up: Upstream, token: str, service: str, sequence: int) -> Any:
+    return await up.post(service, f"/dead-letters/{sequence}/replay", token)

@@ -3,6 +3,8 @@ CSRF-checked (`Console.form`) and every route that takes a participant id checks
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import secrets
 from typing import Any
@@ -16,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from console import commands, plain, reads
 from console.chart import paid_chart
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from console.upstream import SERVICES
 from console.web import HOME, Console, Refused, sign_in_as
 from console.whatif import InvalidProposal, Job, WhatIfJobs, from_form
 
@@ -221,9 +224,24 @@ def install(app: FastAPI, console: Console) -> None:
     @app.get("/operations", response_class=HTMLResponse)
     async def operations(request: Request) -> Response:
         session = console.session(request, OPS, AUDITOR)
-        letters, unreadable = await reads.dead_letters(console.runtime)
-        return console.page(request, "operations.html", services=await reads.health(console.up, session.token),
-                            letters=letters, unreadable=unreadable)
+        (letters, unreadable), services = await asyncio.gather(reads.dead_letters(console.up, session.token),
+                                                               reads.health(console.up, session.token))
+        viewer = os.environ.get("DSI_TRACE_URL")
+        for letter in letters:
+            letter["trace_url"] = reads.trace_link(viewer, letter["trace_id"])
+        return console.page(request, "operations.html", services=services, letters=letters, unreadable=unreadable,
+                            may_replay=session.role == OPS, replayed=request.query_params.get("replayed", ""))
+
+    @app.post("/operations/replay")
+    async def replay(request: Request) -> Response:
+        """One dead letter replayed by its own service (`POST /dead-letters/{sequence}/replay`), as the operator."""
+        session = console.session(request, OPS)
+        f = await console.form(request, session)
+        service, sequence = f.get("service", ""), f.get("sequence", "")
+        if service not in SERVICES or not sequence.isdigit():
+            raise Refused(422, "Name a service and a dead letter's sequence number.")
+        done = await commands.replay_dead_letter(console.up, session.token, service, int(sequence))
+        return see_other(f"/operations?replayed={done['sequence']}#dead-letters")
 
     # -- a provider's own statement --------------------------------------------------------------------------------
     @app.get("/statement")

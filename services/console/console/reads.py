@@ -144,14 +144,24 @@ async def paid_by_type(up: Upstream, token: str) -> dict[str, dict[str, Decimal]
     return {q: dict(types) for q, types in sorted(paid.items())}
 
 
-async def dead_letters(runtime: Any) -> tuple[list[Any], str | None]:
-    """Every dead letter (when, whose consumer, which subject, why: never a body), read over the console's own NATS
-    connection; or why they cannot be read now."""
-    from dsi_shared.deadletters import list_dead_letters
+async def dead_letters(up: Upstream, token: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every service's dead letters (when, whose consumer, which subject, why, its trace id: never a body), newest
+    first, each from its service's `GET /dead-letters`; and the services that could not answer now."""
 
-    if runtime.nc is None or not runtime.nc.is_connected:
-        return [], "NATS is unreachable"
-    try:
-        return await asyncio.wait_for(list_dead_letters(runtime.nc.jetstream(), runtime.naming), 5), None
-    except Exception as exc:  # noqa: BLE001 - any failure (permissions, timeout) is shown, never a crash of the page
-        return [], f"the dead letters cannot be read now ({type(exc).__name__})"
+    async def one(name: str) -> list[dict[str, Any]] | str:
+        try:
+            return list((await up.get(name, "/dead-letters", token) or {}).get("dead_letters", []))
+        except UpstreamError as exc:
+            return f"{name} ({exc.status})"
+
+    found = await asyncio.gather(*(one(name) for name in SERVICES))
+    letters = [d for answer in found if isinstance(answer, list) for d in answer]
+    return sorted(letters, key=lambda d: d["at"], reverse=True), [a for a in found if isinstance(a, str)]
+
+
+def trace_link(template: str | None, trace_id: str | None) -> str | None:
+    """The trace viewer's page for a trace id (`DSI_TRACE_URL`, e.g. `http://jaeger:16686/trace/{trace_id}`), or
+    None when no viewer is configured or there is no trace id."""
+    if not template or not trace_id or "{trace_id}" not in template:
+        return None
+    return template.replace("{trace_id}", trace_id)
