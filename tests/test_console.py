@@ -31,7 +31,7 @@ from tests.harness import STAFF, TOKENS_RAW, Stack, eventually, mllp_exchange
 from tests.hl7_corpus import combined
 from tests.rulesdoc import amended
 from tests.test_dead_letter_api import TRACE, failed_signature
-from tests.test_program_rules import enrolled_snf, milestone1_noted, post_file
+from tests.test_program_rules import enrolled_snf, milestone1_noted, pcp_quarters_closed, post_file
 from tests.test_submissions import CSV, MEMBER, post_hl7
 
 pytestmark = pytest.mark.integration
@@ -390,3 +390,40 @@ async def test_ops_see_a_dead_letter_with_its_reason_and_trace_link_and_replay_i
         return answer.json()["agreements"]["LOA"] is not None
 
     await eventually(applied)  # the signature the store once refused is recorded now
+
+
+async def test_staff_see_files_credited_and_rejected_per_week_and_pcp_coverage_against_threshold_with_data_tables(
+        stack: Stack, console: RunningConsole, browser: Any) -> None:
+    """Issue 15 §2: "Charts where people would rather look than read: … files credited vs rejected by reason per week,
+    coverage per PCP against its threshold (server-rendered SVG …)"."""
+    await pcp_quarters_closed(stack)  # a record received 2025-02-01 (ISO week 5), credited; 2025Q1 evaluated
+    [evaluation] = (await stack.clients["milestones"].get("/evaluations", params={"quarter": "2025Q1"},
+                                                          headers=STAFF)).json()["evaluations"]
+    snf = await stack.register(legal_name="Harbor Care Home", npi=OWN_NPI, sending_facilities=["SUNNY_SNF"])
+    submissions = stack.runtimes["submissions"].app
+
+    async def registered() -> bool:
+        return submissions.participant_facts(UUID(snf)) is not None  # type: ignore[attr-defined, no-any-return]
+
+    await eventually(registered)
+    [rejected] = (await post_hl7(stack, combined("A01", MEMBER), "2025-11-04T09:30:00-08:00"))["submissions"]
+    reason = rejected["reasons"][0].partition(":")[0]  # received in ISO week 45
+    page = await signed_in(browser, console, "staff")
+    await page.get_by_role("link", name="Charts").click()
+    await expect(page.get_by_role("img", name=re.compile("^Files credited and rejected"))).to_be_visible()
+    files = page.get_by_role("table", name=re.compile("^Files per week"))
+    await expect(files.get_by_role("row", name=re.compile("^2025-W05 credited 1$"))).to_be_visible()
+    await expect(files.get_by_role("row", name=re.compile(f"^2025-W45 rejected: {reason} 1$"))).to_be_visible()
+    # the latest quarter evaluated is shown by default
+    figures = evaluation["figures"]
+    await expect(page.get_by_role("img", name=re.compile("Coverage per PCP against its threshold, 2025Q1: 1 of 1 met"))
+                 ).to_be_visible()
+    row = page.get_by_role("table", name="Coverage per PCP in 2025Q1").get_by_role("row", name=re.compile("^Sunrise"))
+    await expect(row).to_have_text(re.compile(
+        f"{figures['attributed_members']}\\s*{figures['members_with_record']}\\s*{figures['coverage_percent']}%"
+        f"\\s*{figures['threshold_percent']}%\\s*met"))
+    await console.shot(page, "charts-files-coverage")
+    await page.get_by_label("Quarter (e.g. 2025Q1)").fill("2024Q4")
+    await page.get_by_role("button", name="Show quarter").click()
+    await expect(page.get_by_role("heading", name="Coverage per PCP against its threshold, 2024Q4")).to_be_visible()
+    await expect(page.get_by_role("table", name="Coverage per PCP in 2025Q1")).to_have_count(0)

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console import commands, plain, reads
-from console.chart import paid_chart
+from console.chart import coverage_chart, files_chart, paid_chart
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from console.upstream import SERVICES
 from console.web import HOME, Console, Refused, sign_in_as
@@ -176,9 +176,16 @@ def install(app: FastAPI, console: Console) -> None:
             "Content-Disposition": f'attachment; filename="dsi-ap-export-{quarter}.csv"', "ETag": etag})
 
     @app.get("/charts", response_class=HTMLResponse)
-    async def charts(request: Request) -> Response:
+    async def charts(request: Request, quarter: str = "") -> Response:
         session = console.session(request, *READERS)
-        return console.page(request, "charts.html", chart=paid_chart(await reads.paid_by_type(console.up, session.token)))
+        shown = quarter_of(quarter.strip().upper()) if quarter.strip() else \
+            await reads.latest_quarter(console.up, session.token)
+        paid, weeks, covered = await asyncio.gather(
+            reads.paid_by_type(console.up, session.token), reads.files_by_week(console.up, session.token),
+            reads.coverage(console.up, session.token, shown) if shown else asyncio.sleep(0, []))
+        return console.page(request, "charts.html", chart=paid_chart(paid), paid=paid, weeks=weeks,
+                            files=files_chart(weeks), quarter=shown or "", covered=covered,
+                            coverage=coverage_chart(covered, shown or "any quarter"))
 
     @app.get("/qip", response_class=HTMLResponse)
     async def qip(request: Request) -> Response:

@@ -10,16 +10,30 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from console import figures
+from console.chart import Coverage
 from console.upstream import SERVICES, Upstream, UpstreamError
 
 UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PAGE = 200  # rows per page when a read needs every page of a list (the services' largest)
+
+
+async def every(up: Upstream, service: str, path: str, token: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    """Every row of a cursor-paginated list endpoint, page after page."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        found = await up.get(service, path, token, limit=PAGE, cursor=cursor, **params) or {}
+        rows += found.get(key, [])
+        cursor = found.get("next_cursor")
+        if not cursor:
+            return rows
 
 
 async def participants(up: Upstream, token: str, provider_type: str = "", county: str = "", status: str = "",
                        search: str = "", milestone1: str = "") -> list[dict[str, Any]]:
-    found = await up.get("enrollment", "/participants", token, provider_type=provider_type, county=county,
-                         status=status)
-    rows: list[dict[str, Any]] = found["participants"] if found else []
+    rows = await every(up, "enrollment", "/participants", token, "participants", provider_type=provider_type,
+                       county=county, status=status)
     words = search.strip().lower()
     if words:
         rows = [p for p in rows if words in p["legal_name"].lower() or words in (p["npi"] or "") or p["id"] == words]
@@ -165,3 +179,24 @@ def trace_link(template: str | None, trace_id: str | None) -> str | None:
     if not template or not trace_id or "{trace_id}" not in template:
         return None
     return template.replace("{trace_id}", trace_id)
+
+
+async def files_by_week(up: Upstream, token: str) -> dict[str, dict[str, int]]:
+    """Files credited and rejected (by reason) per week, from every participant's submissions."""
+    everyone = await participants(up, token)
+    files = await asyncio.gather(*(every(up, "submissions", f"/participants/{p['id']}/submissions", token,
+                                         "submissions") for p in everyone))
+    return figures.files_by_week(s for submissions in files for s in submissions)
+
+
+async def coverage(up: Upstream, token: str, quarter_name: str) -> list[Coverage]:
+    """Each PCP's coverage against its threshold in a quarter, from milestones' evaluations of it."""
+    found, names_ = await asyncio.gather(every(up, "milestones", "/evaluations", token, "evaluations",
+                                               quarter=quarter_name), names(up, token))
+    return figures.coverage_rows(found, names_)
+
+
+async def latest_quarter(up: Upstream, token: str) -> str | None:
+    """The latest quarter any evaluation is of (the coverage chart's default)."""
+    found = await up.get("milestones", "/evaluations", token, sort="-quarter", limit=1)
+    return next((e["quarter"] for e in (found or {}).get("evaluations", [])), None)
