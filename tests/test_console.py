@@ -30,6 +30,7 @@ from starlette.routing import Route
 from tests.harness import STAFF, TOKENS_RAW, Stack, eventually, mllp_exchange
 from tests.hl7_corpus import combined
 from tests.rulesdoc import amended
+from tests.test_cap_scope import milestone1_paid
 from tests.test_dead_letter_api import TRACE, failed_signature
 from tests.test_program_rules import enrolled_snf, milestone1_noted, pcp_quarters_closed, post_file
 from tests.test_submissions import CSV, MEMBER, post_hl7
@@ -427,3 +428,35 @@ async def test_staff_see_files_credited_and_rejected_per_week_and_pcp_coverage_a
     await page.get_by_role("button", name="Show quarter").click()
     await expect(page.get_by_role("heading", name="Coverage per PCP against its threshold, 2024Q4")).to_be_visible()
     await expect(page.get_by_role("table", name="Coverage per PCP in 2025Q1")).to_have_count(0)
+
+
+async def test_the_amount_paid_filter_lists_the_paid_participant_only(
+        stack: Stack, console: RunningConsole, browser: Any) -> None:
+    """Issue 15 §2: "participants with search and filters (type, county, status, Milestone 1, amount paid)"."""
+    paid = await stack.register(legal_name="Paid Care Home")
+    await stack.register(legal_name="Unpaid Care Home")
+    statement = await milestone1_paid(stack, paid, "2024-05-01T10:00:00-07:00")
+
+    async def projected() -> bool:  # payments' read model has the payment
+        found = await stack.clients["payments"].get("/payments/participants", params={"paid_min": "0.01"},
+                                                    headers=STAFF)
+        return found.json()["count"] == 1
+
+    await eventually(projected)
+    page = await signed_in(browser, console, "staff")
+    await expect(page.get_by_role("table")).to_contain_text("2 participants")
+    await page.get_by_label("Paid at least ($)").fill(statement["total_paid"])
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_role("table")).to_contain_text("1 participant")
+    await expect(page.get_by_role("row", name=re.compile("^Paid Care Home"))).to_be_visible()
+    await expect(page.get_by_role("row", name=re.compile("^Unpaid Care Home"))).to_have_count(0)
+    assert f"paid_min={statement['total_paid']}" in page.url
+    await console.shot(page, "participants-paid-filter")
+    await page.get_by_label("Paid at least ($)").fill("")
+    await page.get_by_label("Paid at most ($)").fill("0")  # never paid: the other one only
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_role("row", name=re.compile("^Unpaid Care Home"))).to_be_visible()
+    await expect(page.get_by_role("row", name=re.compile("^Paid Care Home"))).to_have_count(0)
+    refused = await page.goto("/participants?paid_max=ten+dollars")
+    assert refused is not None and refused.status == 422
+    await expect(page.get_by_text("Paid at most: enter an amount in dollars")).to_be_visible()

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console import commands, plain, reads
 from console.chart import coverage_chart, files_chart, paid_chart
+from console.filters import InvalidAmount, dollars
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from console.upstream import SERVICES
 from console.web import HOME, Console, Refused, sign_in_as
@@ -81,10 +82,12 @@ def install(app: FastAPI, console: Console) -> None:
     # -- program staff and auditors --------------------------------------------------------------------------------
     @app.get("/participants", response_class=HTMLResponse)
     async def participants(request: Request, q: str = "", provider_type: str = "", county: str = "", status: str = "",
-                           milestone1: str = "") -> Response:
+                           milestone1: str = "", paid_min: str = "", paid_max: str = "") -> Response:
         session = console.session(request, *READERS)
         rows = await reads.participants(console.up, session.token, provider_type, county, status, q, milestone1)
-        filters = {"q": q, "provider_type": provider_type, "county": county, "status": status, "milestone1": milestone1}
+        filters = {"q": q, "provider_type": provider_type, "county": county, "status": status, "milestone1": milestone1,
+                   "paid_min": paid_min, "paid_max": paid_max}
+        rows = await paid_filter(console, session.token, rows, paid_min, paid_max)
         partial = request.headers.get("HX-Request") == "true"
         return console.page(request, "participants_table.html" if partial else "participants.html",
                             rows=rows, filters=filters, types=await provider_types(console, session.token))
@@ -285,6 +288,19 @@ async def provider_types(console: Console, token: str) -> list[tuple[str, str]]:
     rules = await console.up.get("enrollment", "/program-rules", token)
     types: dict[str, Any] = ((rules or {}).get("in_force") or (rules or {}).get("current") or {}).get("provider_types", {})
     return sorted((name, row.get("label", name)) for name, row in types.items())
+
+
+async def paid_filter(console: Console, token: str, rows: list[dict[str, Any]], low_text: str,
+                      high_text: str) -> list[dict[str, Any]]:
+    """The rows paid within the "amount paid" bounds (none given: every row); a bound that is not an amount is 422."""
+    try:
+        low, high = dollars(low_text, "Paid at least"), dollars(high_text, "Paid at most")
+    except InvalidAmount as exc:
+        raise Refused(422, str(exc)) from None
+    if low is None and high is None:
+        return rows
+    paid = await reads.paid_within(console.up, token, low, high)
+    return [row for row in rows if paid(row["id"])]
 
 
 def jobs(console: Console) -> WhatIfJobs:

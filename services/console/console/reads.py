@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from console import figures
+from console import figures, filters
 from console.chart import Coverage
 from console.upstream import SERVICES, Upstream, UpstreamError
 
@@ -200,3 +201,15 @@ async def latest_quarter(up: Upstream, token: str) -> str | None:
     """The latest quarter any evaluation is of (the coverage chart's default)."""
     found = await up.get("milestones", "/evaluations", token, sort="-quarter", limit=1)
     return next((e["quarter"] for e in (found or {}).get("evaluations", [])), None)
+
+
+async def paid_within(up: Upstream, token: str, low: Decimal | None, high: Decimal | None) -> Callable[[str], bool]:
+    """Which participant ids were paid within [low, high] in all, as payments' `GET /payments/participants` answers
+    (every page of it)."""
+    path, bounds = "/payments/participants", {k: str(v) for k, v in (("paid_min", low), ("paid_max", high)) if v is not None}
+    matched = {r["participant_id"] for r in await every(up, "payments", path, token, "participants", **bounds)}
+    paid_some = None
+    if filters.includes_zero(low, high):  # the participants payments has no money for were paid $0: they match too
+        paid_some = {r["participant_id"] for r in await every(up, "payments", path, token, "participants",
+                                                              paid_min="0.01")}
+    return filters.within(matched, paid_some)

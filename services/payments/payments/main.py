@@ -10,6 +10,7 @@ from payments.audit import audit
 from payments.contract import CONTRACT
 from payments.handlers import SUBSCRIPTIONS
 from payments.metrics import observe
+from payments.projections import PROJECTION
 
 service = ServiceSpec(
     name="payments",
@@ -20,5 +21,6 @@ service = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     audit=audit,
     observe=observe,
+    projections=(PROJECTION,),
     after=("milestones",),  # re-derives the payouts from what milestones reports owed
 )
