@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_type_hints
 
 import nats.errors
 from fastapi import APIRouter, Depends, Path
 from nats.aio.client import Client
+from pydantic import create_model
 
 from dsi_shared.bus import Naming
 from dsi_shared.deadletters import DeadLetter, NoSuchDeadLetter, list_dead_letters, replay_dead_letter
@@ -21,21 +22,14 @@ from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailab
 NATS_TIMEOUT = 10.0  # listing waits up to 2 s for a quiet stream; a stuck server answers 503, not a hung request
 
 
-class DeadLetterView(Answer):
-    sequence: int
-    at: str
-    service: str
-    original_subject: str
-    consumer: str
-    deliveries: int
-    reason: str
-    replayed: bool
-    trace_id: str | None
+# A dead letter as `dsi ops dead-letters list --json` prints it: the dataclass's fields, `at` in ISO 8601.
+FIELDS: dict[str, Any] = {name: (str if name == "at" else hint, ...) for name, hint in get_type_hints(DeadLetter).items()}
+DeadLetterView = create_model("DeadLetterView", __base__=Answer, **FIELDS)
 
 
 class DeadLetterList(Answer):
     service: str
-    dead_letters: list[DeadLetterView]
+    dead_letters: list[DeadLetterView]  # type: ignore[valid-type]
 
 
 class AlreadyReplayed(PermanentError):
