@@ -30,7 +30,9 @@ from starlette.routing import Route
 from tests.harness import STAFF, TOKENS_RAW, Stack, eventually, mllp_exchange
 from tests.hl7_corpus import combined
 from tests.rulesdoc import amended
-from tests.test_program_rules import enrolled_snf, milestone1_noted, post_file
+from tests.test_cap_scope import milestone1_paid
+from tests.test_dead_letter_api import TRACE, failed_signature
+from tests.test_program_rules import enrolled_snf, milestone1_noted, pcp_quarters_closed, post_file
 from tests.test_submissions import CSV, MEMBER, post_hl7
 
 pytestmark = pytest.mark.integration
@@ -365,3 +367,97 @@ async def test_staff_upload_a_48_hour_window_see_the_file_it_would_change_and_wh
     await page.get_by_label(re.compile("or paste it")).fill(json.dumps(broken))
     await page.get_by_role("button", name="Run the what-if").click()
     await expect(page.get_by_role("alert")).to_contain_text("program.cap")  # a 422 naming the field
+
+
+async def test_ops_see_a_dead_letter_with_its_reason_and_trace_link_and_replay_it_so_it_applies(
+        stack: Stack, console: RunningConsole, browser: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 §2: "Operations: each service's health, readiness, consumer lag, dead letters with replay, recent
+    traces' ids with a link to the trace viewer when `DSI_TRACE_URL` is set"."""
+    monkeypatch.setenv("DSI_TRACE_URL", "http://jaeger.example:16686/trace/{trace_id}")
+    pid, letter = await failed_signature(stack)
+    page = await signed_in(browser, console, "ops-token")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Operations")
+    row = page.get_by_role("row", name=re.compile(f"^{letter['sequence']} .*dsi.in.agreement-signed"))
+    await expect(row).to_contain_text("ConnectionError")
+    await expect(row.get_by_role("link", name=TRACE)).to_have_attribute(
+        "href", f"http://jaeger.example:16686/trace/{TRACE}")
+    await expect(page.get_by_role("region", name="Recent traces").get_by_role("link", name=TRACE)).to_be_visible()
+    await console.shot(page, "operations-ops")
+    await row.get_by_role("button", name=f"Replay dead letter {letter['sequence']}").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Dead letter {letter['sequence']} was replayed")
+    await expect(page.get_by_role("row", name=re.compile(f"^{letter['sequence']} "))).to_contain_text("yes")
+
+    async def applied() -> bool:
+        answer = await stack.clients["enrollment"].get(f"/participants/{pid}", headers=STAFF)
+        return answer.json()["agreements"]["LOA"] is not None
+
+    await eventually(applied)  # the signature the store once refused is recorded now
+
+
+async def test_staff_see_files_credited_and_rejected_per_week_and_pcp_coverage_against_threshold_with_data_tables(
+        stack: Stack, console: RunningConsole, browser: Any) -> None:
+    """Issue 15 §2: "Charts where people would rather look than read: … files credited vs rejected by reason per week,
+    coverage per PCP against its threshold (server-rendered SVG …)"."""
+    await pcp_quarters_closed(stack)  # a record received 2025-02-01 (ISO week 5), credited; 2025Q1 evaluated
+    [evaluation] = (await stack.clients["milestones"].get("/evaluations", params={"quarter": "2025Q1"},
+                                                          headers=STAFF)).json()["evaluations"]
+    snf = await stack.register(legal_name="Harbor Care Home", npi=OWN_NPI, sending_facilities=["SUNNY_SNF"])
+    submissions = stack.runtimes["submissions"].app
+
+    async def registered() -> bool:
+        return submissions.participant_facts(UUID(snf)) is not None  # type: ignore[attr-defined, no-any-return]
+
+    await eventually(registered)
+    [rejected] = (await post_hl7(stack, combined("A01", MEMBER), "2025-11-04T09:30:00-08:00"))["submissions"]
+    reason = rejected["reasons"][0].partition(":")[0]  # received in ISO week 45
+    page = await signed_in(browser, console, "staff")
+    await page.get_by_role("link", name="Charts").click()
+    await expect(page.get_by_role("img", name=re.compile("^Files credited and rejected"))).to_be_visible()
+    files = page.get_by_role("table", name=re.compile("^Files per week"))
+    await expect(files.get_by_role("row", name=re.compile("^2025-W05 credited 1$"))).to_be_visible()
+    await expect(files.get_by_role("row", name=re.compile(f"^2025-W45 rejected: {reason} 1$"))).to_be_visible()
+    # the latest quarter evaluated is shown by default
+    figures = evaluation["figures"]
+    await expect(page.get_by_role("img", name=re.compile("Coverage per PCP against its threshold, 2025Q1: 1 of 1 met"))
+                 ).to_be_visible()
+    row = page.get_by_role("table", name="Coverage per PCP in 2025Q1").get_by_role("row", name=re.compile("^Sunrise"))
+    await expect(row).to_have_text(re.compile(
+        f"{figures['attributed_members']}\\s*{figures['members_with_record']}\\s*{figures['coverage_percent']}%"
+        f"\\s*{figures['threshold_percent']}%\\s*met"))
+    await console.shot(page, "charts-files-coverage")
+    await page.get_by_label("Quarter (e.g. 2025Q1)").fill("2024Q4")
+    await page.get_by_role("button", name="Show quarter").click()
+    await expect(page.get_by_role("heading", name="Coverage per PCP against its threshold, 2024Q4")).to_be_visible()
+    await expect(page.get_by_role("table", name="Coverage per PCP in 2025Q1")).to_have_count(0)
+
+
+async def test_the_amount_paid_filter_lists_the_paid_participant_only(
+        stack: Stack, console: RunningConsole, browser: Any) -> None:
+    """Issue 15 §2: "participants with search and filters (type, county, status, Milestone 1, amount paid)"."""
+    paid = await stack.register(legal_name="Paid Care Home")
+    await stack.register(legal_name="Unpaid Care Home")
+    statement = await milestone1_paid(stack, paid, "2024-05-01T10:00:00-07:00")
+
+    async def projected() -> bool:  # payments' read model has the payment
+        found = await stack.clients["payments"].get("/payments/participants", params={"paid_min": "0.01"},
+                                                    headers=STAFF)
+        return found.json()["count"] == 1
+
+    await eventually(projected)
+    page = await signed_in(browser, console, "staff")
+    await expect(page.get_by_role("table")).to_contain_text("2 participants")
+    await page.get_by_label("Paid at least ($)").fill(statement["total_paid"])
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_role("table")).to_contain_text("1 participant")
+    await expect(page.get_by_role("row", name=re.compile("^Paid Care Home"))).to_be_visible()
+    await expect(page.get_by_role("row", name=re.compile("^Unpaid Care Home"))).to_have_count(0)
+    assert f"paid_min={statement['total_paid']}" in page.url
+    await console.shot(page, "participants-paid-filter")
+    await page.get_by_label("Paid at least ($)").fill("")
+    await page.get_by_label("Paid at most ($)").fill("0")  # never paid: the other one only
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_role("row", name=re.compile("^Unpaid Care Home"))).to_be_visible()
+    await expect(page.get_by_role("row", name=re.compile("^Paid Care Home"))).to_have_count(0)
+    refused = await page.goto("/participants?paid_max=ten+dollars")
+    assert refused is not None and refused.status == 422
+    await expect(page.get_by_text("Paid at most: enter an amount in dollars")).to_be_visible()

@@ -189,6 +189,17 @@ async def test_a_pcp_quarter_counts_plan_members_attributed_to_any_npi_it_declar
     """PCP denominator across services: "the plan members attributed (assigned) to the participant — by its id or any
     NPI it declared, an umbrella group's individual PCPs included — in that quarter"."""
     await stack.start("enrollment", "milestones", "submissions")
+    await pcp_quarters_closed(stack)
+    [evaluation] = (await stack.clients["milestones"].get("/evaluations", params={"quarter": "2025Q1"},
+                                                          headers=STAFF)).json()["evaluations"]
+    assert (evaluation["figures"]["attributed_members"], evaluation["figures"]["members_with_record"]) == (1, 1)
+    assert (evaluation["milestone"], evaluation["outcome"], evaluation["earned"]) == ("M2", "met", "10000.00")
+
+
+async def pcp_quarters_closed(stack: Stack) -> str:
+    """A PCP group (two NPIs) with three members attributed in 2025Q1 — one to an individual PCP of the group, one a
+    plan member only from 2025Q2, one another PCP's — and a credited record for the first; 2024Q4 and 2025Q1 closed.
+    Returns the participant id."""
     enrollment = stack.clients["enrollment"]
     pid = await stack.register(provider_type="primary_care", submitted_on="2024-08-01", npi="1666666668",
                                individual_npis=["1777777776"], sending_facilities=["VALLEY_PCP"])
@@ -228,6 +239,4 @@ async def test_a_pcp_quarter_counts_plan_members_attributed_to_any_npi_it_declar
     milestones = stack.clients["milestones"]
     for quarter in ("2024Q4", "2025Q1"):
         assert (await milestones.post(f"/quarters/{quarter}/close", headers=STAFF)).status_code == 200
-    [evaluation] = (await milestones.get("/evaluations", params={"quarter": "2025Q1"}, headers=STAFF)).json()["evaluations"]
-    assert (evaluation["figures"]["attributed_members"], evaluation["figures"]["members_with_record"]) == (1, 1)
-    assert (evaluation["milestone"], evaluation["outcome"], evaluation["earned"]) == ("M2", "met", "10000.00")
+    return pid

@@ -180,6 +180,8 @@ async def read_all(js: JetStreamContext, subject: str, timeout: float = 2.0) -> 
     except nats.js.errors.NotFoundError:
         return
     try:
+        if await _holds_nothing(subscription):
+            return
         while True:
             try:
                 message = await subscription.next_msg(timeout=timeout)
@@ -190,6 +192,16 @@ async def read_all(js: JetStreamContext, subject: str, timeout: float = 2.0) -> 
                 return
     finally:
         await subscription.unsubscribe()
+
+
+async def _holds_nothing(subscription: Any) -> bool:
+    """The stream held no message on the subject when the consumer was made (none pending, none delivered): answer
+    at once rather than after waiting `timeout` for a message that will not come."""
+    try:
+        info = await subscription.consumer_info()
+    except Exception:  # noqa: BLE001 - not known: wait for messages as before
+        return False
+    return info.num_pending == 0 and info.delivered.consumer_seq == 0
 
 
 class BusUnreachable(Exception):

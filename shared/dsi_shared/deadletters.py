@@ -34,6 +34,15 @@ class DeadLetter:
     deliveries: int
     reason: str
     replayed: bool
+    trace_id: str | None = None  # the failed message's trace (W3C `traceparent`), when it carried one
+
+
+def trace_id_of(headers: dict[str, str]) -> str | None:
+    """The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), or None when absent or malformed."""
+    parts = headers.get("traceparent", "").split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or not all(c in "0123456789abcdef" for c in parts[1]):
+        return None
+    return None if parts[1] == "0" * 32 else parts[1]
 
 
 async def list_dead_letters(js: JetStreamContext, naming: Naming, service: str | None = None,
@@ -52,7 +61,7 @@ async def list_dead_letters(js: JetStreamContext, naming: Naming, service: str |
             letters.append(DeadLetter(
                 message.metadata.sequence.stream, message.metadata.timestamp, owner,
                 headers.get("Dsi-Original-Subject", "?"), headers.get("Dsi-Consumer", "?"),
-                int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), False))
+                int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), False, trace_id_of(headers)))
     return [DeadLetter(**{**vars(d), "replayed": d.sequence in replayed}) for d in letters]
 
 
@@ -74,4 +83,4 @@ async def replay_dead_letter(js: JetStreamContext, naming: Naming, sequence: int
                                                              "Nats-Msg-Id": f"replayed:{sequence}"})
     service = naming.contract_subject(raw.subject or "").removeprefix("dsi.dead-letter.")
     return DeadLetter(sequence, datetime.now().astimezone(), service, original, headers.get("Dsi-Consumer", "?"),
-                      int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), True)
+                      int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), True, trace_id_of(headers))

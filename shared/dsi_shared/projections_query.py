@@ -11,6 +11,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +22,16 @@ MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 LIMIT = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"rows per page (at most {MAX_LIMIT})")
 CURSOR = Query(None, max_length=500, description="`next_cursor` of the previous page (opaque)")
+MAX_DOLLARS = 10**12  # a filter bound: far above any program cap, and its cents fit a SQL BIGINT
+
+
+def dollars_query(description: str) -> Any:
+    """An optional dollar amount to filter on (a bound of a range; its cents compared with a `*_cents` column)."""
+    return Query(None, ge=0, le=MAX_DOLLARS, description=description)
+
+
+def cents(amount: Decimal) -> int:
+    return int(amount * 100)
 
 
 def sort_query(choices: Sequence[str], default: str) -> Any:

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 
-from dsi_shared import asyncapi, events
+from dsi_shared import asyncapi, deadletter_api, events
 from dsi_shared.audit import AuditContext, WhatIfContext
 from dsi_shared.bus import Naming, Publishers, broker, ensure_streams
 from dsi_shared.chain import HashChain
@@ -426,6 +426,7 @@ class ServiceRuntime:
                     "aggregates": report.aggregates, "events": report.events, "participants": report.rows,
                     "problems": report.problems}
 
+        http.include_router(deadletter_api.routes(self.spec.name, self.auth, lambda: (self.nc, self.naming)))
         http.include_router(self.spec.routes(self.app, self.auth), responses=PROBLEM_RESPONSES)
         return http
 

@@ -49,3 +49,7 @@ async def publish_rules(up: Upstream, token: str, document: dict[str, Any], reas
     """The document the what-if previewed, published as is (enrollment refuses a lowering without confirmation)."""
     return await up.post("enrollment", "/program-rules", token,
                          {"rules": document, "reason": reason, "confirm_lowering": confirm_lowering})
+
+
+async def replay_dead_letter(up: Upstream, token: str, service: str, sequence: int) -> Any:
+    return await up.post(service, f"/dead-letters/{sequence}/replay", token)

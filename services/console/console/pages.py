@@ -3,6 +3,8 @@ CSRF-checked (`Console.form`) and every route that takes a participant id checks
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import secrets
 from typing import Any
@@ -14,8 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console import commands, plain, reads
-from console.chart import paid_chart
+from console.chart import coverage_chart, files_chart, paid_chart
+from console.filters import InvalidAmount, dollars
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from console.upstream import SERVICES
 from console.web import HOME, Console, Refused, sign_in_as
 from console.whatif import InvalidProposal, Job, WhatIfJobs, from_form
 from console.whatif import changed as rows_changed
@@ -79,10 +83,12 @@ def install(app: FastAPI, console: Console) -> None:
     # -- program staff and auditors --------------------------------------------------------------------------------
     @app.get("/participants", response_class=HTMLResponse)
     async def participants(request: Request, q: str = "", provider_type: str = "", county: str = "", status: str = "",
-                           milestone1: str = "") -> Response:
+                           milestone1: str = "", paid_min: str = "", paid_max: str = "") -> Response:
         session = console.session(request, *READERS)
         rows = await reads.participants(console.up, session.token, provider_type, county, status, q, milestone1)
-        filters = {"q": q, "provider_type": provider_type, "county": county, "status": status, "milestone1": milestone1}
+        filters = {"q": q, "provider_type": provider_type, "county": county, "status": status, "milestone1": milestone1,
+                   "paid_min": paid_min, "paid_max": paid_max}
+        rows = await paid_filter(console, session.token, rows, paid_min, paid_max)
         partial = request.headers.get("HX-Request") == "true"
         return console.page(request, "participants_table.html" if partial else "participants.html",
                             rows=rows, filters=filters, types=await provider_types(console, session.token))
@@ -174,9 +180,16 @@ def install(app: FastAPI, console: Console) -> None:
             "Content-Disposition": f'attachment; filename="dsi-ap-export-{quarter}.csv"', "ETag": etag})
 
     @app.get("/charts", response_class=HTMLResponse)
-    async def charts(request: Request) -> Response:
+    async def charts(request: Request, quarter: str = "") -> Response:
         session = console.session(request, *READERS)
-        return console.page(request, "charts.html", chart=paid_chart(await reads.paid_by_type(console.up, session.token)))
+        shown = quarter_of(quarter.strip().upper()) if quarter.strip() else \
+            await reads.latest_quarter(console.up, session.token)
+        paid, weeks, covered = await asyncio.gather(
+            reads.paid_by_type(console.up, session.token), reads.files_by_week(console.up, session.token),
+            reads.coverage(console.up, session.token, shown) if shown else asyncio.sleep(0, []))
+        return console.page(request, "charts.html", chart=paid_chart(paid), paid=paid, weeks=weeks,
+                            files=files_chart(weeks), quarter=shown or "", covered=covered,
+                            coverage=coverage_chart(covered, shown or "any quarter"))
 
     @app.get("/qip", response_class=HTMLResponse)
     async def qip(request: Request) -> Response:
@@ -220,9 +233,24 @@ def install(app: FastAPI, console: Console) -> None:
     @app.get("/operations", response_class=HTMLResponse)
     async def operations(request: Request) -> Response:
         session = console.session(request, OPS, AUDITOR)
-        letters, unreadable = await reads.dead_letters(console.runtime)
-        return console.page(request, "operations.html", services=await reads.health(console.up, session.token),
-                            letters=letters, unreadable=unreadable)
+        (letters, unreadable), services = await asyncio.gather(reads.dead_letters(console.up, session.token),
+                                                               reads.health(console.up, session.token))
+        viewer = os.environ.get("DSI_TRACE_URL")
+        for letter in letters:
+            letter["trace_url"] = reads.trace_link(viewer, letter["trace_id"])
+        return console.page(request, "operations.html", services=services, letters=letters, unreadable=unreadable,
+                            may_replay=session.role == OPS, replayed=request.query_params.get("replayed", ""))
+
+    @app.post("/operations/replay")
+    async def replay(request: Request) -> Response:
+        """One dead letter replayed by its own service (`POST /dead-letters/{sequence}/replay`), as the operator."""
+        session = console.session(request, OPS)
+        f = await console.form(request, session)
+        service, sequence = f.get("service", ""), f.get("sequence", "")
+        if service not in SERVICES or not sequence.isdigit():
+            raise Refused(422, "Name a service and a dead letter's sequence number.")
+        done = await commands.replay_dead_letter(console.up, session.token, service, int(sequence))
+        return see_other(f"/operations?replayed={done['sequence']}#dead-letters")
 
     # -- a provider's own statement --------------------------------------------------------------------------------
     @app.get("/statement")
@@ -259,6 +287,19 @@ async def provider_types(console: Console, token: str) -> list[tuple[str, str]]:
     rules = await console.up.get("enrollment", "/program-rules", token)
     types: dict[str, Any] = ((rules or {}).get("in_force") or (rules or {}).get("current") or {}).get("provider_types", {})
     return sorted((name, row.get("label", name)) for name, row in types.items())
+
+
+async def paid_filter(console: Console, token: str, rows: list[dict[str, Any]], low_text: str,
+                      high_text: str) -> list[dict[str, Any]]:
+    """The rows paid within the "amount paid" bounds (none given: every row); a bound that is not an amount is 422."""
+    try:
+        low, high = dollars(low_text, "Paid at least"), dollars(high_text, "Paid at most")
+    except InvalidAmount as exc:
+        raise Refused(422, str(exc)) from None
+    if low is None and high is None:
+        return rows
+    paid = await reads.paid_within(console.up, token, low, high)
+    return [row for row in rows if paid(row["id"])]
 
 
 def jobs(console: Console) -> WhatIfJobs:

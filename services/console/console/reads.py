@@ -6,22 +6,37 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from dsi_shared.plantime import plan_day
 
+from console import figures, filters
+from console.chart import Coverage
 from console.upstream import SERVICES, Upstream, UpstreamError
 
 UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PAGE = 200  # rows per page when a read needs every page of a list (the services' largest)
+
+
+async def every(up: Upstream, service: str, path: str, token: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    """Every row of a cursor-paginated list endpoint, page after page."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        found = await up.get(service, path, token, limit=PAGE, cursor=cursor, **params) or {}
+        rows += found.get(key, [])
+        cursor = found.get("next_cursor")
+        if not cursor:
+            return rows
 
 
 async def participants(up: Upstream, token: str, provider_type: str = "", county: str = "", status: str = "",
                        search: str = "", milestone1: str = "") -> list[dict[str, Any]]:
-    found = await up.get("enrollment", "/participants", token, provider_type=provider_type, county=county,
-                         status=status)
-    rows: list[dict[str, Any]] = found["participants"] if found else []
+    rows = await every(up, "enrollment", "/participants", token, "participants", provider_type=provider_type,
+                       county=county, status=status)
     words = search.strip().lower()
     if words:
         rows = [p for p in rows if words in p["legal_name"].lower() or words in (p["npi"] or "") or p["id"] == words]
@@ -169,14 +184,57 @@ async def paid_by_type(up: Upstream, token: str) -> dict[str, dict[str, Decimal]
     return {q: dict(types) for q, types in sorted(paid.items())}
 
 
-async def dead_letters(runtime: Any) -> tuple[list[Any], str | None]:
-    """Every dead letter (when, whose consumer, which subject, why: never a body), read over the console's own NATS
-    connection; or why they cannot be read now."""
-    from dsi_shared.deadletters import list_dead_letters
+async def dead_letters(up: Upstream, token: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every service's dead letters (when, whose consumer, which subject, why, its trace id: never a body), newest
+    first, each from its service's `GET /dead-letters`; and the services that could not answer now."""
 
-    if runtime.nc is None or not runtime.nc.is_connected:
-        return [], "NATS is unreachable"
-    try:
-        return await asyncio.wait_for(list_dead_letters(runtime.nc.jetstream(), runtime.naming), 5), None
-    except Exception as exc:  # noqa: BLE001 - any failure (permissions, timeout) is shown, never a crash of the page
-        return [], f"the dead letters cannot be read now ({type(exc).__name__})"
+    async def one(name: str) -> list[dict[str, Any]] | str:
+        try:
+            return list((await up.get(name, "/dead-letters", token) or {}).get("dead_letters", []))
+        except UpstreamError as exc:
+            return f"{name} ({exc.status})"
+
+    found = await asyncio.gather(*(one(name) for name in SERVICES))
+    letters = [d for answer in found if isinstance(answer, list) for d in answer]
+    return sorted(letters, key=lambda d: d["at"], reverse=True), [a for a in found if isinstance(a, str)]
+
+
+def trace_link(template: str | None, trace_id: str | None) -> str | None:
+    """The trace viewer's page for a trace id (`DSI_TRACE_URL`, e.g. `http://jaeger:16686/trace/{trace_id}`), or
+    None when no viewer is configured or there is no trace id."""
+    if not template or not trace_id or "{trace_id}" not in template:
+        return None
+    return template.replace("{trace_id}", trace_id)
+
+
+async def files_by_week(up: Upstream, token: str) -> dict[str, dict[str, int]]:
+    """Files credited and rejected (by reason) per week, from every participant's submissions."""
+    everyone = await participants(up, token)
+    files = await asyncio.gather(*(every(up, "submissions", f"/participants/{p['id']}/submissions", token,
+                                         "submissions") for p in everyone))
+    return figures.files_by_week(s for submissions in files for s in submissions)
+
+
+async def coverage(up: Upstream, token: str, quarter_name: str) -> list[Coverage]:
+    """Each PCP's coverage against its threshold in a quarter, from milestones' evaluations of it."""
+    found, names_ = await asyncio.gather(every(up, "milestones", "/evaluations", token, "evaluations",
+                                               quarter=quarter_name), names(up, token))
+    return figures.coverage_rows(found, names_)
+
+
+async def latest_quarter(up: Upstream, token: str) -> str | None:
+    """The latest quarter any evaluation is of (the coverage chart's default)."""
+    found = await up.get("milestones", "/evaluations", token, sort="-quarter", limit=1)
+    return next((e["quarter"] for e in (found or {}).get("evaluations", [])), None)
+
+
+async def paid_within(up: Upstream, token: str, low: Decimal | None, high: Decimal | None) -> Callable[[str], bool]:
+    """Which participant ids were paid within [low, high] in all, as payments' `GET /payments/participants` answers
+    (every page of it)."""
+    path, bounds = "/payments/participants", {k: str(v) for k, v in (("paid_min", low), ("paid_max", high)) if v is not None}
+    matched = {r["participant_id"] for r in await every(up, "payments", path, token, "participants", **bounds)}
+    paid_some = None
+    if filters.includes_zero(low, high):  # the participants payments has no money for were paid $0: they match too
+        paid_some = {r["participant_id"] for r in await every(up, "payments", path, token, "participants",
+                                                              paid_min="0.01")}
+    return filters.within(matched, paid_some)

@@ -16,7 +16,7 @@ from dsi_shared.http import Auth, problem, read_body
 from dsi_shared.identifiers import Email, Identifier, Npi, Tin
 from dsi_shared.plantime import plan_day
 from dsi_shared.projections import current
-from dsi_shared.projections_query import CURSOR, LIMIT, page, sort_query
+from dsi_shared.projections_query import CURSOR, LIMIT, cents, dollars_query, page, sort_query
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -31,8 +31,6 @@ from enrollment.projections import COUNTIES, PARTICIPANTS, PROJECTION
 
 STAFF_ACCEPTANCE = "accepted by program staff after review"
 MAX_UPLOAD_BYTES = int(os.environ.get("DSI_MAX_UPLOAD_BYTES", str(40 * 1024 * 1024)))
-
-MAX_DOLLARS = 10**12  # a filter bound: far above any program cap, and its cents fit a SQL BIGINT
 
 
 class InterestForm(BaseModel):
@@ -264,8 +262,8 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
     def list_participants(provider_type: str | None = None, county: str | None = None,
                           status_: str | None = Query(default=None, alias="status"),
                           milestone1: str | None = Query(None, pattern="^(achieved|missed|pending)$"),
-                          earned_min: Decimal | None = Query(None, ge=0, le=MAX_DOLLARS, description="achieved, at least"),
-                          earned_max: Decimal | None = Query(None, ge=0, le=MAX_DOLLARS, description="achieved, at most"),
+                          earned_min: Decimal | None = dollars_query("achieved, at least"),
+                          earned_max: Decimal | None = dollars_query("achieved, at most"),
                           sort: str = sort_query(("legal_name", "registered", "submitted_on", "earned"), "legal_name"),
                           limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
         """Participants from the read model; each of the page rendered from its aggregate (its view depends on today)."""
@@ -273,8 +271,8 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         where = [table.provider_type == provider_type] if provider_type else []
         where += [table.status == status_] if status_ else []
         where += [table.milestone1 == milestone1] if milestone1 else []
-        where += [table.earned_cents >= int(earned_min * 100)] if earned_min is not None else []
-        where += [table.earned_cents <= int(earned_max * 100)] if earned_max is not None else []
+        where += [table.earned_cents >= cents(earned_min)] if earned_min is not None else []
+        where += [table.earned_cents <= cents(earned_max)] if earned_max is not None else []
         if county:
             where.append(table.id.in_(sa.select(COUNTIES.c.id).where(COUNTIES.c.county == county.casefold())))
         found = page(current(app, PROJECTION).engine, PARTICIPANTS, where, sort,

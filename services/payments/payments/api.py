@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from dsi_shared.events import to_jsonable
 from dsi_shared.http import Auth
 from dsi_shared.plantime import QUARTER_PATTERN, Quarter
+from dsi_shared.projections import current
+from dsi_shared.projections_query import CURSOR, LIMIT, cents, dollars_query, page, sort_query
 from fastapi import APIRouter, Depends, Query, Response
 
 from payments import responses as out
 from payments.application import Payments
 from payments.domain import ORGANIZATION, ZERO
+from payments.projections import PAID, PROJECTION
 
 
 def routes(app: Payments, auth: Auth) -> APIRouter:
@@ -51,6 +55,23 @@ def routes(app: Payments, auth: Auth) -> APIRouter:
             body.update(organization_total_paid=str(ledger.total_paid), organization_remaining=str(headroom),
                         remaining=str(min(headroom, account.remaining(terms.cap))))
         return body
+
+    @router.get("/payments/participants", dependencies=[Depends(auth.require("program-staff", "auditor"))],
+                response_model=out.PaidParticipantList)
+    def paid_participants(paid_min: Decimal | None = dollars_query("paid in all, at least"),
+                          paid_max: Decimal | None = dollars_query("paid in all, at most"),
+                          sort: str = sort_query(("opened", "paid"), "opened"),
+                          limit: int = LIMIT, cursor: str | None = CURSOR) -> dict[str, Any]:
+        """What each participant was paid in all, from the read model (`opened` = the order accounts were opened in):
+        the console's "amount paid" filter, combined there with enrollment's participants."""
+        table = PAID.c
+        where = [table.paid_cents >= cents(paid_min)] if paid_min is not None else []
+        where += [table.paid_cents <= cents(paid_max)] if paid_max is not None else []
+        found = page(current(app, PROJECTION).engine, PAID, where, sort,
+                     {"opened": table.seq, "paid": table.paid_cents}, limit, cursor)
+        return {"participants": [{"participant_id": row.participant_id, "total_paid": str(Decimal(row.paid_cents).scaleb(-2)),
+                                  "payments": row.payments} for row in found.rows],
+                "count": found.count, "next_cursor": found.next_cursor}
 
     @router.get("/payments/export", dependencies=[Depends(auth.require("program-staff", "auditor"))],
                 response_class=out.CsvResponse, responses=out.CSV_EXPORT)

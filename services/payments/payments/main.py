@@ -10,6 +10,7 @@ from payments.audit import audit
 from payments.contract import CONTRACT
 from payments.handlers import SUBSCRIPTIONS
 from payments.metrics import observe
+from payments.projections import PROJECTION
 from payments.whatif import what_if
 
 service = ServiceSpec(
@@ -22,5 +23,6 @@ service = ServiceSpec(
     audit=audit,
     observe=observe,
     what_if=what_if,
+    projections=(PROJECTION,),
     after=("milestones",),  # re-derives the payouts from what milestones reports owed
 )

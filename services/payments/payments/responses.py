@@ -71,3 +71,16 @@ class CsvResponse(Response):
 CSV_EXPORT: dict[int | str, dict[str, Any]] = {
     200: {"description": "the quarter's payments for accounts payable (the same bytes when asked again)",
           "content": {"text/csv": {"schema": {"type": "string"}}}}}
+
+
+class PaidParticipant(Answer):
+    participant_id: str
+    total_paid: str
+    payments: int
+
+
+class PaidParticipantList(Answer):
+    participants: list[PaidParticipant] = Field(description="participants with a payment account (one never paid "
+                                                "has none: it was paid $0)")
+    count: int = Field(description="every account matching the filters")
+    next_cursor: str | None
