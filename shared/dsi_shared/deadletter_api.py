@@ -40,11 +40,18 @@ def view(letter: DeadLetter) -> dict[str, Any]:
     return {**vars(letter), "at": letter.at.isoformat()}
 
 
-def routes(service: str, auth: Auth, bus: Callable[[], tuple[Client | None, Naming]]) -> APIRouter:
-    """`bus()` gives the runtime's NATS connection (None before start) and its naming, at request time."""
+def routes(service: str, auth: Auth, bus: Callable[[], tuple[Client | None, Naming]],
+           least_privilege: bool = False) -> APIRouter:
+    """`bus()` gives the runtime's NATS connection (None before start) and its naming, at request time.
+    `least_privilege`: the service connects as its own NATS user (`dsi_shared.natsperms`), which may neither read
+    the dead-letter stream (other services' messages) nor publish on the subjects it consumes (that would let it
+    forge its inputs): the routes say so at once instead of waiting for the server's refusal to time out."""
     router = APIRouter(tags=["operations"], responses=PROBLEM_RESPONSES)
 
     async def own_letters() -> tuple[Any, Naming, list[DeadLetter]]:
+        if least_privilege:
+            raise DependencyUnavailable("nats", f"{service}'s own NATS user may not read or replay dead letters: use "
+                                                "`dsi ops dead-letters` (NATS user ops)")
         nc, naming = bus()
         if nc is None or not nc.is_connected:
             raise DependencyUnavailable("nats", "NATS is unreachable: dead letters are kept on JetStream only")

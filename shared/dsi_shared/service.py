@@ -426,7 +426,8 @@ class ServiceRuntime:
                     "aggregates": report.aggregates, "events": report.events, "participants": report.rows,
                     "problems": report.problems}
 
-        http.include_router(deadletter_api.routes(self.spec.name, self.auth, lambda: (self.nc, self.naming)))
+        http.include_router(deadletter_api.routes(self.spec.name, self.auth, lambda: (self.nc, self.naming),
+                                                  least_privilege=self.settings.nats_user == self.spec.name))
         http.include_router(self.spec.routes(self.app, self.auth), responses=PROBLEM_RESPONSES)
         return http
 
