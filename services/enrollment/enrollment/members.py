@@ -5,6 +5,7 @@ attribution, QIP-entity assignment, and frozen-CIN aliases. Every change is a ne
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -27,6 +28,7 @@ def normalise_cin(raw: str) -> str:
     return value
 
 
+@lru_cache(maxsize=4096)  # an import asks each member's id three times (load, lookup, create), a uuid5 each
 def member_id(cin: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"/dsi/enrollment/member/{cin}")
 
