@@ -6,6 +6,7 @@ import csv
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from dsi_shared.errors import NotFound
@@ -44,13 +45,17 @@ class Payments(ServiceApplication):
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
-    def terms_for(self, quarter: str) -> ProgramTerms:
+    def terms_for(self, quarter: str, book: RuleBook | None = None) -> ProgramTerms:
         """The program cap and its scope in force on the quarter's first day (on the program's calendar)."""
-        book = self.rulebook()
-        rules = book.in_force(book.calendar.first_day(Quarter.parse(quarter))) if book.versions else None
-        if rules is None:
+        terms = self.terms_if_known(quarter, book or self.rulebook())
+        if terms is None:
             raise NoCapInForce(f"no program rules in force for {quarter}: no cap to pay under")
-        return rules.program
+        return terms
+
+    @staticmethod
+    def terms_if_known(quarter: str, book: RuleBook) -> ProgramTerms | None:
+        rules = book.in_force(book.calendar.first_day(Quarter.parse(quarter))) if book.versions else None
+        return rules.program if rules else None
 
     def terms_today(self) -> ProgramTerms | None:
         rules = self.rulebook().in_force(plan_day(datetime.now(UTC)))
@@ -64,28 +69,52 @@ class Payments(ServiceApplication):
             source_event: str, covers: list[str]) -> list[Aggregate]:
         """Load the facts (the account, its organization's ledger, the terms in force for the quarter), let
         `PaymentAccount.pay` decide, and count the payment in the ledger. Only what this store already holds
-        decides: a redelivery or a replay of the same stream order gives the same amount. Before the registration
-        has reached payments the organization is unknown: under `organization` the payment is held until it
-        arrives; under `participation` it is paid (and counted in the organization's ledger at registration)."""
-        terms = self.terms_for(quarter)
+        decides: a redelivery or a replay of the same stream order gives the same amount. A payment that cannot be
+        decided yet is held, in arrival order, and decided when the fact it waits for arrives — never retried into
+        the dead letters (DOMAIN.md A4: money never depends on which stream's message came first): the rules (they
+        travel on enrollment's stream; before them there is no cap), or under `organization` the registration that
+        names the organization. Under `participation` an unregistered account is paid (and counted in the
+        organization's ledger at registration)."""
         account = self.account_or_new(participant_id)
-        if account.registered:
-            ledger = self.ledger_or_new(account.organization)
-            self._pay(account, ledger, terms, milestone, earned, quarter, rule_version, source_event, covers)
-            return [account, ledger]
-        if terms.cap_scope == ORGANIZATION:
-            account.hold(milestone, earned, quarter, rule_version, source_event, covers)
-        else:
-            account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
-                        cap_scope=terms.cap_scope)
-        return [account]
+        entry: dict[str, Any] = {"milestone": milestone, "earned": earned, "quarter": quarter,
+                                 "rule_version": rule_version, "source_event": source_event, "covers": covers}
+        book = self.rulebook()
+        if account.held or self._waits_for(account, quarter, book) is not None:  # behind any held before it
+            account.hold(**entry)
+            return [account]
+        ledgers: dict[UUID, OrganizationLedger] = {}
+        self._decide(account, entry, book, ledgers)
+        return [account, *ledgers.values()]
 
-    def _pay(self, account: PaymentAccount, ledger: OrganizationLedger, terms: ProgramTerms, milestone: str,
-             earned: Decimal, quarter: str, rule_version: str, source_event: str, covers: list[str]) -> None:
-        if account.pay(milestone, earned, quarter, rule_version, source_event, cap=terms.cap, covers=covers,
-                       cap_scope=terms.cap_scope, paid_elsewhere=ledger.paid_elsewhere(account.participant_id)):
+    def _waits_for(self, account: PaymentAccount, quarter: str, book: RuleBook) -> str | None:
+        """What a payment for `quarter` still waits for: "rules", "registration", or None (it can be decided)."""
+        terms = self.terms_if_known(quarter, book)
+        if terms is None:
+            return "rules"
+        if terms.cap_scope == ORGANIZATION and not account.registered:
+            return "registration"
+        return None
+
+    def _decide(self, account: PaymentAccount, entry: dict[str, Any], book: RuleBook,
+                ledgers: dict[UUID, OrganizationLedger]) -> None:
+        terms = self.terms_for(entry["quarter"], book)
+        if not account.registered:  # participation scope: its own cap; counted in the ledger at registration
+            account.pay(**entry, cap=terms.cap, cap_scope=terms.cap_scope)
+            return
+        organization = account.organization
+        ledger = ledgers.get(organization) or self.ledger_or_new(organization)
+        ledgers[organization] = ledger
+        if account.pay(**entry, cap=terms.cap, cap_scope=terms.cap_scope,
+                       paid_elsewhere=ledger.paid_elsewhere(account.participant_id)):
             payment = account.payments[-1]
             ledger.count(account.participant_id, payment["id"], payment["amount"])
+
+    def settle_held(self, account: PaymentAccount, book: RuleBook, ledgers: dict[UUID, OrganizationLedger]) -> None:
+        """Decide the account's held payments in the order they arrived, as far as the facts now allow."""
+        for held in list(account.held):
+            if self._waits_for(account, held["quarter"], book) is not None:
+                return
+            self._decide(account, held, book, ledgers)
 
     def register(self, participant_id: UUID, legal_name: str, npi: str | None, tin: str | None,
                  organization_id: UUID | None) -> list[Aggregate]:
@@ -96,9 +125,20 @@ class Payments(ServiceApplication):
         ledger = self.ledger_or_new(account.organization)
         for payment in account.payments:
             ledger.count(participant_id, payment["id"], payment["amount"])
-        for held in list(account.held):
-            self._pay(account, ledger, self.terms_for(held["quarter"]), **held)
-        return [account, ledger] if ledger.pending_events else [account]
+        ledgers = {account.organization: ledger}
+        self.settle_held(account, self.rulebook(), ledgers)
+        return [account, *(lg for lg in ledgers.values() if lg.pending_events)]
+
+    def settle_all_held(self, book: RuleBook) -> list[Aggregate]:
+        """After a rules version arrives: every account's held payments decided as far as the facts now allow."""
+        ledgers: dict[UUID, OrganizationLedger] = {}
+        changed: list[Aggregate] = []
+        for account in self.accounts():
+            if account.held:
+                self.settle_held(account, book, ledgers)
+                if account.pending_events:
+                    changed.append(account)
+        return [*changed, *(lg for lg in ledgers.values() if lg.pending_events)]
 
     def ledger_or_new(self, organization: UUID) -> OrganizationLedger:
         return self.find(OrganizationLedger.create_id(organization), OrganizationLedger) or OrganizationLedger(organization)

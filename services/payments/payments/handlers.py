@@ -40,11 +40,13 @@ def on_evaluation_validated(app: ServiceApplication, delivered: Delivered[Evalua
 
 
 def on_rules_published(app: ServiceApplication, delivered: Delivered[RulesPublished]) -> list[Aggregate]:
-    """The cap is program data: kept here, applied as of the quarter each payment is for."""
+    """The cap is program data: kept here, applied as of the quarter each payment is for. Payments held because no
+    rules were in force for their quarter are decided now."""
     assert isinstance(app, Payments)
     copy = RulesReader.copy_in(app)
-    copy.note(delivered.data.document)
-    return [copy] if copy.pending_events else []
+    if not copy.note(delivered.data.document):
+        return [copy] if copy.pending_events else []
+    return [copy, *app.settle_all_held(copy.book)]
 
 
 SUBSCRIPTIONS: tuple[Subscription[Any], ...] = (

@@ -175,3 +175,29 @@ def test_the_statement_shows_the_organizations_total_and_headroom_and_what_is_he
             shown["organization_remaining"], shown["remaining"]) == (
         "organization", first, "10000.00", "40000.00", "0.00", "0.00")
     assert (held["held"], held["payments"]) == ([{"milestone": "M1", "quarter": "2025Q1", "earned": "10000.00"}], [])
+
+
+def test_a_payment_that_arrives_before_any_rules_is_held_and_paid_when_the_rules_arrive() -> None:
+    """"Money never depends on the order in which two streams' messages arrive" (DOMAIN.md A4): the rules travel on
+    enrollment's stream, the milestone on milestones'. Before any rules version has reached payments there is no
+    cap to pay under: the milestone is held (never retried into the dead letters, as a NATS leader's failover
+    once made it) and paid, in the order held, when the rules arrive."""
+    from payments.handlers import SUBSCRIPTIONS
+
+    from tests.harness import deliver_event
+
+    app = Payments("memory://")
+    participant = uuid4()
+    app.save(*app.register(participant, "Org", "1234567893", None, None))
+    app.save(*app.pay(participant, "M1", D("10000.00"), "2024Q2", "2024.1", "m1", covers=["agreement:x"]))
+    app.save(*app.pay(participant, "SNF:2025Q4", D("400.00"), "2025Q4", "2024.1", "q", covers=["submission:s"]))
+    account = app.account(participant)
+    assert ([h["milestone"] for h in account.held], account.payments) == (["M1", "SNF:2025Q4"], [])
+    app.save(*deliver_event(app, SUBSCRIPTIONS, "dsi.enrollment.rules-published",
+                            {"aggregate_id": str(uuid4()), "aggregate_version": 1, "document": packaged(),
+                             "reason": "the program's rules"}, event_id="enrollment:1", source="enrollment"))
+    account = app.account(participant)
+    assert (account.held, [(p["milestone"], p["amount"]) for p in account.payments]) == (
+        [], [("M1", D("10000.00")), ("SNF:2025Q4", D("400.00"))])
+    ledger = app.ledger(participant)
+    assert ledger is not None and ledger.total_paid == D("10400.00")
