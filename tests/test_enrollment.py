@@ -278,18 +278,22 @@ async def test_attributions_from_csv_and_atr_group(enrollment: Stack) -> None:
     assert q2["attributed_participant"] == "1777777776"
 
 
-@pytest.mark.timeout(600)  # ~2.5 min on a quiet 2-core machine: 100,000 members in 500-row transactions
-async def test_a_generated_834_with_100000_members_imports_through_http(stack: Stack) -> None:
+@pytest.mark.timeout(300)  # 20,000 members in 500-row transactions; `make bench` imports 100,000 (benchmarks enrollment)
+async def test_a_generated_834_with_20000_members_imports_through_http(stack: Stack) -> None:
+    """A large 834 streamed through HTTP in many transactions: one bad member loop reported, the rest kept, the same
+    file again changes nothing. (The 100,000-member figure is the benchmark's, kept out of `make test`'s budget.)"""
+    members = 20_000
     await stack.start("enrollment")
     client = stack.clients["enrollment"]
-    client.timeout = 600
-    enrollees = [Enrollee(cin(n)) for n in range(100_000)]
-    enrollees[500] = Enrollee("BROKEN")  # one bad member loop: reported, the other 99,999 kept
+    client.timeout = 300
+    enrollees = [Enrollee(cin(n)) for n in range(members)]
+    enrollees[500] = Enrollee("BROKEN")  # one bad member loop: reported, the others kept
     text = build_834(enrollees)
     headers = {**STAFF, "content-type": "application/edi-x12"}
     report = (await client.post("/members/import", content=text, headers=headers)).json()
-    assert (report["rows"], report["accepted"], report["rejected"]) == (100_000, 99_999, 1)
+    assert (report["rows"], report["accepted"], report["rejected"]) == (members, members - 1, 1)
     assert report["errors"][0]["reason"] == "REF*0F: not a Medi-Cal CIN (8 digits then a letter)"
-    assert (await client.get(f"/members/{cin(99_999)}", params={"on": "2024-06-01"}, headers=STAFF)).json()["member_on_date"]
+    last = cin(members - 1)
+    assert (await client.get(f"/members/{last}", params={"on": "2024-06-01"}, headers=STAFF)).json()["member_on_date"]
     again = (await client.post("/members/import", content=text, headers=headers)).json()
-    assert again["already_imported"] is True and again["accepted"] == 99_999
+    assert again["already_imported"] is True and again["accepted"] == members - 1
