@@ -40,11 +40,18 @@ class CreditLedger(Aggregate):
         self.credits: dict[str, dict[str, Any]] = {}
         self.carried = ZERO
 
+    @property
+    def reversed_before_noted(self) -> list[str]:
+        """Reversals that reached the ledger before their credit (ledgers and snapshots from before: none)."""
+        return list(getattr(self, "_reversed_early", []))
+
     def note_credit(self, submission_id: str, earning_rule: str, member_id: str, quarter: str, amount: Decimal,
                     rule_version: str, trace: dict[str, str] | None = None) -> None:
         if submission_id not in self.credits:
             self.credit_noted(submission_id=submission_id, earning_rule=earning_rule, member_id=member_id,
                               quarter=quarter, amount=amount, rule_version=rule_version, trace=trace or {})
+            if submission_id in self.reversed_before_noted:  # its cancel came first: it never counts
+                self.credit_withdrawn(submission_id=submission_id)
 
     @event("CreditNoted")
     def credit_noted(self, submission_id: str, earning_rule: str, member_id: str, quarter: str, amount: Decimal,
@@ -55,9 +62,19 @@ class CreditLedger(Aggregate):
                                        "evaluation": None, "recovered": False, "trace": trace or {}}
 
     def note_reversal(self, submission_id: str) -> None:
+        """A cancel withdraws the credit, whichever of the two reaches the ledger first (DOMAIN.md A4: money never
+        depends on the order messages arrive in — a credit's delivery retried after a conflict lands after its
+        reversal): a reversal before its credit is kept, and the credit is withdrawn as it is noted."""
         credit = self.credits.get(submission_id)
-        if credit is not None and credit["state"] != WITHDRAWN:
+        if credit is None:
+            if submission_id not in self.reversed_before_noted:
+                self.reversal_noted_before_credit(submission_id=submission_id)
+        elif credit["state"] != WITHDRAWN:
             self.credit_withdrawn(submission_id=submission_id)
+
+    @event("ReversalNotedBeforeCredit")
+    def reversal_noted_before_credit(self, submission_id: str) -> None:
+        self._reversed_early = [*self.reversed_before_noted, submission_id]
 
     @event("CreditWithdrawn")
     def credit_withdrawn(self, submission_id: str) -> None:

@@ -270,6 +270,27 @@ def test_a_credit_arriving_while_a_participant_is_evaluated_is_not_lost(tmp_path
     assert isinstance(net.app.ledger_or_new(snf), CreditLedger)
 
 
+def test_a_reversal_that_reaches_the_ledger_before_its_credit_still_withdraws_it(tmp_path: Path) -> None:
+    """"A cancel (A11/A12/A13) withdraws the credit of the event it cancels" and "Money never depends on the order in
+    which two streams' messages arrive" (DOMAIN.md A3, A4): a credit whose delivery was retried after a conflict can
+    reach milestones after its reversal (the fault soak found it: seed 3009 counted a cancelled $400); the credit
+    is withdrawn as it is noted, and the close does not count it."""
+    net = Network(tmp_path)
+    snf = net.participant("skilled_nursing", "1111111111")
+    kept = net.credit(snf, SNF_RULE, "2025Q4")
+    cancelled = str(uuid4())
+    ledger = net.app.ledger_or_new(snf)
+    ledger.note_reversal(cancelled)  # the reversal first
+    ledger.note_reversal(cancelled)  # redelivered: nothing new
+    net.app.save(ledger)
+    ledger = net.app.ledger_or_new(snf)
+    ledger.note_credit(cancelled, SNF_RULE, "12345678A", "2025Q4", D("400.00"), "2024.1")  # then its credit
+    net.app.save(ledger)
+    assert set(net.app.ledger_or_new(snf).active(SNF_RULE)) == {kept}
+    [evaluation] = net.close("2025Q4").values()
+    assert evaluation.earned == D("400.00")
+
+
 @given(st.lists(st.tuples(st.sampled_from(["credit", "credit", "cancel", "close"]), st.integers(0, 9)), max_size=40))
 def test_snf_earnings_over_any_sequence_equal_active_credits_and_no_credit_counts_twice(
         steps: list[tuple[str, int]]) -> None:
