@@ -10,7 +10,9 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -58,18 +60,12 @@ class Cluster:
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.nats.start()
-        deadline = time.monotonic() + 120
-        while True:  # the server is shared (max_connections): wait for a free connection rather than fail the run
-            try:
-                with psycopg.connect(self.postgres, autocommit=True) as conn:
-                    for database in self.databases.values():
-                        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-                            conn.execute(f'CREATE DATABASE "{database}"')
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+        def create(conn: psycopg.Connection[Any]) -> None:
+            for database in self.databases.values():
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                    conn.execute(f'CREATE DATABASE "{database}"')
+
+        self.as_admin(create, patience=120)
         for name in SERVICES:
             self.spawn(name)
             self.wait_up(name, respawn=True)
@@ -125,12 +121,20 @@ class Cluster:
 
     def allow_connections(self, allowed: bool) -> None:
         """Let the databases take connections again (retried: never leave them refusing), or refuse them (once)."""
-        deadline = time.monotonic() + (120 if allowed else 0)
+        def alter(conn: psycopg.Connection[Any]) -> None:
+            for database in self.databases.values():
+                conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+        self.as_admin(alter, patience=120 if allowed else 0)
+
+    def as_admin(self, action: Callable[[psycopg.Connection[Any]], None], patience: float) -> None:
+        """`action` on an autocommit connection to the server, retried for `patience` seconds while it refuses (it is
+        shared: max_connections) — rather than fail the run."""
+        deadline = time.monotonic() + patience
         while True:
             try:
                 with psycopg.connect(self.postgres, autocommit=True) as conn:
-                    for database in self.databases.values():
-                        conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+                    action(conn)
                 return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
