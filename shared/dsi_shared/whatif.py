@@ -71,20 +71,28 @@ def what_if(proposed: RulesDocument | None = None, published: str | None = None,
             "participants": context.participants if context else {}}
 
 
+def the_proposal(book: RuleBook, proposed: RulesDocument | None, published: str | None) -> RulesDocument:
+    """The version a what-if runs: `published` from the book (UnknownVersion when it has none), or `proposed`, which
+    publishing must not refuse for another quarter calendar (InvalidRulesDocument naming `program.quarter_calendar`)."""
+    if published is not None:
+        found = book.version(published)
+        if found is None:
+            raise UnknownVersion(f"no published version {published!r}")
+        return found
+    assert proposed is not None
+    book.refuse_calendar_change(proposed)
+    return proposed
+
+
 def _context(book: RuleBook, proposed: RulesDocument | None, published: str | None, first: Quarter | None,
              last: Quarter | None) -> tuple[RulesDocument, WhatIfContext]:
     """The run's books, from the first store's copy of the published versions. A proposal with another quarter
     calendar is refused as publishing it would be (InvalidRulesDocument naming `program.quarter_calendar`)."""
     current: RuleBook | None = None
     proposed_book: RuleBook | None = None
+    proposed = the_proposal(book, proposed, published)
     if published is not None:  # the book without that version is "current"; the book as it is, proposed
-        proposed = book.version(published)
-        if proposed is None:
-            raise UnknownVersion(f"no published version {published!r}")
         current, proposed_book = book.without(published), book
-    else:
-        assert proposed is not None
-        book.refuse_calendar_change(proposed)
     # the program's calendar; with nothing published yet, the proposed first version's own
     calendar = book.calendar if book.versions else proposed.program.quarter_calendar.calendar
     last = last or calendar.quarter_at(datetime.now().astimezone()).previous()

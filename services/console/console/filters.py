@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from decimal import Decimal, InvalidOperation
 
-MAX_DOLLARS = Decimal(10**12)
+from dsi_shared.projections_query import MAX_DOLLARS as MAX_FILTER_DOLLARS
+
+MAX_DOLLARS = Decimal(MAX_FILTER_DOLLARS)  # the services' own bound on a dollar filter
 
 
 class InvalidAmount(ValueError):
@@ -37,6 +39,6 @@ def within(matched: Collection[str], paid_some: Collection[str] | None) -> Calla
     return lambda pid: pid in matched or pid not in paid_some
 
 
-def includes_zero(low: Decimal | None, high: Decimal | None) -> bool:
+def includes_zero(low: Decimal | None) -> bool:
     """Whether $0 is within the bounds (amounts are never negative)."""
     return low is None or low <= 0

@@ -7,6 +7,7 @@ never the value (rows hold PHI), and nothing from the file itself is echoed back
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,12 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import UploadFile
 
 from console import commands
-from console.sessions import same
 from console.upstream import UpstreamError
-from console.web import Console, Refused
+from console.web import Console, Refused, check_csrf
 
 STAFF = "program-staff"
-MAX_UPLOAD_BYTES = 40 * 1024 * 1024 + 64 * 1024  # enrollment's own limit, and room for the form's other fields
+# enrollment's own limit (the same setting), and room for the form's other fields
+MAX_UPLOAD_BYTES = int(os.environ.get("DSI_MAX_UPLOAD_BYTES", str(40 * 1024 * 1024))) + 64 * 1024
 CHUNK = 64 * 1024
 
 
@@ -106,9 +107,7 @@ async def upload(request: Request, csrf: str) -> tuple[dict[str, str], UploadFil
         raise Refused(413, "The file is larger than the 40 MiB an import takes.")
     form = await request.form(max_files=1, max_fields=10)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    if not same(fields.get("csrf"), csrf):
-        raise Refused(403, "This form was refused: its CSRF token is missing or does not match. Reload the page "
-                           "and try again.")
+    check_csrf(fields, csrf)
     file = form.get("file")
     if not isinstance(file, UploadFile) or not file.filename:
         raise Refused(422, "file: choose a file to upload.")

@@ -14,7 +14,7 @@ from dsi_shared.service import ServiceSpec
 from dsi_shared.store import ServiceApplication
 from fastapi import APIRouter, Depends, Response
 
-from console.whatif import WhatIfIn, WhatIfJob, WhatIfJobs
+from console.whatif import KEEP_JOBS, WhatIfIn, WhatIfJob, WhatIfJobs
 
 CONTRACT = Contract("console", ())
 
@@ -51,7 +51,7 @@ def routes(app: ConsoleStore, auth: Auth) -> APIRouter:
         """running, done (with the summary `dsi rules what-if --json` prints) or failed (with why)."""
         found = app.what_ifs.get(job_id)
         if found is None:
-            raise NotFound("no such what-if job (jobs are kept in memory, the latest 20)")
+            raise NotFound(f"no such what-if job (jobs are kept in memory, the latest {KEEP_JOBS})")
         return found.view()
 
     return router

@@ -234,7 +234,7 @@ async def paid_within(up: Upstream, token: str, low: Decimal | None, high: Decim
     path, bounds = "/payments/participants", {k: str(v) for k, v in (("paid_min", low), ("paid_max", high)) if v is not None}
     matched = {r["participant_id"] for r in await every(up, "payments", path, token, "participants", **bounds)}
     paid_some = None
-    if filters.includes_zero(low, high):  # the participants payments has no money for were paid $0: they match too
+    if filters.includes_zero(low):  # the participants payments has no money for were paid $0: they match too
         paid_some = {r["participant_id"] for r in await every(up, "payments", path, token, "participants",
                                                               paid_min="0.01")}
     return filters.within(matched, paid_some)

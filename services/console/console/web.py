@@ -37,6 +37,13 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content
 HOME = {"program-staff": "/participants", "auditor": "/participants", "ops": "/operations", PROVIDER: "/statement"}
 
 
+def check_csrf(fields: dict[str, str], expected: str | None) -> None:
+    """A posted form carries the session's CSRF token (the sign-in form: its double-submit cookie), or is refused."""
+    if not same(fields.get("csrf"), expected):
+        raise Refused(403, "This form was refused: its CSRF token is missing or does not match. Reload the page and "
+                           "try again.")
+
+
 class Refused(Exception):
     """A page that does not exist for this user (404) or an action it may not take (403)."""
 
@@ -106,10 +113,7 @@ class Console:
             if len(body) > MAX_FORM_BYTES:
                 raise Refused(413, "The form is too large.")
         fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
-        expected = session.csrf if session else request.cookies.get(LOGIN_CSRF_COOKIE)
-        if not same(fields.get("csrf"), expected):
-            raise Refused(403, "This form was refused: its CSRF token is missing or does not match. Reload the page "
-                                "and try again.")
+        check_csrf(fields, session.csrf if session else request.cookies.get(LOGIN_CSRF_COOKIE))
         return fields
 
 

@@ -24,7 +24,7 @@ from dsi_shared.errors import Unprocessable, describe
 from dsi_shared.http import Answer
 from dsi_shared.plantime import Quarter
 from dsi_shared.rulebook import InvalidRulesDocument, RuleBook, RulesDocument, parse_document
-from dsi_shared.whatif import UnknownVersion, open_read_only, quarters, what_if
+from dsi_shared.whatif import open_read_only, quarters, the_proposal, what_if
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger(__name__)
@@ -184,14 +184,10 @@ class WhatIfJobs:
 
     async def start(self, body: WhatIfIn) -> Job:
         proposed, first, last = proposal(body)
-        book = await self.rulebook()
-        if body.published is not None and book.version(body.published) is None:
-            raise UnknownVersion(f"no published version {body.published!r}")
-        if proposed is not None:
-            try:  # a version that publishing would refuse is no what-if (a changed quarter calendar)
-                book.refuse_calendar_change(proposed)
-            except InvalidRulesDocument as exc:
-                raise InvalidProposal(f"rules: {exc}") from None
+        try:  # checked now, not in the job: an unknown version is 404, a refused calendar 422
+            the_proposal(await self.rulebook(), proposed, body.published)
+        except InvalidRulesDocument as exc:
+            raise InvalidProposal(f"rules: {exc}") from None
         job = Job(uuid.uuid4().hex, proposed.version if proposed else body.published, body.published is not None,
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), document=body.rules)
         with self._lock:

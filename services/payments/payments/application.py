@@ -45,9 +45,9 @@ class Payments(ServiceApplication):
     def rulebook(self) -> RuleBook:
         return self.rules.book(self)
 
-    def terms_for(self, quarter: str, book: RuleBook | None = None) -> ProgramTerms:
+    def terms_for(self, quarter: str, book: RuleBook) -> ProgramTerms:
         """The program cap and its scope in force on the quarter's first day (on the program's calendar)."""
-        terms = self.terms_if_known(quarter, book or self.rulebook())
+        terms = self.terms_if_known(quarter, book)
         if terms is None:
             raise NoCapInForce(f"no program rules in force for {quarter}: no cap to pay under")
         return terms

@@ -49,6 +49,7 @@ from submissions.domain import (
     judge_record,
     judge_snf_file,
     may_change,
+    resolve_member,
 )
 
 HL7_TYPE, FHIR_TYPE, CDA_TYPE = "x-application/hl7-v2+er7", "application/fhir+json", "application/cda+xml"
@@ -178,11 +179,7 @@ class Submissions(ServiceApplication):
 
     def member_facts(self, cin: str) -> MemberFacts | None:
         """The member enrollment published under this CIN, or under the CIN a frozen one now points to."""
-        member: MemberFacts | None = self._get(MemberFacts.create_id(cin))
-        if member is None or not member.known:
-            current = self.current_cin(cin)
-            member = self._get(MemberFacts.create_id(current)) if current and current != cin else None
-        return member if member is not None and member.known else None
+        return resolve_member(cin, self._get)
 
     def member_of(self, submission: Submission) -> MemberFacts | None:
         cin = submission.facts.get("member_id")
@@ -577,8 +574,8 @@ class Submissions(ServiceApplication):
                 record = held.get(pid) or self.held_files(pid)
                 held[pid] = record
                 record.hold(submission_id=submission.id)
-                cin = self.current_cin(submission.facts.get("member_id"))
-                if NOT_A_MEMBER in submission.reasons and cin:
+                cin = self.current_cin(submission.facts.get("member_id")) if NOT_A_MEMBER in submission.reasons else None
+                if cin:
                     holder = members.get(cin) or self.member_record(cin)
                     members[cin] = holder
                     holder.wait(submission_id=submission.id)

@@ -6,6 +6,7 @@ their events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -258,6 +259,17 @@ class CinAliasFacts(Aggregate):
     @event("AliasNoted")
     def __init__(self, frozen_cin: str, current_cin: str) -> None:
         self.current_cin = current_cin
+
+
+def resolve_member(cin: str, get: Callable[[UUID], Any]) -> MemberFacts | None:
+    """The member enrollment published under `cin`, or under the CIN a frozen one now points to; `get` loads an
+    aggregate by id (None when absent): the store, or the what-if's rebuilt aggregates."""
+    member = get(MemberFacts.create_id(cin))
+    if not isinstance(member, MemberFacts) or not member.known:
+        alias = get(CinAliasFacts.create_id(cin))
+        current = alias.current_cin if isinstance(alias, CinAliasFacts) else cin
+        member = get(MemberFacts.create_id(current)) if current != cin else None
+    return member if isinstance(member, MemberFacts) and member.known else None
 
 
 # -- the rules (pure): each verdict is decided here, under the rules version in force on the day it concerns ------------

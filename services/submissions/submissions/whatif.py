@@ -17,12 +17,12 @@ from submissions.domain import (
     CREDITED,
     REJECTED,
     ZERO,
-    CinAliasFacts,
     MemberFacts,
     ParticipantFacts,
     Submission,
     judge_record,
     judge_snf_file,
+    resolve_member,
 )
 
 
@@ -46,13 +46,7 @@ def judge_all(app: Submissions, books: dict[str, RuleBook],
     aggregates = {a.id: a for a in rebuild_aggregates(app, AuditReport())}
 
     def member(cin: str | None) -> MemberFacts | None:
-        if not cin:
-            return None
-        found = aggregates.get(MemberFacts.create_id(cin))
-        if not isinstance(found, MemberFacts) or not found.known:  # as `Submissions.member_facts` reads it
-            alias = aggregates.get(CinAliasFacts.create_id(cin))
-            found = aggregates.get(MemberFacts.create_id(alias.current_cin)) if alias is not None else None
-        return found if isinstance(found, MemberFacts) and found.known else None
+        return resolve_member(cin, aggregates.get) if cin else None
 
     outcomes: dict[str, dict[str, list[FileOutcome]]] = {name: {} for name in books}
     credited_events: dict[str, set[str]] = {name: set() for name in books}

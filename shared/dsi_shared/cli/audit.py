@@ -18,11 +18,11 @@ from rich.table import Table
 
 from dsi_shared.audit import AuditContext
 from dsi_shared.cli.common import console, errors, on_bus
-from dsi_shared.config import Settings
 from dsi_shared.events import IncomingEvent
 from dsi_shared.plantime import PLAN_ZONE
 from dsi_shared.rulebook import InvalidRulesDocument, RulesDocument, parse_document
 from dsi_shared.service import AuditReport, discover
+from dsi_shared.whatif import open_read_only
 
 audit_app = typer.Typer(help="Rebuild and check what was paid and disclosed.", no_args_is_help=True)
 rules_app = typer.Typer(help="Program rules: preview a version before publishing it.", no_args_is_help=True)
@@ -113,7 +113,7 @@ def _orphan_tracking(names: list[str]) -> list[str]:
 
     def open_store(name: str) -> Any:
         spec = services.get(name)
-        return spec.application(Settings(name, spec.default_port).store) if spec is not None else None
+        return open_read_only(spec) if spec is not None else None
 
     problems: list[str] = []
     for name in names:
@@ -134,7 +134,7 @@ def _read_model_differences(names: list[str]) -> list[str]:
     for name, spec in discover().items():
         if name not in names or not spec.projections:
             continue
-        application = spec.application(Settings(name, spec.default_port).store)
+        application = open_read_only(spec)
         try:
             for projection in spec.projections:
                 found = compare_with_rebuild(application, projection)
@@ -168,7 +168,7 @@ def audit_replay(
         from dsi_shared.service import published_events
 
         spec = discover()[name]
-        store = spec.application(Settings(name, spec.default_port).store)
+        store = open_read_only(spec)
         try:
             yield from published_events(store, spec.contract, moment)
         finally:
@@ -180,7 +180,7 @@ def audit_replay(
     with Progress(console=console, transient=True, disable=as_json) as progress:
         for name, spec in specs.items():
             assert spec.audit is not None
-            application = spec.application(Settings(name, spec.default_port).store)
+            application = open_read_only(spec)
             try:
                 task = progress.add_task(f"replaying {name}", total=application.recorder.max_notification_id() or 0)
                 context.progress = lambda t=task: progress.advance(t)
@@ -258,7 +258,7 @@ def audit_verify(
     started = time.monotonic()
     with Progress(console=console, transient=True, disable=as_json) as progress:
         for name, spec in specs.items():
-            application = spec.application(Settings(name, spec.default_port).store)
+            application = open_read_only(spec)
             try:
                 task = progress.add_task(f"verifying {name}", total=application.recorder.max_notification_id() or 0)
                 report = HashChain(application).verify(checkpoints[name], progress=lambda t=task: progress.advance(t))
