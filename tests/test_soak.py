@@ -1,4 +1,4 @@
-"""The short seeded fault soak in CI (issue 16 §1): a few runs, each a generated workload through the five services as
+"""The short seeded fault soak in CI (issue 16 §1): one run (the suite's 10-minute budget), a generated workload through the five services as
 processes on their own NATS and PostgreSQL, under the seed's faults, compared with its clean twin and audited.
 `make soak RUNS=1000` is the long one."""
 
@@ -15,7 +15,7 @@ from soak.faults import schedule
 from soak.run import one_run
 from soak.snapshot import canonical, differences
 
-SEEDS = (1, 2)
+SEEDS = (1,)  # a fixed seed, so a failure in CI is reproducible with `make soak SEED=1 RUNS=1`
 
 
 def statement(amount: str, paid_at: str) -> dict[str, Any]:
