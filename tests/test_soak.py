@@ -1,6 +1,6 @@
-"""The short seeded fault soak in CI (issue 16 §1): one run (the suite's 10-minute budget), a generated workload through the five services as
-processes on their own NATS and PostgreSQL, under the seed's faults, compared with its clean twin and audited.
-`make soak RUNS=1000` is the long one."""
+"""The short seeded fault soak in CI (issue 16 §1): one run (the suite's 10-minute budget), a generated
+workload through the five services as processes on their own NATS and PostgreSQL, under the seed's faults, compared
+with its clean twin and audited. `make soak RUNS=1000` is the long one."""
 
 from __future__ import annotations
 

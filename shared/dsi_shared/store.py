@@ -151,6 +151,10 @@ class FastRepository(Repository[UUID]):
     changed, then the aggregates kept across batches (`kept`, see `aggregatecache`)."""
 
     kept: AggregateCache | None = None
+    # The repository whose consumer unit of work this one answers from first (itself unless told otherwise): a
+    # second repository over the same events (milestones' snapshot loader) must see what the batch changed too,
+    # or a batch's second change to one aggregate is decided from the stored version and can never be saved.
+    works_for: Repository[UUID] | None = None
 
     def get(self, aggregate_id: UUID, *, version: int | None = None, projector_func: Any = mutate_all,
             fastforward_skipping: bool = False, deepcopy_from_cache: bool = True) -> Any:
@@ -159,7 +163,7 @@ class FastRepository(Repository[UUID]):
                 aggregate_id, version=version, projector_func=projector_func,
                 fastforward_skipping=fastforward_skipping, deepcopy_from_cache=deepcopy_from_cache)
 
-        work = unitofwork.current(self)
+        work = unitofwork.current(self.works_for or self)
         if version is None and work is not None:
             if aggregate_id in work.aggregates:
                 return work.aggregates[aggregate_id]  # changed by an earlier message of the batch being handled

@@ -60,8 +60,9 @@ class Milestones(ServiceApplication):
     # -- snapshots of rosters and ledgers (milestones.snapshots) ---------------------------------------------
     def construct_repository(self) -> Repository[UUID]:
         # Only rosters and ledgers have snapshots: loading anything else never asks the snapshot store.
-        self.snapshotted = Snapshots(self.events, self.snapshots) if self.snapshots is not None else None
-        return FastRepository(event_store=self.events)
+        repository = FastRepository(event_store=self.events)
+        self.snapshotted = Snapshots(self.events, self.snapshots, repository) if self.snapshots is not None else None
+        return repository
 
     def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         if self.snapshotted is None or not issubclass(kind, SNAPSHOTTED):

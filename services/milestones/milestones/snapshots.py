@@ -41,9 +41,10 @@ def passes_checkpoint(before: int, after: int) -> bool:
 class Snapshots:
     """Where rosters and ledgers load from (latest snapshot + the events after it), and how they are snapshotted."""
 
-    def __init__(self, events: EventStore[UUID], snapshots: EventStore[UUID]) -> None:
+    def __init__(self, events: EventStore[UUID], snapshots: EventStore[UUID], main: FastRepository) -> None:
         self.store = snapshots
         self.repository = FastRepository(event_store=events, snapshot_store=snapshots)
+        self.repository.works_for = main  # inside a consumer's batch, what earlier messages changed comes first
 
     def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate | None:
         try:

@@ -14,6 +14,7 @@ from uuid import UUID, uuid5
 import pytest
 from dsi_shared.audit import AuditContext
 from dsi_shared.rulebook import RulesCopy
+from dsi_shared.unitofwork import unit_of_work
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import Tracking
 from milestones import snapshots
@@ -136,6 +137,27 @@ def test_a_snapshot_is_taken_by_the_consumers_tracked_saves_too(tmp_path: Path) 
     assert [s.originator_version for s in _snapshots_of(app, roster.id)] == [201]
     loaded = app.roster("2000000001")
     assert loaded is not None and vars(loaded) == vars(roster)
+
+
+def test_a_batchs_second_change_to_a_ledger_is_decided_from_the_first_not_from_the_stored_ledger(
+        tmp_path: Path) -> None:
+    """Two credits for one participant in one consumer batch: the second handler must load the ledger the first
+    changed. Loaded from the store through the snapshot repository instead, both changes claimed the same next
+    version and the group could never be saved (30 conflicts in a row, then each message alone)."""
+    app = Milestones(f"sqlite:///{tmp_path / 'm.db'}")
+    pid = _pid(1)
+    _credit(app, pid, PER_FILE, "2025Q1", "10000000B", "snf-0")
+    with unit_of_work(app.repository) as work:
+        first = app.ledger_or_new(pid)
+        first.note_credit("snf-1", PER_FILE, "10000001B", "2025Q1", Decimal("400.00"), "2024.1")
+        work.keep([first])
+        second = app.ledger_or_new(pid)
+        assert second is first
+        second.note_credit("snf-2", PER_FILE, "10000002B", "2025Q1", Decimal("400.00"), "2024.1")
+        work.keep([second])
+        batch = work.events
+    assert app.save_tracked(batch, Tracking("submissions", 1), Tracking("submissions", 2))
+    assert set(app.ledger_or_new(pid).credits) == {"snf-0", "snf-1", "snf-2"}
 
 
 def test_snapshot_checkpoints_grow_with_the_aggregate_so_a_huge_roster_is_not_rewritten_every_few_events() -> None:
