@@ -191,7 +191,7 @@ def install(app: FastAPI, console: Console) -> None:
         everyone = await reads.participants(console.runtime, Filters())  # once: the files' owners and the PCPs' names
         names = {p["id"]: p["legal_name"] for p in everyone}
         paid, weeks, covered = await asyncio.gather(
-            reads.paid_by_type(console.runtime), reads.files_by_week(console.up, session.token, everyone),
+            reads.paid_by_type(console.runtime, settle=False), reads.files_by_week(console.up, session.token, everyone),
             reads.coverage(console.up, session.token, shown, names) if shown else asyncio.sleep(0, []))
         return console.page(request, "charts.html", chart=paid_chart(paid), paid=paid, weeks=weeks,
                             files=files_chart(weeks), quarter=shown or "", covered=covered,

@@ -171,9 +171,11 @@ async def disclosures(up: Upstream, token: str, cin: str) -> list[dict[str, Any]
     return list((found or {}).get("disclosures", []))
 
 
-async def paid_by_type(runtime: ServiceRuntime) -> dict[str, dict[str, Decimal]]:
-    """Dollars paid per quarter, by provider type (the chart on the charts page), from the console's read model."""
-    await settled(runtime)
+async def paid_by_type(runtime: ServiceRuntime, settle: bool = True) -> dict[str, dict[str, Decimal]]:
+    """Dollars paid per quarter, by provider type (the chart on the charts page), from the console's read model
+    (`settle=False`: the page already waited for it)."""
+    if settle:
+        await settled(runtime)
     return dict(await asyncio.to_thread(readmodel.read, runtime.app, readmodel.paid_by_type))
 
 
