@@ -29,6 +29,7 @@ PARTICIPANTS = sa.Table(
     sa.Column("status", sa.String(40), nullable=False),
     sa.Column("milestone1", sa.Boolean, nullable=False),
     sa.Column("paid_cents", sa.BigInteger, nullable=False),  # every payment issued to it, in all
+    sa.Index("console_participants_name", "legal_name", "id"),  # the list's order
     sa.Index("console_participants_type_status", "provider_type", "status"),
     sa.Index("console_participants_paid", "paid_cents"),
 )
