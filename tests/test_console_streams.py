@@ -44,7 +44,8 @@ async def signed_in_staff(client: httpx.AsyncClient) -> None:
 
 
 async def test_enrollment_milestones_and_payments_events_land_in_the_consoles_tables_once_and_its_pages_show_them(
-        stack: Stack) -> None:
+        stack: Stack, store_kind: str) -> None:
+    """On PostgreSQL (production) and on a SQLite file (`make run`'s default store)."""
     await stack.start("enrollment", "submissions", "milestones", "payments", "console")
     console = stack.runtimes["console"]
     deliveries: list[int] = []  # how many times each message the console's consumers handled had been delivered
