@@ -11,7 +11,7 @@ import time
 
 BENCHMARKS = {"spine": "spine", "submissions": "submissions", "quarters": "quarters", "enrollment": "enrollment_import",
               "qip": "qip", "audit": "audit", "whatif": "whatif",
-              "read_models": "read_models"}
+              "read_models": "read_models", "console": "console"}
 
 
 def main() -> None:

@@ -1,11 +1,8 @@
-"""The participants list's "amount paid" filter (issue 15 §2), as pure parts: the bounds staff type, and which
-participants fall within them given what payments answers. Amounts paid live in payments, participants in
-enrollment: the console asks payments which accounts are within the bounds and keeps enrollment's rows among them
-(a participant payments has no account for, or none with money, was paid $0)."""
+"""The participants list's "amount paid" filter (issue 15 §2): the bounds staff type, as dollars. The console's read
+model holds each participant's total paid (a participant never paid was paid $0) and filters on it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
 from decimal import Decimal, InvalidOperation
 
 from dsi_shared.projections_query import MAX_DOLLARS as MAX_FILTER_DOLLARS
@@ -29,16 +26,3 @@ def dollars(text: str, label: str) -> Decimal | None:
     if not amount.is_finite() or amount < 0 or amount > MAX_DOLLARS:
         raise InvalidAmount(f"{label}: enter an amount between $0 and ${MAX_DOLLARS:,}")
     return amount.quantize(Decimal("0.01"))
-
-
-def within(matched: Collection[str], paid_some: Collection[str] | None) -> Callable[[str], bool]:
-    """Whether a participant id was paid within the bounds: `matched` are the accounts payments found within them;
-    when $0 is within them too, `paid_some` are the accounts paid anything (any other participant was paid $0)."""
-    if paid_some is None:
-        return lambda pid: pid in matched
-    return lambda pid: pid in matched or pid not in paid_some
-
-
-def includes_zero(low: Decimal | None) -> bool:
-    """Whether $0 is within the bounds (amounts are never negative)."""
-    return low is None or low <= 0

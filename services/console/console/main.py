@@ -1,6 +1,8 @@
-"""Composition root of the console. It records nothing and publishes nothing: it reads and commands the other
-services through their HTTP APIs (`reads.py`, `commands.py`) and serves its pages from `web.py`. The runtime still
-gives it `/healthz`, `/readyz` and `/metrics` like every service."""
+"""Composition root of the console. It publishes nothing and commands the other services through their HTTP APIs
+(`commands.py`); it builds its own read model from the public event streams (`feeds.py` → `overview.py` →
+`readmodel.py`: tracking consumers, exactly once) and reads the rest from the services' APIs (`reads.py`); its pages
+are `web.py`'s. The runtime gives it `/healthz`, `/readyz` and `/metrics` (its consumers' and read model's lag) like
+every service."""
 
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ from dsi_shared.service import ServiceSpec
 from dsi_shared.store import ServiceApplication
 from fastapi import APIRouter, Depends, Response
 
+from console.feeds import SUBSCRIPTIONS
+from console.readmodel import PROJECTION
 from console.whatif import KEEP_JOBS, WhatIfIn, WhatIfJob, WhatIfJobs
 
 CONTRACT = Contract("console", ())
 
 
 class ConsoleStore(ServiceApplication):
-    """What ServiceSpec asks of every service: a store. The console's stays empty (until it keeps read models)."""
+    """The console's store: the participant overviews its consumers keep from the streams (`overview`), each with
+    the tracking records of the messages that made it."""
 
     name = "console"
 
@@ -63,4 +68,6 @@ service = ServiceSpec(
     application=ConsoleStore,
     routes=routes,
     contract=CONTRACT,
+    subscriptions=SUBSCRIPTIONS,
+    projections=(PROJECTION,),
 )

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from console import commands, plain, reads
 from console.chart import coverage_chart, files_chart, paid_chart
 from console.filters import InvalidAmount, dollars
+from console.readmodel import Filters
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from console.upstream import SERVICES
 from console.web import HOME, Console, Refused, sign_in_as
@@ -85,10 +86,13 @@ def install(app: FastAPI, console: Console) -> None:
     async def participants(request: Request, q: str = "", provider_type: str = "", county: str = "", status: str = "",
                            milestone1: str = "", paid_min: str = "", paid_max: str = "") -> Response:
         session = console.session(request, *READERS)
-        rows = await reads.participants(console.up, session.token, provider_type, county, status, q, milestone1)
+        try:
+            low, high = dollars(paid_min, "Paid at least"), dollars(paid_max, "Paid at most")
+        except InvalidAmount as exc:
+            raise Refused(422, str(exc)) from None
+        rows = await reads.participants(console.runtime, Filters(provider_type, county, status, q, milestone1, low, high))
         filters = {"q": q, "provider_type": provider_type, "county": county, "status": status, "milestone1": milestone1,
                    "paid_min": paid_min, "paid_max": paid_max}
-        rows = await paid_filter(console, session.token, rows, paid_min, paid_max)
         partial = request.headers.get("HX-Request") == "true"
         return console.page(request, "participants_table.html" if partial else "participants.html",
                             rows=rows, filters=filters, types=await provider_types(console, session.token))
@@ -184,9 +188,11 @@ def install(app: FastAPI, console: Console) -> None:
         session = console.session(request, *READERS)
         shown = quarter_of(quarter.strip().upper()) if quarter.strip() else \
             await reads.latest_quarter(console.up, session.token)
+        everyone = await reads.participants(console.runtime, Filters())  # once: the files' owners and the PCPs' names
+        names = {p["id"]: p["legal_name"] for p in everyone}
         paid, weeks, covered = await asyncio.gather(
-            reads.paid_by_type(console.up, session.token), reads.files_by_week(console.up, session.token),
-            reads.coverage(console.up, session.token, shown) if shown else asyncio.sleep(0, []))
+            reads.paid_by_type(console.runtime, settle=False), reads.files_by_week(console.up, session.token, everyone),
+            reads.coverage(console.up, session.token, shown, names) if shown else asyncio.sleep(0, []))
         return console.page(request, "charts.html", chart=paid_chart(paid), paid=paid, weeks=weeks,
                             files=files_chart(weeks), quarter=shown or "", covered=covered,
                             coverage=coverage_chart(covered, shown or "any quarter"))
@@ -214,14 +220,14 @@ def install(app: FastAPI, console: Console) -> None:
 
     @app.get("/rules/what-if/{job_id}", response_class=HTMLResponse)
     async def what_if_job(request: Request, job_id: str) -> Response:
-        session = console.session(request, STAFF)
+        console.session(request, STAFF)
         job = jobs(console).get(job_id)
         if job is None:
             raise Refused(404, "No such what-if (they are kept in memory: run it again).")
         changed = rows_changed(job.summary)
         partial = request.headers.get("HX-Request") == "true"
         return console.page(request, "whatif_job.html" if partial else "whatif.html", job=job, changed=changed,
-                            names=await reads.names(console.up, session.token) if changed else {})
+                            names=await reads.names(console.runtime) if changed else {})
 
     # -- auditors and operators ------------------------------------------------------------------------------------
     @app.get("/audit", response_class=HTMLResponse)
@@ -287,19 +293,6 @@ async def provider_types(console: Console, token: str) -> list[tuple[str, str]]:
     rules = await console.up.get("enrollment", "/program-rules", token)
     types: dict[str, Any] = ((rules or {}).get("in_force") or (rules or {}).get("current") or {}).get("provider_types", {})
     return sorted((name, row.get("label", name)) for name, row in types.items())
-
-
-async def paid_filter(console: Console, token: str, rows: list[dict[str, Any]], low_text: str,
-                      high_text: str) -> list[dict[str, Any]]:
-    """The rows paid within the "amount paid" bounds (none given: every row); a bound that is not an amount is 422."""
-    try:
-        low, high = dollars(low_text, "Paid at least"), dollars(high_text, "Paid at most")
-    except InvalidAmount as exc:
-        raise Refused(422, str(exc)) from None
-    if low is None and high is None:
-        return rows
-    paid = await reads.paid_within(console.up, token, low, high)
-    return [row for row in rows if paid(row["id"])]
 
 
 def jobs(console: Console) -> WhatIfJobs:

@@ -55,4 +55,4 @@ def install(app: FastAPI, console: Console) -> None:
             return RedirectResponse("/rules", status_code=303)
         rows = changed(job.summary)
         return console.page(request, "whatif.html", form["status"], job=job, changed=rows, publish=form,
-                            names=await reads.names(console.up, session.token) if rows else {})
+                            names=await reads.names(console.runtime) if rows else {})

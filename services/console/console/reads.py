@@ -1,24 +1,27 @@
-"""Everything the console shows, read in one place: today from the services' HTTP APIs, later from SQL read
-models (issue 15 §1) without touching the pages. Each function returns plain dicts for the templates."""
+"""Everything the console shows, read in one place: the participants list, its filters, names and the paid chart
+from the console's own read model (`readmodel`, built from the public event streams); the rest from the services'
+HTTP APIs (what the public events do not carry: a participant's whole page, files' verdicts, evaluations' figures).
+Each function returns plain dicts for the templates."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from dsi_shared.plantime import plan_day
+from dsi_shared.service import ServiceRuntime
 
-from console import figures, filters
+from console import figures, readmodel
 from console.chart import Coverage
+from console.readmodel import Filters
 from console.upstream import SERVICES, Upstream, UpstreamError
 
 UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PAGE = 200  # rows per page when a read needs every page of a list (the services' largest)
+SETTLE_SECONDS = 2.0  # how long a list waits for the console's consumers to apply what their streams hold
 
 
 async def every(up: Upstream, service: str, path: str, token: str, key: str, **params: Any) -> list[dict[str, Any]]:
@@ -33,16 +36,10 @@ async def every(up: Upstream, service: str, path: str, token: str, key: str, **p
             return rows
 
 
-async def participants(up: Upstream, token: str, provider_type: str = "", county: str = "", status: str = "",
-                       search: str = "", milestone1: str = "") -> list[dict[str, Any]]:
-    rows = await every(up, "enrollment", "/participants", token, "participants", provider_type=provider_type,
-                       county=county, status=status)
-    words = search.strip().lower()
-    if words:
-        rows = [p for p in rows if words in p["legal_name"].lower() or words in (p["npi"] or "") or p["id"] == words]
-    if milestone1 in {"yes", "no"}:
-        rows = [p for p in rows if bool(p["milestone1"].get("achieved")) == (milestone1 == "yes")]
-    return sorted(rows, key=lambda p: p["legal_name"].lower())
+async def participants(runtime: ServiceRuntime, filters: Filters) -> list[dict[str, Any]]:
+    """The registered participants within `filters`, by legal name, from the console's read model."""
+    await settled(runtime)
+    return list(await asyncio.to_thread(readmodel.read, runtime.app, readmodel.participants, filters))
 
 
 async def participant(up: Upstream, token: str, pid: str) -> dict[str, Any] | None:
@@ -82,9 +79,10 @@ async def corrections_reaching(up: Upstream, token: str, shown: dict[str, Any]) 
             if v["correction"] and v["published_at"] and datetime.fromisoformat(v["published_at"]) > registered]
 
 
-async def names(up: Upstream, token: str) -> dict[str, str]:
+async def names(runtime: ServiceRuntime) -> dict[str, str]:
     """Each participant's legal name, by id (the what-if report names participants by id only)."""
-    return {p["id"]: p["legal_name"] for p in await participants(up, token)}
+    await settled(runtime)
+    return dict(await asyncio.to_thread(readmodel.read, runtime.app, readmodel.names))
 
 
 async def own_participants(up: Upstream, token: str, binding: str) -> frozenset[str]:
@@ -173,15 +171,28 @@ async def disclosures(up: Upstream, token: str, cin: str) -> list[dict[str, Any]
     return list((found or {}).get("disclosures", []))
 
 
-async def paid_by_type(up: Upstream, token: str) -> dict[str, dict[str, Decimal]]:
-    """Dollars paid per quarter, by provider type (the chart on the participants page)."""
-    everyone = await participants(up, token)
-    statements = await asyncio.gather(*(up.get("payments", f"/participants/{p['id']}/payments", token) for p in everyone))
-    paid: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for person, statement in zip(everyone, statements, strict=True):
-        for payment in (statement or {}).get("payments", []):
-            paid[payment["quarter"] or "—"][person["provider_type"]] += Decimal(payment["amount"])
-    return {q: dict(types) for q, types in sorted(paid.items())}
+async def paid_by_type(runtime: ServiceRuntime, settle: bool = True) -> dict[str, dict[str, Decimal]]:
+    """Dollars paid per quarter, by provider type (the chart on the charts page), from the console's read model
+    (`settle=False`: the page already waited for it)."""
+    if settle:
+        await settled(runtime)
+    return dict(await asyncio.to_thread(readmodel.read, runtime.app, readmodel.paid_by_type))
+
+
+async def settled(runtime: ServiceRuntime, within: float = SETTLE_SECONDS) -> None:
+    """Wait, at most `within` seconds, until the console's consumers have applied every message their streams hold
+    now: a list read right after a command (and its event) shows it, as the services' own lists do. Without NATS, or
+    past the bound, the read model answers as it stands (its lag is in `/readyz`)."""
+    consumers = [c for c in runtime.consumers if c.js is not None]
+    deadline = asyncio.get_running_loop().time() + within
+    while consumers:
+        try:
+            lags = await asyncio.wait_for(asyncio.gather(*(c.lag_now() for c in consumers)), within)
+        except Exception:  # noqa: BLE001 - the bus cannot say: answer from the read model as it stands
+            return
+        if not any(lags) or asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def dead_letters(up: Upstream, token: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -207,34 +218,22 @@ def trace_link(template: str | None, trace_id: str | None) -> str | None:
     return template.replace("{trace_id}", trace_id)
 
 
-async def files_by_week(up: Upstream, token: str) -> dict[str, dict[str, int]]:
-    """Files credited and rejected (by reason) per week, from every participant's submissions."""
-    everyone = await participants(up, token)
+async def files_by_week(up: Upstream, token: str, everyone: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Files credited and rejected (by reason) per week, from each of `everyone`'s submissions: verdicts and reasons
+    stay in submissions' store (its public events carry credits only), so they are read from its API."""
     files = await asyncio.gather(*(every(up, "submissions", f"/participants/{p['id']}/submissions", token,
                                          "submissions") for p in everyone))
     return figures.files_by_week(s for submissions in files for s in submissions)
 
 
-async def coverage(up: Upstream, token: str, quarter_name: str) -> list[Coverage]:
-    """Each PCP's coverage against its threshold in a quarter, from milestones' evaluations of it."""
-    found, names_ = await asyncio.gather(every(up, "milestones", "/evaluations", token, "evaluations",
-                                               quarter=quarter_name), names(up, token))
-    return figures.coverage_rows(found, names_)
+async def coverage(up: Upstream, token: str, quarter_name: str, names_: dict[str, str]) -> list[Coverage]:
+    """Each PCP's coverage against its threshold in a quarter, from milestones' evaluations of it (their figures are
+    not on the streams); the PCPs named from the console's read model."""
+    return figures.coverage_rows(await every(up, "milestones", "/evaluations", token, "evaluations",
+                                             quarter=quarter_name), names_)
 
 
 async def latest_quarter(up: Upstream, token: str) -> str | None:
     """The latest quarter any evaluation is of (the coverage chart's default)."""
     found = await up.get("milestones", "/evaluations", token, sort="-quarter", limit=1)
     return next((e["quarter"] for e in (found or {}).get("evaluations", [])), None)
-
-
-async def paid_within(up: Upstream, token: str, low: Decimal | None, high: Decimal | None) -> Callable[[str], bool]:
-    """Which participant ids were paid within [low, high] in all, as payments' `GET /payments/participants` answers
-    (every page of it)."""
-    path, bounds = "/payments/participants", {k: str(v) for k, v in (("paid_min", low), ("paid_max", high)) if v is not None}
-    matched = {r["participant_id"] for r in await every(up, "payments", path, token, "participants", **bounds)}
-    paid_some = None
-    if filters.includes_zero(low):  # the participants payments has no money for were paid $0: they match too
-        paid_some = {r["participant_id"] for r in await every(up, "payments", path, token, "participants",
-                                                              paid_min="0.01")}
-    return filters.within(matched, paid_some)

@@ -26,6 +26,9 @@ class ParticipantRegistered(PublicEvent):
     tin: str | None = Field(description="the payee's TIN (payments)")
     provider_type: str = Field(description="the rules document's provider type, e.g. snf or pcp")
     sending_facilities: list[str] = Field(description="HL7 MSH-4 ids the provider's files come from (submissions)")
+    counties: list[str] = Field(default_factory=list, description=(
+        "the counties it serves, as the interest form named them (the console's participants filter; empty in "
+        "registrations published before it was added)"))
     individual_npis: list[str] | None = Field(default=None, description="a PCP group's clinicians (attribution)")
     organization_id: UUID | None = Field(default=None, description=(
         "a later round's organization: its first participation's id (null: the organization's first participation, "
