@@ -1,6 +1,6 @@
 """Each service's dead letters over HTTP, for operators (issue 15 §2, "Operations: … dead letters with replay, recent
 traces' ids"): listed with their reason and trace id, never the body; replayed by ops only, once the cause is fixed;
-every refusal is problem JSON."""
+every refusal is problem JSON. Under a service's own NATS user: tests/test_deployment.py."""
 
 from __future__ import annotations
 
@@ -75,24 +75,3 @@ async def test_only_ops_replay_and_a_sequence_that_is_not_this_services_dead_let
     [still] = (await stack.clients["enrollment"].get("/dead-letters", headers=OPS)).json()["dead_letters"]
     assert still["replayed"] is False  # nothing refused was replayed
 
-
-async def test_a_service_on_its_own_least_privilege_nats_user_says_at_once_where_dead_letters_are_read() -> None:
-    """Under per-service NATS users (`make run`, compose) a service may not read the dead-letter stream nor publish
-    on the subjects it consumes: the routes answer 503 naming `dsi ops dead-letters` at once, not after a timeout."""
-    import httpx
-    from dsi_shared.config import Settings
-    from dsi_shared.service import ServiceRuntime, discover
-
-    from tests.harness import TOKENS_RAW
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DSI_TOKENS", TOKENS_RAW)
-        settings = Settings("milestones", 0, store="sqlite:///:memory:", nats_user="milestones")
-        runtime = ServiceRuntime(discover()["milestones"], settings)
-    transport = httpx.ASGITransport(app=runtime.http)
-    async with httpx.AsyncClient(transport=transport, base_url="http://milestones") as client:
-        listed = await client.get("/dead-letters", headers=OPS)
-        replayed = await client.post("/dead-letters/1/replay", headers=OPS)
-    for answer in (listed, replayed):
-        assert answer.status_code == 503 and answer.headers["content-type"] == "application/problem+json"
-        assert "dsi ops dead-letters" in answer.json()["detail"]

@@ -4,6 +4,7 @@ config run for real (its permissions enforced by a `nats-server` from the nats-s
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from dsi_shared.natsserver import find_binary, free_port, port_open
 from dsi_shared.service import discover
 from nats.errors import Error as NatsError
 
-from tests.harness import FORM, STAFF, Stack, eventually, publish_allowed, signature
+from tests.harness import FORM, STAFF, Stack, eventually, npi_check_digit, publish_allowed, signature
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -255,3 +256,61 @@ def test_traces_reach_jaeger_and_metrics_prometheus_through_the_collector() -> N
     assert "otlp/jaeger" in collector["service"]["pipelines"]["traces"]["exporters"]
     assert collector["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus"]
     assert "8889:8889" in COMPOSE["services"]["otel-collector"]["ports"]
+
+
+async def test_a_service_on_its_own_nats_user_lists_and_replays_its_own_dead_letters_and_no_one_elses(
+        compose_nats: int, stack: Stack) -> None:
+    """The console's operations page under least privilege (issue 15 §2): enrollment, as its own NATS user, lists
+    its dead letters (one it made itself, one whose cause is since fixed) and replays the fixed one in process,
+    through the consumer that failed; it may not read another service's dead letters."""
+    nc, js = await admin_js(compose_nats)
+    await ensure_streams(js, Naming(""), strict=True)
+    url = stack.spawn("enrollment", NATS_URL=f"nats://127.0.0.1:{compose_nats}", DSI_BUS_PREFIX="",
+                      NATS_USER="enrollment", NATS_PASSWORD="pw-enrollment", DSI_MANAGE_STREAMS="false")
+    ops = {"Authorization": "Bearer ops-token"}
+    try:
+        async with httpx.AsyncClient(base_url=url) as enrollment:
+            unknown = "00000000-0000-4000-8000-00000000dead"  # no such participant: dead-lettered at once
+            contracts = await nats.connect(f"nats://127.0.0.1:{compose_nats}", user="contracts", password="pw-contracts")
+            await contracts.jetstream().publish("dsi.in.agreement-signed", json.dumps(
+                {"participant_id": unknown, **signature("LOA")}).encode())
+            await contracts.close()
+            first_nine = "109381736"
+            form = {**FORM, "npi": first_nine + npi_check_digit(first_nine)}
+            registered = await enrollment.post("/participants", json=form, headers=STAFF)
+            assert registered.status_code == 201, registered.text
+            pid = registered.json()["id"]
+            # a signature its consumer dead-lettered while, say, the store was away (as the consumer writes one)
+            fixed = await js.publish("dsi.dead-letter.enrollment", json.dumps(
+                {"participant_id": pid, **signature("DSA")}).encode(), headers={
+                "Dsi-Original-Subject": "dsi.in.agreement-signed", "Dsi-Original-Stream": "DSI_IN",
+                "Dsi-Original-Sequence": "900001", "Dsi-Consumer": durable_name("enrollment", "DSI_IN"),
+                "Dsi-Deliveries": "20", "Dsi-Reason": "OperationalError"})
+            elsewhere = await js.publish("dsi.dead-letter.milestones", b"{}", headers={"Dsi-Reason": "KeyError"})
+
+            async def both() -> list[dict[str, Any]] | None:
+                letters = (await enrollment.get("/dead-letters", headers=ops)).json()["dead_letters"]
+                signed = [d for d in letters if d["original_subject"] == "dsi.in.agreement-signed"]
+                return signed if len(signed) == 2 else None
+
+            signed = await eventually(both, timeout=30)
+            [made] = [d for d in signed if d["reason"].startswith("NotFound")]
+            assert fixed.seq in {d["sequence"] for d in signed}
+            listed = (await enrollment.get("/dead-letters", headers=ops)).json()["dead_letters"]
+            assert elsewhere.seq not in {d["sequence"] for d in listed}  # milestones' letter is not enrollment's
+            still = await enrollment.post(f"/dead-letters/{made['sequence']}/replay", headers=ops)
+            assert still.status_code == 409 and "fails again" in still.json()["detail"]
+            replayed = await enrollment.post(f"/dead-letters/{fixed.seq}/replay", headers=ops)
+            assert replayed.status_code == 200 and replayed.json()["replayed"] is True
+            shown = (await enrollment.get(f"/participants/{pid}", headers=STAFF)).json()
+            assert shown["agreements"]["DSA"] is not None  # applied in process, once
+            again = await enrollment.post(f"/dead-letters/{fixed.seq}/replay", headers=ops)
+            assert again.status_code == 409
+            listed = (await enrollment.get("/dead-letters", headers=ops)).json()["dead_letters"]
+            assert {d["sequence"]: d["replayed"] for d in listed}[fixed.seq] is True
+            assert {d["sequence"]: d["replayed"] for d in listed}[made["sequence"]] is False
+        assert await denied(compose_nats, "enrollment", lambda j: j.add_consumer(
+            "DSI_DEAD_LETTERS", name="peek", filter_subject="dsi.dead-letter.milestones", deliver_subject="_INBOX.x"))
+        assert await denied(compose_nats, "enrollment", lambda j: j.get_msg("DSI_DEAD_LETTERS", elsewhere.seq))
+    finally:
+        await nc.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -13,7 +14,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from dsi_shared.config import Settings, nats_servers, stream_replicas
@@ -173,15 +174,26 @@ async def delete_streams(js: JetStreamContext, naming: Naming) -> None:
             pass
 
 
+READER_IDLE_SECONDS = 2.0  # a reader's consumer is dropped by the server this long after its reader went away
+
+
 async def read_all(js: JetStreamContext, subject: str, timeout: float = 2.0) -> AsyncIterator[Msg]:
-    """Every message a stream holds on `subject`, oldest first, then stop (an ordered, ephemeral consumer)."""
+    """Every message a stream holds on `subject`, oldest first, then stop. The reader is a named, ephemeral push
+    consumer filtered to `subject`, created on `$JS.API.CONSUMER.CREATE.<stream>.<name>.<subject>`: a NATS user can
+    be granted the subjects it may read and nothing else (a service its own dead letters and checkpoints). It
+    delivers without acks to this connection's inbox, and the server drops it once idle (no delete grant needed)."""
     try:
-        subscription = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        stream = await js.find_stream_name_by_subject(subject)
+        held = (await js.stream_info(stream, subjects_filter=subject)).state.subjects or {}
     except nats.js.errors.NotFoundError:
         return
+    if not any(held.values()):
+        return  # nothing there now: answer at once rather than wait `timeout` for a message that will not come
+    config = ConsumerConfig(name=f"reader-{uuid.uuid4().hex}", ack_policy=AckPolicy.NONE,
+                            deliver_policy=DeliverPolicy.ALL, max_deliver=1, mem_storage=True, num_replicas=1,
+                            inactive_threshold=READER_IDLE_SECONDS)
+    subscription = await js.subscribe(subject, stream=stream, config=config, manual_ack=True)
     try:
-        if await _holds_nothing(subscription):
-            return
         while True:
             try:
                 message = await subscription.next_msg(timeout=timeout)
@@ -192,16 +204,6 @@ async def read_all(js: JetStreamContext, subject: str, timeout: float = 2.0) -> 
                 return
     finally:
         await subscription.unsubscribe()
-
-
-async def _holds_nothing(subscription: Any) -> bool:
-    """The stream held no message on the subject when the consumer was made (none pending, none delivered): answer
-    at once rather than after waiting `timeout` for a message that will not come."""
-    try:
-        info = await subscription.consumer_info()
-    except Exception:  # noqa: BLE001 - not known: wait for messages as before
-        return False
-    return info.num_pending == 0 and info.delivered.consumer_seq == 0
 
 
 class BusUnreachable(Exception):

@@ -37,6 +37,7 @@ from dsi_shared import events
 from dsi_shared.asyncapi import INPUT_EXAMPLES
 from dsi_shared.bus import STREAMS, Naming, service_stream
 from dsi_shared.contracts import Delivered, Message
+from dsi_shared.deadletters import LETTERS
 from dsi_shared.errors import PermanentError, describe
 from dsi_shared.natsperms import durable_name
 from dsi_shared.occ import retry_on_conflict
@@ -47,7 +48,6 @@ from dsi_shared.unitofwork import unit_of_work
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_SUBJECT = "dsi.dead-letter.{service}"
 FETCH_SECONDS = 1.0  # a fetch returns as soon as a message is there; this long on an idle stream
 M = TypeVar("M", bound=Message)
 
@@ -348,6 +348,34 @@ class TrackingConsumer:
                 await asyncio.sleep(self.pause_before_ack)
             await self._settle(message.ack)
 
+    def takes_back(self, dead_letter: Msg) -> bool:
+        """Whether `dead_letter` is one of this consumer's (`apply_dead_letter` applies it)."""
+        headers = dead_letter.headers or {}
+        return headers.get("Dsi-Consumer") == self.durable and headers.get("Dsi-Original-Stream") == self.contract_stream
+
+    async def apply_dead_letter(self, dead_letter: Msg) -> bool:
+        """One of this consumer's dead letters applied here, in this process, as its redelivery would be once its
+        cause is fixed: the same handler and the same tracking position, so it counts once however often it is
+        replayed (and not at all if a republish applied it already: False). The handler's error is raised as is."""
+        headers = dead_letter.headers or {}
+        subject, sequence = headers.get("Dsi-Original-Subject", ""), int(headers.get("Dsi-Original-Sequence", "0"))
+        handler = self.handlers.get(subject)
+        if not self.takes_back(dead_letter) or handler is None or sequence < 1:
+            raise PermanentError(f"not a dead letter {self.durable} can take back")
+        with self.tracer.start_as_current_span(f"replay {subject}", context=extract(headers),
+                                               kind=trace.SpanKind.CONSUMER) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", subject)
+            span.set_attribute("messaging.consumer.group.name", self.durable)
+            event = replace(events.decode(dead_letter.data, subject, f"{self.stream}:{sequence}"),
+                            stored_at=dead_letter.metadata.timestamp)
+            recorded = await asyncio.to_thread(self.apply, handler, event, tracking_for(event, self.contract_stream,
+                                                                                          sequence))
+            span.set_attribute("dsi.duplicate", not recorded)
+            MESSAGES_IN.add(1, {"service": self.service, "subject": subject,
+                                "outcome": "applied" if recorded else "duplicate"})
+            return recorded
+
     def apply(self, handler: Subscription[Any], event: events.IncomingEvent, tracking: Tracking) -> bool:
         """Handler + save with tracking; retried on an optimistic-concurrency conflict (another replica or an HTTP
         command changed the same aggregate: reload and decide again). False = duplicate. A conflict that persists
@@ -381,7 +409,7 @@ class TrackingConsumer:
                 "Dsi-Reason": reason,
                 **{k: v for k, v in (message.headers or {}).items() if k in {"traceparent", "tracestate"}},
             }
-            subject = self.naming.subject(DEAD_LETTER_SUBJECT.format(service=self.service))
+            subject = self.naming.subject(LETTERS.format(service=self.service))
             if await self._settle(lambda: self.dead_letter(subject, message.data, headers)):
                 await self._settle(message.ack)
         else:

@@ -1,23 +1,27 @@
 """Each service's own dead letters over HTTP, for operators (the console's operations page): `GET /dead-letters`
 lists them (reason, subject, consumer, trace id: never a body) and `POST /dead-letters/{sequence}/replay`
-republishes one, as `dsi ops dead-letters replay` does, recorded with who asked. A service answers for its own
+applies one again through the consumer that failed, in process, recorded with who asked. A service answers for its own
 dead letters only: another service's sequence is 404 here, as an unknown one is."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, get_type_hints
 
 import nats.errors
 from fastapi import APIRouter, Depends, Path
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from pydantic import create_model
 
 from dsi_shared.bus import Naming
-from dsi_shared.deadletters import DeadLetter, NoSuchDeadLetter, list_dead_letters, replay_dead_letter
-from dsi_shared.errors import NotFound, PermanentError
+from dsi_shared.consumer import TrackingConsumer
+from dsi_shared.deadletters import DeadLetter, letters_of, list_dead_letters, read_letter, record_replayed, replayed_of
+from dsi_shared.errors import NotFound, PermanentError, describe
 from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailable
+from dsi_shared.occ import ConcurrentChange
 
 NATS_TIMEOUT = 10.0  # listing waits up to 2 s for a quiet stream; a stuck server answers 503, not a hung request
 
@@ -40,51 +44,75 @@ def view(letter: DeadLetter) -> dict[str, Any]:
     return {**vars(letter), "at": letter.at.isoformat()}
 
 
+class StillFailing(PermanentError):
+    """Replayed here, the dead letter fails again (409 with the reason): fix the cause, then replay it again."""
+
+
 def routes(service: str, auth: Auth, bus: Callable[[], tuple[Client | None, Naming]],
-           least_privilege: bool = False) -> APIRouter:
-    """`bus()` gives the runtime's NATS connection (None before start) and its naming, at request time.
-    `least_privilege`: the service connects as its own NATS user (`dsi_shared.natsperms`), which may neither read
-    the dead-letter stream (other services' messages) nor publish on the subjects it consumes (that would let it
-    forge its inputs): the routes say so at once instead of waiting for the server's refusal to time out."""
+           consumers: Callable[[], Sequence[TrackingConsumer]]) -> APIRouter:
+    """`bus()` gives the runtime's NATS connection (None before start) and its naming, at request time; `consumers()`
+    its consumers. The service reads only its own dead letters and replays them in process, through the consumer
+    that failed: its own NATS user (`dsi_shared.natsperms`) may read nothing else of the dead-letter stream, and may
+    not publish on the subjects it consumes (that would let it forge its inputs)."""
     router = APIRouter(tags=["operations"], responses=PROBLEM_RESPONSES)
 
-    async def own_letters() -> tuple[Any, Naming, list[DeadLetter]]:
-        if least_privilege:
-            raise DependencyUnavailable("nats", f"{service}'s own NATS user may not read or replay dead letters: use "
-                                                "`dsi ops dead-letters` (NATS user ops)")
+    def connected() -> tuple[JetStreamContext, Naming]:
         nc, naming = bus()
         if nc is None or not nc.is_connected:
             raise DependencyUnavailable("nats", "NATS is unreachable: dead letters are kept on JetStream only")
-        js = nc.jetstream()
-        try:
-            letters = await asyncio.wait_for(list_dead_letters(js, naming, service), NATS_TIMEOUT)
-        except (TimeoutError, nats.errors.Error, OSError):
-            raise DependencyUnavailable("nats", "the dead letters cannot be read now") from None
-        return js, naming, letters
+        return nc.jetstream(), naming
 
     @router.get("/dead-letters", dependencies=[Depends(auth.require("ops", "auditor"))], response_model=DeadLetterList)
     async def dead_letters() -> dict[str, Any]:
         """This service's dead letters, oldest first: when, which consumer and subject, how many deliveries, why,
         whether replayed, and the failed message's trace id (never its body: it may carry PHI)."""
-        _, _, letters = await own_letters()
+        js, naming = connected()
+        try:
+            letters = await asyncio.wait_for(list_dead_letters(js, naming, service), NATS_TIMEOUT)
+        except (TimeoutError, nats.errors.Error, OSError):
+            raise DependencyUnavailable("nats", "the dead letters cannot be read now") from None
         return {"service": service, "dead_letters": [view(d) for d in letters]}
 
     @router.post("/dead-letters/{sequence}/replay", response_model=DeadLetterView)
     async def replay(sequence: int = Path(ge=1, le=2**63 - 1),
                      operator: str = Depends(auth.require_actor("ops"))) -> dict[str, Any]:
-        """Republish one of this service's dead letters on its original subject, once its cause is fixed. Every
-        consumer's tracking makes it a no-op where it was applied already; only the one that failed applies it."""
-        js, naming, letters = await own_letters()
-        letter = next((d for d in letters if d.sequence == sequence), None)
-        if letter is None:
-            raise NotFound(f"{service} has no dead letter at sequence {sequence}")
-        if letter.replayed:
-            raise AlreadyReplayed(f"dead letter {sequence} was replayed already")
+        """Apply one of this service's dead letters again, here, through the consumer that failed, once its cause is
+        fixed: its tracking position makes it count once (a replay of one applied already changes nothing). 409 with
+        the reason when it fails again; the dead letter then stays unreplayed."""
+        js, naming = connected()
+
+        async def find() -> tuple[Any, bool]:
+            replayed = await replayed_of(js, naming, service)
+            async for message in letters_of(js, naming, service):
+                if message.metadata.sequence.stream == sequence:
+                    return message, sequence in replayed
+            return None, False
+
         try:
-            return view(await asyncio.wait_for(replay_dead_letter(js, naming, sequence, operator), NATS_TIMEOUT))
-        except NoSuchDeadLetter as exc:  # gone between the listing and the replay (the stream's limits)
-            raise NotFound(str(exc)) from None
+            message, replayed = await asyncio.wait_for(find(), NATS_TIMEOUT)
         except (TimeoutError, nats.errors.Error, OSError):
-            raise DependencyUnavailable("nats", "the dead letter cannot be replayed now") from None
+            raise DependencyUnavailable("nats", "the dead letters cannot be read now") from None
+        if message is None:
+            raise NotFound(f"{service} has no dead letter at sequence {sequence}")
+        if replayed:
+            raise AlreadyReplayed(f"dead letter {sequence} was replayed already")
+        consumer = next((c for c in consumers() if c.takes_back(message)), None)
+        if consumer is None:
+            raise StillFailing(f"dead letter {sequence} names no consumer this service runs now")
+        try:
+            await consumer.apply_dead_letter(message)
+        except ConcurrentChange:
+            raise
+        except (PermanentError, ValueError) as exc:
+            raise StillFailing(f"dead letter {sequence} fails again: {describe(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - the store away, or a handler's bug: say so, never a 500
+            raise DependencyUnavailable("store", f"dead letter {sequence} could not be applied now: "
+                                                 f"{describe(exc)}") from None
+        try:
+            await asyncio.wait_for(record_replayed(js, naming, service, sequence, operator), NATS_TIMEOUT)
+        except (TimeoutError, nats.errors.Error, OSError):  # applied; the record is missing: a later replay is a no-op
+            raise DependencyUnavailable("nats", f"dead letter {sequence} was applied; its replay could not be "
+                                                "recorded now (replaying it again changes nothing)") from None
+        return view(replace(read_letter(message, service), replayed=True))
 
     return router

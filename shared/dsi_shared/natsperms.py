@@ -4,7 +4,7 @@ embedded server's config; tests prove the grants suffice for a real flow and tha
 
 JetStream's API is request/reply on `$JS.API.*` subjects, so permission to *publish* a request is permission to do
 it: a service may look streams up, create and read only its own durable consumers on the streams it reads, read its
-own stream's messages (the relay resumes from its last one), and read the checkpoint stream; never create, update,
+own stream's messages (the relay resumes from its last one), and read its own checkpoints and dead letters; never create, update,
 purge or delete a stream, delete a message or touch another service's consumer. Streams are declared by the
 `admin` user at deploy time (`dsi ops streams`)."""
 
@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable
 
 from dsi_shared.bus import segment, service_stream
+from dsi_shared.deadletters import LETTERS, REPLAYED, REPLAYED_BEFORE
+from dsi_shared.deadletters import STREAM as DEAD_LETTERS
 
 API = "$JS.API"
 CHECKPOINTS = "DSI_CHECKPOINTS"
@@ -26,11 +28,14 @@ def durable_name(service: str, stream: str) -> str:
 
 def service_publish(service: str, streams_read: Iterable[str]) -> list[str]:
     own = segment(service)
-    grants = [f"dsi.{own}.>", f"dsi.dead-letter.{service}", f"dsi.checkpoint.{own}",
+    letters, replayed = LETTERS.format(service=service), REPLAYED.format(service=service)
+    grants = [f"dsi.{own}.>", letters, replayed, f"dsi.checkpoint.{own}",
               f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.INFO.*", f"{API}.STREAM.MSG.GET.{service_stream(service)}",
-              # its hash-chain checkpoints, read back with an ordered (ephemeral) consumer
-              f"{API}.CONSUMER.CREATE.{CHECKPOINTS}", f"{API}.CONSUMER.CREATE.{CHECKPOINTS}.>",
-              f"{API}.CONSUMER.DELETE.{CHECKPOINTS}.*", f"{API}.CONSUMER.INFO.{CHECKPOINTS}.*"]
+              # readers (`bus.read_all`: named, ephemeral, filtered consumers) of its own hash-chain checkpoints, its
+              # own dead letters (an in-process replay) and the records of their replays; of nothing else there
+              *(f"{API}.CONSUMER.CREATE.{stream}.*.{subject}" for stream, subject in (
+                  (CHECKPOINTS, f"dsi.checkpoint.{own}"), (DEAD_LETTERS, letters), (DEAD_LETTERS, replayed),
+                  (DEAD_LETTERS, REPLAYED_BEFORE)))]
     for stream in sorted(set(streams_read)):
         durable = durable_name(service, stream)
         grants += [f"{API}.CONSUMER.CREATE.{stream}.{durable}", f"{API}.CONSUMER.CREATE.{stream}.{durable}.>",
@@ -86,4 +91,5 @@ def _prefixed(grant: str, prefix: str) -> str:
         return grant
     if grant.startswith("dsi."):
         return f"{prefix}.{grant}"
-    return grant.replace(".DSI_", f".{prefix}_DSI_")
+    # an API subject: its stream name, and the subject a consumer it creates is filtered to
+    return grant.replace(".DSI_", f".{prefix}_DSI_").replace(".dsi.", f".{prefix}.dsi.")

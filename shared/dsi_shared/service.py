@@ -427,7 +427,7 @@ class ServiceRuntime:
                     "problems": report.problems}
 
         http.include_router(deadletter_api.routes(self.spec.name, self.auth, lambda: (self.nc, self.naming),
-                                                  least_privilege=self.settings.nats_user == self.spec.name))
+                                                  lambda: self.consumers))
         http.include_router(self.spec.routes(self.app, self.auth), responses=PROBLEM_RESPONSES)
         return http
 
