@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -33,6 +34,11 @@ def report(outcome: Outcome) -> str:
 
 
 async def soak(runs: int, seed: int) -> int:
+    # SIGTERM (a CI timeout, `kill`) stops like Ctrl-C: the run in progress is cancelled, and its finally blocks stop
+    # both systems' processes and drop their databases instead of leaving them running
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     began, postgres = time.monotonic(), postgres_server()
     kinds: Counter[str] = Counter()
     exits: Counter[str] = Counter()
@@ -66,7 +72,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "3")))
     parser.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "1")))
     args = parser.parse_args()
-    sys.exit(asyncio.run(soak(args.runs, args.seed)))
+    try:
+        sys.exit(asyncio.run(soak(args.runs, args.seed)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("stopped: the run in progress was not compared", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
