@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from dsi_shared.audit import AuditContext
 from dsi_shared.cli.common import console, errors, on_bus
+from dsi_shared.config import env_name, var_dir
 from dsi_shared.events import IncomingEvent
 from dsi_shared.plantime import PLAN_ZONE
 from dsi_shared.rulebook import InvalidRulesDocument, RulesDocument, parse_document
@@ -125,6 +127,11 @@ def _orphan_tracking(names: list[str]) -> list[str]:
     return problems
 
 
+def _store_kept(name: str) -> bool:
+    """Whether this deployment keeps a store for the service: `<SERVICE>_STORE` set, or `make run`'s SQLite file."""
+    return env_name(name, "STORE") in os.environ or (var_dir() / f"{name}.db").exists()
+
+
 def _read_model_differences(names: list[str]) -> list[str]:
     """Each read model of these services rebuilt from the log in a scratch database and compared with the live
     tables: the first differing row of a table is named by its aggregate id, never by its content."""
@@ -187,7 +194,9 @@ def audit_replay(
                 reports[name] = spec.audit(application, context)
             finally:
                 application.close()
-    orphans = _orphan_tracking(list(specs)) + _read_model_differences(list(specs))
+    # read models of services without an audit of their own (the console's, built from the streams) too, where kept
+    modelled = [name for name in discover() if name in specs or (not service and _store_kept(name))]
+    orphans = _orphan_tracking(list(specs)) + _read_model_differences(modelled)
     seconds = time.monotonic() - started
     participants: dict[str, dict[str, str]] = {}
     for report in reports.values():
