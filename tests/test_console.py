@@ -232,6 +232,11 @@ async def test_a_provider_sees_only_its_own_statement_and_every_route_with_anoth
     await console.shot(page, "provider-statement")
     await page.goto(f"/statement/{own}/2025Q4")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Sunrise Skilled Nursing: statement for 2025Q4")
+    async with page.expect_download() as downloading:  # the same statement as a PDF
+        await page.get_by_role("link", name="download it as a PDF").click()
+    download = await downloading.value
+    assert download.suggested_filename == f"statement-{OWN_NPI}-2025Q4.pdf"
+    assert Path(await download.path()).read_bytes().startswith(b"%PDF-")
     await page.emulate_media(media="print")
     await expect(page.get_by_role("navigation", name="Main")).to_be_hidden()  # the print stylesheet
     await console.shot(page, "provider-statement-print")

@@ -7,15 +7,17 @@ import asyncio
 import os
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 
 from dsi_shared.config import PROVIDER
+from dsi_shared.plantime import PLAN_ZONE
 from dsi_shared.rulebook import calendar_of
 from dsi_shared.whatif import UnknownVersion
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from console import commands, plain, reads
+from console import commands, plain, reads, statement_pdf
 from console.chart import coverage_chart, files_chart, paid_chart
 from console.filters import InvalidAmount, dollars
 from console.readmodel import Filters
@@ -272,16 +274,28 @@ def install(app: FastAPI, console: Console) -> None:
             raise Refused(404, "No such page.")
         return console.page(request, "statement.html", **shown, plain=plain, quarter=None)
 
-    @app.get("/statement/{pid}/{quarter}", response_class=HTMLResponse)
-    async def quarter_statement(request: Request, pid: str, quarter: str) -> Response:
+    async def quarter_shown(request: Request, pid: str, quarter: str) -> tuple[dict[str, Any], Any, str]:
+        """A provider's own participant page as read for one quarter's statement, with the program's calendar."""
         session = console.session(request, PROVIDER)
         token = console.reader(session)
         shown = await reads.participant(console.up, token, console.own(session, pid))
         if shown is None:
             raise Refused(404, "No such page.")
-        calendar = calendar_of(await console.up.get("enrollment", "/program-rules", token))
-        return console.page(request, "statement.html", **shown, plain=plain, quarter=quarter_of(quarter),
-                            calendar=calendar)
+        return shown, calendar_of(await console.up.get("enrollment", "/program-rules", token)), quarter_of(quarter)
+
+    @app.get("/statement/{pid}/{quarter}", response_class=HTMLResponse)
+    async def quarter_statement(request: Request, pid: str, quarter: str) -> Response:
+        shown, calendar, named = await quarter_shown(request, pid, quarter)
+        return console.page(request, "statement.html", **shown, plain=plain, quarter=named, calendar=calendar)
+
+    @app.get("/statement/{pid}/{quarter}/pdf")
+    async def quarter_statement_pdf(request: Request, pid: str, quarter: str) -> Response:
+        shown, calendar, named = await quarter_shown(request, pid, quarter)
+        document = await asyncio.to_thread(statement_pdf.render, statement_pdf.rows(shown, named, calendar),
+                                           datetime.now(PLAN_ZONE))
+        name = f"statement-{shown['participant'].get('npi') or 'participant'}-{named}.pdf"
+        return Response(document, media_type="application/pdf",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
 def secure(request: Request) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from dsi_shared.plantime import QuarterCalendar
@@ -24,6 +25,14 @@ WORDS = {
     "unknown_participant": "the file names no known participant",
     "sender_not_bound_to_token": "the file names a sender this connection may not submit for",
 }
+
+
+def money(value: Any) -> str:
+    """Dollars as people read them: `$1,234.50`, `-$400.00`, `—` when there is no amount."""
+    if value in (None, ""):
+        return "—"
+    amount = Decimal(str(value))
+    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
 
 
 def hours_between(start: str | None, end: str | None) -> int | None:

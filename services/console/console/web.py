@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from console import reads
+from console import plain, reads
 from console.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, Sessions, same
 from console.upstream import Upstream, UpstreamError
 
@@ -58,7 +58,7 @@ class SignIn(Exception):
 
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("console", "templates"), autoescape=select_autoescape(default=True))
-    env.filters["money"] = lambda v: "—" if v in (None, "") else f"{'-' if float(v) < 0 else ''}${abs(float(v)):,.2f}"
+    env.filters["money"] = plain.money
     return env
 
 
