@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import httpx
 import nats
@@ -85,7 +86,11 @@ async def unsettled(cluster: Cluster, nc: Client) -> str:
             return "; ".join(busy)
         async with httpx.AsyncClient(timeout=3) as http:  # read models caught up (DSI_READY_MAX_LAG=0 in the soak)
             for service in SERVICES:
-                answer = await http.get(f"{cluster.url(service)}/readyz")
+                try:
+                    answer = await http.get(f"{cluster.url(service)}/readyz")
+                except httpx.HTTPError as exc:
+                    alive = "running" if cluster.processes[service].poll() is None else "exited"
+                    return f"{service} not answering ({type(exc).__name__}; its process {alive})"
                 if answer.status_code != 200:
                     return f"{service} not ready: {answer.text[:200]}"
         return ""
@@ -98,13 +103,15 @@ async def settled(cluster: Cluster, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     nc = await connect(cluster.nats.url, deadline)
     try:
-        waiting = ""
+        waiting, seen = "", Counter[str]()
         while time.monotonic() < deadline:
             if not (waiting := await unsettled(cluster, nc)):
                 await asyncio.sleep(0.5)
                 if not (waiting := await unsettled(cluster, nc)):
                     return
+            seen[waiting] += 1
             await asyncio.sleep(0.2)
-        raise TimeoutError(f"the system did not settle within {timeout:.0f} s: {waiting}")
+        history = "; ".join(f"{reason} ×{count}" for reason, count in seen.most_common(5))
+        raise TimeoutError(f"the system did not settle within {timeout:.0f} s: {waiting} (most seen: {history})")
     finally:
         await nc.close()
