@@ -25,7 +25,7 @@ from dsi_shared.members import cin_of
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day
 from dsi_shared.rulebook import RuleBook, RulesReader
-from dsi_shared.store import ServiceApplication, stamp_trace
+from dsi_shared.store import Collecting, ServiceApplication, stamp_trace
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from opentelemetry import context as otel_context
@@ -473,7 +473,7 @@ class Submissions(ServiceApplication):
         finally:
             _GROUP.reset(token)
         changed = {aggregate.id: aggregate for evaluation in evaluations for aggregate in evaluation.aggregates}
-        processing = ProcessingEvent[UUID]()
+        processing = Collecting()  # by class, not by runtime Protocol checks
         processing.collect_events(*changed.values())  # taken now: the next group may go on changing them
         return JudgedGroup(list(receipts), evaluations, group, processing)
 
@@ -498,8 +498,9 @@ class Submissions(ServiceApplication):
 
     def commit_hl7_group(self, judged: JudgedGroup) -> None:
         """Keep the group's payloads (one transaction), then record all its events (one more). Raises when the
-        events were not recorded."""
-        self.blobs.put_many(list(judged.state.blobs.values()))
+        events were not recorded. The payloads' commit does not wait for its own flush to disk: the events' commit,
+        later in the same write-ahead log, flushes it too before the files are answered (one fsync a group)."""
+        self.blobs.put_many(list(judged.state.blobs.values()), flushed_by_next_commit=True)
         with _traced(judged.receipts[0].trace if judged.receipts else None):
             recordings = self._record(judged.processing)
         try:  # recorded: what follows must not make the caller think otherwise
