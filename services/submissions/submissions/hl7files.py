@@ -121,6 +121,28 @@ def decode(data: bytes) -> Decoded:
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
 
 
+@dataclass(frozen=True)
+class Payload:
+    """A payload read once (the MLLP listener's check that it is HL7 at all, then judging, then the group's
+    prefetch): its text as decoded, its messages with batch envelopes removed and what was read leniently, or why
+    it is not HL7 (`unreadable`)."""
+
+    decoded: Decoded
+    messages: tuple[str, ...] = ()
+    leniencies: tuple[str, ...] = ()
+    unreadable: str | None = None
+
+
+def read_payload(data: bytes) -> Payload:
+    """`decode`, then `split_payload`; never fails."""
+    decoded = decode(data)
+    try:
+        messages, leniencies = split_payload(decoded.text)
+    except NotHL7 as exc:
+        return Payload(decoded, unreadable=str(exc))
+    return Payload(decoded, tuple(messages), tuple(leniencies))
+
+
 def split_messages(text: str) -> list[str]:
     return split_payload(text)[0]
 

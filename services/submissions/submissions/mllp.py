@@ -205,11 +205,7 @@ class MllpFramer:
 def unreadable_reason(block: bytes) -> str | None:
     """Why a frame cannot be read as HL7 at all (no readable MSH first), or None. Any bytes are text: what is not
     valid in the declared (or UTF-8) character set is read as Windows-1252."""
-    try:
-        hl7files.split_payload(hl7files.decode(block).text)
-    except hl7files.NotHL7 as exc:
-        return str(exc)
-    return None
+    return hl7files.read_payload(block).unreadable
 
 
 def reply_frame(answers: list[MessageAnswer]) -> bytes | None:
@@ -333,19 +329,21 @@ class MllpListener:
     async def answer(self, block: bytes, senders: frozenset[str] | None = None,
                      identity: str | None = None) -> bytes | None:
         with self.tracer.start_as_current_span("mllp message", kind=trace.SpanKind.SERVER) as span:
-            reason = unreadable_reason(block)
+            payload = hl7files.read_payload(block)  # read once: judging takes it as it is
+            reason = payload.unreadable
             if reason is not None:  # garbage: one compact, unpublished event; no payload kept
                 await self._record_unreadable(hashlib.sha256(block).hexdigest(), len(block), "not_hl7")
                 span.set_attribute("hl7.ack_codes", "AR")
                 return ack_for(ORIGINAL, "AR", control_id_of(block[:4096]), [reason]).encode()
             try:
                 origin = {"mllp_peer": identity} if self.peers is not None else None
-                receipt = HL7Receipt(block, datetime.now(UTC), "mllp", senders, origin, otel_context.get_current())
+                receipt = HL7Receipt(block, datetime.now(UTC), "mllp", senders, origin, otel_context.get_current(),
+                                     payload)
                 if self.committer is not None:
                     evaluation = await self.committer.receive(receipt)
                 else:
                     evaluation = await asyncio.to_thread(self.app.receive_hl7, block, receipt.received_at, "mllp",
-                                                         senders=senders, origin=origin)
+                                                         senders=senders, origin=origin, payload=payload)
             except Exception as exc:  # noqa: BLE001 - every frame gets an answer: a silent close stalls the sender
                 log.error("MLLP frame not recorded: %s", type(exc).__name__)  # the type only: messages may hold PHI
                 span.set_attribute("hl7.ack_codes", "AE")
