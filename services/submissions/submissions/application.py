@@ -24,7 +24,7 @@ from dsi_shared.errors import NotFound
 from dsi_shared.members import cin_of
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day
-from dsi_shared.rulebook import RuleBook, RulesReader
+from dsi_shared.rulebook import RuleBook, RulesCopy, RulesReader
 from dsi_shared.store import Collecting, ServiceApplication, stamp_trace
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
@@ -284,7 +284,9 @@ class Submissions(ServiceApplication):
         if group is None:
             return self.rules.book(self)
         if group.book is None:
-            group.book = self.rules.book(self)
+            rules_id = RulesCopy.create_id()
+            group.book = (self.rules.book_of(group.aggregates[rules_id]) if rules_id in group.aggregates
+                          else self.rules.book(self))
         return group.book
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
@@ -481,12 +483,13 @@ class Submissions(ServiceApplication):
         return JudgedGroup(list(receipts), evaluations, group, processing)
 
     def _prefetch(self, group: _Group, receipts: Sequence[HL7Receipt]) -> None:
-        """Load in two queries what judging the files will likely read (their senders' facility index, participant
-        facts and held files; their members; their visits), instead of a query per file and aggregate. Only a
+        """Load in two queries what judging the files will likely read (the rules copy; their senders' facility index,
+        participant facts and held files; their members; their visits), instead of a query per file and aggregate. Only a
         speed-up: ids are guessed from the raw text (`_likely_ids`), a wrong guess is just read later, and whatever is
         loaded is the store as it stands now, as a read during judging would see it."""
         facilities, cins, visits = _likely_ids(receipts)
-        first = [FacilityIndex.create_id(f) for f in facilities] + [MemberFacts.create_id(c) for c in cins]
+        first = [RulesCopy.create_id(), *(FacilityIndex.create_id(f) for f in facilities),
+                 *(MemberFacts.create_id(c) for c in cins)]
         found = self._load_into(group, first)
         participants = {i.participant_id for i in found if isinstance(i, FacilityIndex)}
         self._load_into(group, [*(ParticipantFacts.create_id(p) for p in participants),
