@@ -156,10 +156,10 @@ def test_a_group_whose_transaction_meets_a_concurrent_change_is_recorded_file_by
     copy = combined("A01", cin(0), visit="V1").encode()
     put_many, raced = app.blobs.put_many, []
 
-    def racing(blobs: Any) -> None:  # after the group is judged, before it commits: the other writer credits first
-        if not raced:
+    def racing(blobs: Any, **options: Any) -> None:  # after the group is judged, before it commits: the other writer
+        if not raced:                                    # credits first
             raced.append(other.receive_hl7(copy, RECEIVED, "http"))
-        put_many(blobs)
+        put_many(blobs, **options)
 
     app.blobs.put_many = racing  # type: ignore[method-assign]
     results = app.receive_hl7_group(receipts([copy, combined("A01", cin(1), visit="V2").encode()]))

@@ -49,9 +49,14 @@ class BlobStore:
     def put(self, blob: Blob) -> None:
         self.put_many([blob])
 
-    def put_many(self, blobs: list[Blob]) -> None:
+    def put_many(self, blobs: list[Blob], *, flushed_by_next_commit: bool = False) -> None:
         """Several blobs in one transaction (one commit for a group of files); a plain INSERT each, not psycopg's
-        pipelined `executemany` (see above)."""
+        pipelined `executemany` (see above).
+
+        `flushed_by_next_commit`: the caller commits again at once (the events naming these blobs) and answers only
+        after that: on PostgreSQL this commit then does not wait for its own WAL flush (`synchronous_commit` off for
+        this transaction only), since flushing the later commit flushes every earlier WAL record too. A crash in
+        between loses at most blobs that no recorded event names yet (harmless: content-addressed, sent again)."""
         rows = [(b.sha256, b.size, b.content_type, b.key_id, b.data) for b in blobs]
         if not rows:
             return
@@ -59,6 +64,8 @@ class BlobStore:
             insert = SQL("INSERT INTO {0} (sha256, size, content_type, key_id, data) VALUES (%s, %s, %s, %s, %b) "
                          "ON CONFLICT (sha256) DO NOTHING").format(self._name)
             with self.recorder.datastore.transaction(commit=True) as cursor:
+                if flushed_by_next_commit:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
                 for row in rows:
                     cursor.execute(insert, row)
         else:

@@ -293,6 +293,12 @@ class RulesReader:
             copy = app.repository.get(RulesCopy.create_id(), deepcopy_from_cache=False)
         except AggregateNotFoundError:
             return RuleBook(())
+        return self.book_of(copy)
+
+    def book_of(self, copy: Any) -> RuleBook:
+        """The book of a copy the caller loaded itself (e.g. with other aggregates in one query); None: no copy."""
+        if copy is None:
+            return RuleBook(())
         if not isinstance(copy, RulesCopy):
             raise TypeError(f"the rules copy id holds a {type(copy).__name__}")
         if copy.version != self._version:

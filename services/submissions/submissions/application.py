@@ -24,8 +24,8 @@ from dsi_shared.errors import NotFound
 from dsi_shared.members import cin_of
 from dsi_shared.occ import retry_on_conflict
 from dsi_shared.plantime import plan_day
-from dsi_shared.rulebook import RuleBook, RulesReader
-from dsi_shared.store import ServiceApplication, stamp_trace
+from dsi_shared.rulebook import RuleBook, RulesCopy, RulesReader
+from dsi_shared.store import Collecting, ServiceApplication, stamp_trace
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from opentelemetry import context as otel_context
@@ -102,6 +102,7 @@ class HL7Receipt:
     senders: frozenset[str] | None = None
     origin: dict[str, Any] | None = None
     trace: otel_context.Context | None = None
+    payload: hl7files.Payload | None = None  # `data` as already read (`hl7files.read_payload`), else read when judged
 
 
 @dataclass
@@ -227,22 +228,23 @@ class Submissions(ServiceApplication):
     # -- HL7 v2 (skilled nursing) ---------------------------------------------------------------------------------
     def evaluate_hl7(self, data: bytes, received_at: datetime, channel: str, hie_submission_id: str | None = None,
                      participant_hint: UUID | None = None, senders: frozenset[str] | None = None,
-                     origin: dict[str, Any] | None = None) -> Evaluation:
+                     origin: dict[str, Any] | None = None, payload: hl7files.Payload | None = None) -> Evaluation:
         """`senders`: the facilities, NPIs and participant ids the submitter may submit for (None: any); a file
         naming another is rejected `sender_not_bound_to_token` and answered AR (204). `origin`: who submitted and
-        how (kept in each submission's facts)."""
+        how (kept in each submission's facts). `payload`: `data` as the caller already read it."""
         aggregates: list[Aggregate] = []
         sha256 = self._store_payload(data, HL7_TYPE)
-        decoded = hl7files.decode(data)  # never fails: bytes not in the declared set are read as Windows-1252
-        try:
-            texts, leniencies = hl7files.split_payload(decoded.text)
-        except hl7files.NotHL7 as exc:  # no readable MSH: AR, with MSH-10 when one can still be read
+        # never fails: bytes not in the declared set are read as Windows-1252
+        payload = payload if payload is not None else hl7files.read_payload(data)
+        decoded, texts, leniencies = payload.decoded, payload.messages, payload.leniencies
+        if payload.unreadable is not None:  # no readable MSH: AR, with MSH-10 when one can still be read
             control_id = hl7files.control_id_of(decoded.text)
+            problem = payload.unreadable
             submission = Submission(channel, received_at, HL7_TYPE, sha256, hie_submission_id, participant_hint,
                                     {"messages": [], **(origin or {})})
             submission.reject(["not_hl7"])
             reply = Reply(codec=decoded.codec)
-            return Evaluation([MessageAnswer(control_id, "AR", ack_for(reply, "AR", control_id, [str(exc)]), [str(exc)],
+            return Evaluation([MessageAnswer(control_id, "AR", ack_for(reply, "AR", control_id, [problem]), [problem],
                                              submission.id, submission.verdict, submission.reasons, reply)],
                               [submission], [*aggregates, submission])
         messages = [hl7files.parse_message(i, m) for i, m in enumerate(texts)]
@@ -282,7 +284,9 @@ class Submissions(ServiceApplication):
         if group is None:
             return self.rules.book(self)
         if group.book is None:
-            group.book = self.rules.book(self)
+            rules_id = RulesCopy.create_id()
+            group.book = (self.rules.book_of(group.aggregates[rules_id]) if rules_id in group.aggregates
+                          else self.rules.book(self))
         return group.book
 
     def _evaluate_file(self, combined: hl7files.CombinedFile, sha256: str, received_at: datetime, channel: str,
@@ -414,10 +418,10 @@ class Submissions(ServiceApplication):
 
     def receive_hl7(self, data: bytes, received_at: datetime, channel: str, hie_submission_id: str | None = None,
                     participant_hint: UUID | None = None, senders: frozenset[str] | None = None,
-                    origin: dict[str, Any] | None = None) -> Evaluation:
+                    origin: dict[str, Any] | None = None, payload: hl7files.Payload | None = None) -> Evaluation:
         def attempt() -> Evaluation:
             evaluation = self.evaluate_hl7(data, received_at, channel, hie_submission_id, participant_hint, senders,
-                                           origin)
+                                           origin, payload)
             self.save(*evaluation.aggregates)
             return evaluation
 
@@ -447,7 +451,7 @@ class Submissions(ServiceApplication):
         with _traced(receipt.trace):
             try:
                 return self.receive_hl7(receipt.data, receipt.received_at, receipt.channel, senders=receipt.senders,
-                                        origin=receipt.origin)
+                                        origin=receipt.origin, payload=receipt.payload)
             except Exception as exc:  # noqa: BLE001 - handed to the caller, which answers for this file only
                 return exc
 
@@ -466,24 +470,26 @@ class Submissions(ServiceApplication):
             for receipt in receipts:
                 with _traced(receipt.trace):
                     evaluation = self.evaluate_hl7(receipt.data, receipt.received_at, receipt.channel,
-                                                   senders=receipt.senders, origin=receipt.origin)
+                                                   senders=receipt.senders, origin=receipt.origin,
+                                                   payload=receipt.payload)
                     stamp_trace(evaluation.aggregates)  # its events keep its own trace, whoever commits them
                 group.aggregates.update((aggregate.id, aggregate) for aggregate in evaluation.aggregates)
                 evaluations.append(evaluation)
         finally:
             _GROUP.reset(token)
         changed = {aggregate.id: aggregate for evaluation in evaluations for aggregate in evaluation.aggregates}
-        processing = ProcessingEvent[UUID]()
+        processing = Collecting()  # by class, not by runtime Protocol checks
         processing.collect_events(*changed.values())  # taken now: the next group may go on changing them
         return JudgedGroup(list(receipts), evaluations, group, processing)
 
     def _prefetch(self, group: _Group, receipts: Sequence[HL7Receipt]) -> None:
-        """Load in two queries what judging the files will likely read (their senders' facility index, participant
-        facts and held files; their members; their visits), instead of a query per file and aggregate. Only a
+        """Load in two queries what judging the files will likely read (the rules copy; their senders' facility index,
+        participant facts and held files; their members; their visits), instead of a query per file and aggregate. Only a
         speed-up: ids are guessed from the raw text (`_likely_ids`), a wrong guess is just read later, and whatever is
         loaded is the store as it stands now, as a read during judging would see it."""
         facilities, cins, visits = _likely_ids(receipts)
-        first = [FacilityIndex.create_id(f) for f in facilities] + [MemberFacts.create_id(c) for c in cins]
+        first = [RulesCopy.create_id(), *(FacilityIndex.create_id(f) for f in facilities),
+                 *(MemberFacts.create_id(c) for c in cins)]
         found = self._load_into(group, first)
         participants = {i.participant_id for i in found if isinstance(i, FacilityIndex)}
         self._load_into(group, [*(ParticipantFacts.create_id(p) for p in participants),
@@ -498,8 +504,9 @@ class Submissions(ServiceApplication):
 
     def commit_hl7_group(self, judged: JudgedGroup) -> None:
         """Keep the group's payloads (one transaction), then record all its events (one more). Raises when the
-        events were not recorded."""
-        self.blobs.put_many(list(judged.state.blobs.values()))
+        events were not recorded. The payloads' commit does not wait for its own flush to disk: the events' commit,
+        later in the same write-ahead log, flushes it too before the files are answered (one fsync a group)."""
+        self.blobs.put_many(list(judged.state.blobs.values()), flushed_by_next_commit=True)
         with _traced(judged.receipts[0].trace if judged.receipts else None):
             recordings = self._record(judged.processing)
         try:  # recorded: what follows must not make the caller think otherwise
@@ -657,7 +664,9 @@ def _likely_ids(receipts: Sequence[HL7Receipt]) -> tuple[set[str], set[str], set
     visits: set[tuple[str, str]] = set()
     for receipt in receipts:
         patient: list[str] = []
-        for segment in receipt.data.decode("latin-1").replace("\n", "\r").split("\r"):
+        segments = ([s for m in receipt.payload.messages for s in m.split("\r")] if receipt.payload is not None
+                    else receipt.data.decode("latin-1").replace("\n", "\r").split("\r"))
+        for segment in segments:
             fields = segment.split("|")
             if fields[0] == "MSH" and len(fields) > 3:
                 facilities.update(c.strip() for c in fields[3].split("^")[:2] if c.strip())

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import hl7
@@ -33,7 +35,7 @@ CHARSETS = {"ASCII": "ascii", "ISO IR6": "ascii", "8859/1": "latin-1", "ISO IR10
             "UNICODE UTF-8": "utf-8", "ISO IR192": "utf-8"}
 MEDICAID_ID = "MA"
 BATCH_SEGMENTS = {"FHS", "BHS", "BTS", "FTS"}
-VISIT_FIELDS = (("PV1.F19.R1.C1", "PV1-19"), ("PID.F18.R1.C1", "PID-18"), ("PV1.F50.R1.C1", "PV1-50"))
+VISIT_FIELDS = (("PV1", 19, "PV1-19"), ("PID", 18, "PID-18"), ("PV1", 50, "PV1-50"))
 
 
 class NotHL7(ValueError):
@@ -119,6 +121,28 @@ def decode(data: bytes) -> Decoded:
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
 
 
+@dataclass(frozen=True)
+class Payload:
+    """A payload read once (the MLLP listener's check that it is HL7 at all, then judging, then the group's
+    prefetch): its text as decoded, its messages with batch envelopes removed and what was read leniently, or why
+    it is not HL7 (`unreadable`)."""
+
+    decoded: Decoded
+    messages: tuple[str, ...] = ()
+    leniencies: tuple[str, ...] = ()
+    unreadable: str | None = None
+
+
+def read_payload(data: bytes) -> Payload:
+    """`decode`, then `split_payload`; never fails."""
+    decoded = decode(data)
+    try:
+        messages, leniencies = split_payload(decoded.text)
+    except NotHL7 as exc:
+        return Payload(decoded, unreadable=str(exc))
+    return Payload(decoded, tuple(messages), tuple(leniencies))
+
+
 def split_messages(text: str) -> list[str]:
     return split_payload(text)[0]
 
@@ -152,12 +176,39 @@ def split_payload(text: str) -> tuple[list[str], list[str]]:
     return ["\r".join(m) for m in messages], leniencies
 
 
-def _value(message: Any, path: str) -> str:
-    try:
-        value = message[path]
-    except (KeyError, IndexError, TypeError, ValueError):
-        return ""
-    return str(value or "").strip()
+@dataclass(frozen=True)
+class Fields:
+    """A parsed message read once: its segment names in order and the first segment of each kind, so that a field is
+    one indexed step away (python-hl7's `message["PV1.F19.R1.C1"]` parses the path and scans every segment at each
+    lookup, which cost as much as parsing the message)."""
+
+    names: tuple[str, ...]
+    first: Mapping[str, hl7.Segment]
+
+    @classmethod
+    def of(cls, message: hl7.Message) -> Fields:
+        names = tuple(str(segment[0]) for segment in message)
+        first: dict[str, hl7.Segment] = {}
+        try:
+            for segment in message:
+                name = segment[0][0]  # what python-hl7's `message.segments(name)` compares
+                if isinstance(name, str):
+                    first.setdefault(name, segment)
+        except IndexError:  # an empty segment: python-hl7's every lookup fails on it, so none is found
+            first = {}
+        return cls(names, MappingProxyType(first))
+
+    def value(self, segment_id: str, field_number: int, repetition: int = 1, component: int = 1) -> str:
+        """What `message["SEG.Fn.Rr.Cc"]` reads (python-hl7's own extraction: its compatibility rules, unescaped),
+        stripped; "" when the segment or the field is absent or the path does not fit."""
+        segment = self.first.get(segment_id)
+        if segment is None:
+            return ""
+        try:
+            value = segment.extract_field(1, field_number, repetition, component, 1)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return ""
+        return str(value or "").strip()
 
 
 def parse_message(index: int, text: str) -> Message:
@@ -174,45 +225,46 @@ def parse_message(index: int, text: str) -> Message:
     except Exception:  # noqa: BLE001 - python-hl7 raises several kinds on broken structure
         facts.fatal, facts.control_id = "unparseable HL7 structure", control_id_of(text)
         return facts
-    facts.segments = tuple(str(segment[0]) for segment in message)
-    _header(message, facts)
+    fields = Fields.of(message)
+    facts.segments = fields.names
+    _header(fields, facts)
     if "PID" in facts.segments:
-        facts.cin = _medicaid_id(message, facts)
+        facts.cin = _medicaid_id(fields, facts)
     else:
         facts.problems.append("PID missing")
-    for path, name in VISIT_FIELDS:
-        if name[:3] in facts.segments and (visit := _value(message, path)):
+    for segment_id, number, name in VISIT_FIELDS:
+        if segment_id in facts.segments and (visit := fields.value(segment_id, number)):
             facts.visit, facts.visit_source = visit, name
             break
     if "PV1" in facts.segments:
-        facts.facility = _value(message, "PV1.F3.R1.C4") or None
+        facts.facility = fields.value("PV1", 3, 1, 4) or None
     if facts.message_type == "ADT":
-        _adt_facts(message, facts)
+        _adt_facts(fields, facts)
     elif facts.kind == "ORU^R01":
-        _require(message, facts, ("OBR.F4", "OBR-4"), ("OBX.F3", "OBX-3"), ("OBX.F11", "OBX-11"))
+        _require(fields, facts, ("OBR", 4), ("OBX", 3), ("OBX", 11))
     elif facts.kind in {"RDE^O11", "RDE^O01"}:  # RDE^O01: the same pharmacy order from HL7 2.3/2.3.1 senders
-        _require(message, facts, ("ORC.F1", "ORC-1"), ("RXE.F2", "RXE-2"), ("RXE.F3", "RXE-3"), ("RXE.F5", "RXE-5"))
+        _require(fields, facts, ("ORC", 1), ("RXE", 2), ("RXE", 3), ("RXE", 5))
     return facts
 
 
-def _header(message: Any, facts: Message) -> None:
+def _header(fields: Fields, facts: Message) -> None:
     """MSH: what the message is, who sent it, how it wants to be answered. What makes it unprocessable (no or an
     unknown message type or event, a version before 2.3) is `fatal` (AR); a missing required field a problem (AE)."""
-    facts.message_type = _value(message, "MSH.F9.R1.C1")
-    facts.trigger = _value(message, "MSH.F9.R1.C2")
-    facts.control_id = _value(message, "MSH.F10")
-    facts.version = _value(message, "MSH.F12.R1.C1")
-    facts.charset = _value(message, "MSH.F18.R1.C1")
-    namespace, universal = _value(message, "MSH.F4.R1.C1"), _value(message, "MSH.F4.R1.C2")
+    facts.message_type = fields.value("MSH", 9, 1, 1)
+    facts.trigger = fields.value("MSH", 9, 1, 2)
+    facts.control_id = fields.value("MSH", 10)
+    facts.version = fields.value("MSH", 12, 1, 1)
+    facts.charset = fields.value("MSH", 18, 1, 1)
+    namespace, universal = fields.value("MSH", 4, 1, 1), fields.value("MSH", 4, 1, 2)
     facts.sending_facility = namespace or universal
     facts.sending_facility_ids = tuple(i for i in (namespace, universal) if i)
-    for path, name in (("MSH.F7", "MSH-7"), ("MSH.F10", "MSH-10"), ("MSH.F12", "MSH-12")):
-        if not _value(message, path):
-            facts.problems.append(f"{name} missing")
+    for number in (7, 10, 12):
+        if not fields.value("MSH", number):
+            facts.problems.append(f"MSH-{number} missing")
     if not facts.sending_facility:
         facts.problems.append("MSH-4 missing")
-    for path, name, attribute in (("MSH.F15", "MSH-15", "accept_ack"), ("MSH.F16", "MSH-16", "application_ack")):
-        value = _value(message, path).upper()
+    for number, name, attribute in ((15, "MSH-15", "accept_ack"), (16, "MSH-16", "application_ack")):
+        value = fields.value("MSH", number).upper()
         if value in ACK_TYPES:
             setattr(facts, attribute, value)
         elif value:
@@ -228,10 +280,10 @@ def _header(message: Any, facts: Message) -> None:
         facts.fatal = f"unsupported HL7 version{named}"
 
 
-def _medicaid_id(message: Any, facts: Message) -> str | None:
+def _medicaid_id(fields: Fields, facts: Message) -> str | None:
     """PID-3 repetition with identifier type MA (Medicaid number), else a lone CIN-shaped id."""
     try:
-        repetitions = message.segment("PID")[3]
+        repetitions = fields.first["PID"][3]
     except (KeyError, IndexError):
         facts.problems.append("PID-3 missing")
         return None
@@ -257,7 +309,7 @@ def _medicaid_id(message: Any, facts: Message) -> str | None:
     return cin
 
 
-def _adt_facts(message: Any, facts: Message) -> None:
+def _adt_facts(fields: Fields, facts: Message) -> None:
     if "EVN" not in facts.segments:
         facts.problems.append("EVN missing")
     if "PV1" not in facts.segments:
@@ -271,10 +323,11 @@ def _adt_facts(message: Any, facts: Message) -> None:
         facts.problems.append("PV1-3 facility missing")
     # Timeliness runs from the event: EVN-6 (occurred), else PV1-44/45 (admit/discharge), else EVN-2 (recorded);
     # never MSH-7, which the sender controls.
-    by_trigger = {"A01": ("PV1.F44", "PV1-44"), "A03": ("PV1.F45", "PV1-45")}.get(facts.trigger)
-    candidates = [("EVN.F6", "EVN-6")] + ([by_trigger] if by_trigger else []) + [("EVN.F2", "EVN-2")]
-    for path, name in candidates:
-        raw = _value(message, path)
+    by_trigger = {"A01": ("PV1", 44), "A03": ("PV1", 45)}.get(facts.trigger)
+    candidates = [("EVN", 6)] + ([by_trigger] if by_trigger else []) + [("EVN", 2)]
+    for segment_id, number in candidates:
+        name = f"{segment_id}-{number}"
+        raw = fields.value(segment_id, number)
         if not raw:
             continue
         try:
@@ -286,10 +339,10 @@ def _adt_facts(message: Any, facts: Message) -> None:
     facts.problems.append("EVN-2 missing")
 
 
-def _require(message: Any, facts: Message, *fields: tuple[str, str]) -> None:
-    for path, name in fields:
-        if not _value(message, path):
-            facts.problems.append(f"{name} missing")
+def _require(fields: Fields, facts: Message, *required: tuple[str, int]) -> None:
+    for segment_id, number in required:
+        if not fields.value(segment_id, number):
+            facts.problems.append(f"{segment_id}-{number} missing")
 
 
 @dataclass
