@@ -9,6 +9,7 @@ which of them make a file complete, qualifying or a cancel is the rules version'
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,9 +18,17 @@ from types import MappingProxyType
 from typing import Any
 
 import hl7
+import hl7.containers
+import hl7.util
 from dsi_shared.members import CIN
 
 from submissions.hl7time import BadTimestamp, parse_ts
+
+# python-hl7 logs the raw field (a name, a birth date, a member id) when it meets a malformed escape sequence or a
+# segment before MSH, under loggers named by its files' paths: silenced, so no PHI reaches the logs. The reasons we
+# record for a file are our own, PHI-free.
+for _module in (hl7.util, hl7.containers):
+    logging.getLogger(_module.__file__).disabled = True
 
 SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.[0-9]+)?$")
 _VERSION_SHAPE = re.compile(r"^[0-9]{1,2}(\.[0-9]{1,2}){0,2}$")  # safe to name in an answer (never free text)

@@ -4,6 +4,7 @@ associated messages without MSH-4, segment terminators, a cancelled event sent a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -181,3 +182,15 @@ def test_a_credit_names_the_quarter_of_receipt_on_the_published_calendar(app: Su
     monkeypatch.setattr(app, "rulebook", lambda: RuleBook.of([second_of]))
     [credited] = send(app, combined("A01", CIN, visit="V0002")).submissions
     assert (credited.verdict, credited.credit["quarter"]) == ("credited", "2025Q3")
+
+
+def test_a_malformed_escape_sequence_never_puts_the_field_in_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """python-hl7 logs the raw field (here a member id) when it meets an escape it cannot decode; loading our HL7
+    reader silences those loggers, so no PHI reaches the logs."""
+    import hl7
+    import submissions.hl7files  # noqa: F401 - its import silences python-hl7's loggers
+
+    message = hl7.parse("MSH|^~\\&|SNF|SNF|HIE|HIE|20251101||ADT^A01|1|P|2.5.1\rPID|1||9876\\Zq\\5432A^^^MEDI-CAL\r")
+    with caplog.at_level(logging.DEBUG):
+        assert message.segment("PID").extract_field(1, 3, 1, 1, 1) == "98765432A"
+    assert "9876" not in caplog.text and not caplog.records
