@@ -32,7 +32,7 @@ def ns(path: str) -> UUID:
 
 
 class Submission(Aggregate):
-    announced: tuple[str, tuple[str, ...]] | None = None  # the verdict and reason codes last `FileJudged` stated
+    announced: list[str] | None = None  # the verdict and reason codes `FileJudged` last stated (a list: JSON keeps it)
 
     @event("SubmissionReceived")
     def __init__(self, channel: str, received_at: datetime, content_type: str, payload_sha256: str,
@@ -95,7 +95,7 @@ class Submission(Aggregate):
     @event("FileJudged")
     def judged(self, participant_id: UUID | None, received_at: datetime, verdict: str, reasons: list[str]) -> None:
         """The verdict the file now has and its reason codes (published as `dsi.submissions.file-judged`)."""
-        self.announced = (verdict, tuple(reasons))
+        self.announced = [verdict, *reasons]
 
     def collect_events(self) -> list[Any]:
         """Before its new events are saved (every save path takes them here), a file whose verdict or reason codes
@@ -103,7 +103,7 @@ class Submission(Aggregate):
         with (judged again to credited is one `FileJudged`, not two; a credit reversed states its new reasons)."""
         if self.verdict is not None:
             codes = [reason_code(r) for r in self.reasons]
-            if self.announced != (self.verdict, tuple(codes)):
+            if self.announced != [self.verdict, *codes]:
                 self.judged(participant_id=self.participant_id, received_at=self.received_at, verdict=self.verdict,
                             reasons=codes)
         return list(super().collect_events())
