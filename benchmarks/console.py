@@ -3,7 +3,10 @@ each registered with two counties, four in five eligible, half with Milestone 1 
 the console's store (PostgreSQL when reachable, else SQLite) and projected into its tables (timed). Then
 DSI_BENCH_CONSOLE_READS reads (default 200) of the participants list as the page asks it (every match, by name, with
 counties: once unfiltered and once filtered by county and amount paid) and of the paid-per-quarter chart; p50/p95 of
-each and the list's ratio to raw indexed SQL fetching the same rows from the same tables.
+each and the list's ratio to raw indexed SQL fetching the same rows from the same tables. Then DSI_BENCH_CONSOLE_FILES
+files' verdicts (default 100,000, spread over the participants and half a year; as `dsi.submissions.file-judged` makes
+them) stored and projected (timed), and the files-per-week chart read DSI_BENCH_CONSOLE_READS times, with its ratio to
+the same GROUP BY as raw SQL.
 """
 
 from __future__ import annotations
@@ -17,9 +20,19 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from console.activity import FileVerdict, judged
 from console.main import ConsoleStore
 from console.overview import ParticipantOverview, paid
-from console.readmodel import COUNTIES, PARTICIPANTS, PROJECTION, Filters, paid_by_type, participants
+from console.readmodel import (
+    COUNTIES,
+    FILES_PROJECTION,
+    PARTICIPANTS,
+    PROJECTION,
+    Filters,
+    files_by_week,
+    paid_by_type,
+    participants,
+)
 from dsi_shared.projections import runner
 
 from benchmarks.setting import report, size
@@ -27,12 +40,15 @@ from benchmarks.spine import store_factory
 
 PARTICIPANTS_N = size("DSI_BENCH_CONSOLE_PARTICIPANTS", 200, 2000)
 READS = size("DSI_BENCH_CONSOLE_READS", 20, 200)
+FILES_N = size("DSI_BENCH_CONSOLE_FILES", 5000, 100_000)
+REJECTIONS = ("late", "not_a_member", "duplicate_of", "incomplete", "before_data_sharing_start")
 COUNTY_NAMES = ("Monterey", "Santa Cruz", "Fresno", "Kern", "San Benito", "Kings", "Tulare", "Madera")
 TYPES = ("skilled_nursing", "primary_care", "hospital")
 
 
-def fill(app: ConsoleStore) -> None:
+def fill(app: ConsoleStore) -> list[uuid.UUID]:
     rng = random.Random(15)
+    ids: list[uuid.UUID] = []
     batch: list[ParticipantOverview] = []
     for n in range(PARTICIPANTS_N):
         overview = ParticipantOverview(participant_id=uuid.uuid4())
@@ -44,7 +60,30 @@ def fill(app: ConsoleStore) -> None:
             for k in range(1 + n % 2 + (n % 3 == 0)):
                 paid(overview, str(uuid.uuid4()), f"2025Q{1 + k}", Decimal("10000.00") if k == 0 else Decimal("2400.00"))
         batch.append(overview)
+        ids.append(overview.id)
         if len(batch) == 500:
+            app.save(*batch)
+            batch = []
+    if batch:
+        app.save(*batch)
+    return ids
+
+
+def fill_files(app: ConsoleStore, participant_ids: list[uuid.UUID]) -> None:
+    """FILES_N files, each judged once; one in three rejected (by one of five reasons), one in ten judged again."""
+    rng = random.Random(16)
+    batch: list[FileVerdict] = []
+    for n in range(FILES_N):
+        verdict = FileVerdict(submission_id=uuid.uuid4())
+        received = f"2025-{1 + (n % 26) // 4 + 1:02d}-{1 + n % 28:02d}T10:00:00-08:00"
+        owner = str(participant_ids[n % len(participant_ids)])
+        rejected = n % 3 == 0
+        judged(verdict, 3, owner, received, "rejected" if rejected else "credited",
+               [rng.choice(REJECTIONS)] if rejected else [])
+        if n % 10 == 0:
+            judged(verdict, 5, owner, received, "credited", [])
+        batch.append(verdict)
+        if len(batch) == 1000:
             app.save(*batch)
             batch = []
     if batch:
@@ -82,12 +121,36 @@ def raw_list(conn: sa.Connection, county: str | None, paid_min_cents: int | None
     return [rows, counties]
 
 
+RAW_FILES = ("SELECT f.week, f.kind, count(*) FROM console_files f JOIN console_participants p ON p.id = "
+             "f.participant_id WHERE f.kind IS NOT NULL AND p.legal_name IS NOT NULL GROUP BY f.week, f.kind")
+
+
+def files_chart(app: ConsoleStore, participant_ids: list[uuid.UUID]) -> None:
+    began = time.perf_counter()
+    fill_files(app, participant_ids)
+    stored = time.perf_counter() - began
+    began = time.perf_counter()
+    read_model = runner(app, FILES_PROJECTION)
+    read_model.catch_up()
+    built = time.perf_counter() - began
+    with read_model.engine.connect() as conn:
+        chart = timed(READS, lambda: files_by_week(conn))
+        raw = timed(READS, lambda: conn.exec_driver_sql(RAW_FILES).all())
+        counted = sum(sum(kinds.values()) for kinds in files_by_week(conn).values())
+    print(f"  files' verdicts: {FILES_N:,} stored in {stored:.1f} s; their table built in {built:.1f} s "
+          f"({FILES_N / built:,.0f} files/s)")
+    print(f"  files per week chart ({counted:,} files counted, {READS} reads): p50 {statistics.median(chart) * 1000:.2f} "
+          f"ms, p95 {p95(chart):.2f} ms; raw SQL, the same GROUP BY: p95 {p95(raw):.2f} ms; chart / raw at p95: "
+          f"{p95(chart) / p95(raw):.1f}×")
+    report(f"console files chart ({FILES_N:,} files)", f"p95 {p95(chart):.1f} ms", f"{p95(chart) / p95(raw):.1f}× raw SQL")
+
+
 async def main() -> None:
     make, drop, kind = store_factory()
     app = ConsoleStore(make("console"))
     try:
         began = time.perf_counter()
-        fill(app)
+        participant_ids = fill(app)
         stored = time.perf_counter() - began
         began = time.perf_counter()
         read_model = runner(app, PROJECTION)
@@ -113,6 +176,7 @@ async def main() -> None:
         print(f"  paid per quarter by provider type ({READS} reads): p50 {statistics.median(chart) * 1000:.2f} ms, "
               f"p95 {p95(chart):.2f} ms")
         report(f"console paid chart ({PARTICIPANTS_N:,} participants)", f"p95 {p95(chart):.1f} ms")
+        files_chart(app, participant_ids)
     finally:
         app.close()
         drop()

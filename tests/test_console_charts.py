@@ -1,29 +1,54 @@
 """The console's charts without a browser (issue 15 §2, "files credited vs rejected by reason per week, coverage per
-PCP against its threshold"): their figures from what the services answer, and their SVG (title, description, no
+PCP against its threshold"): their figures from the console's read model, and their SVG (title, description, no
 script or inline style the CSP would refuse); and the trace viewer's link for a dead letter."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from uuid import UUID, uuid4
 
+import sqlalchemy as sa
 from console import figures
+from console.activity import FileVerdict, judged
 from console.chart import Coverage, coverage_chart, files_chart
+from console.overview import ParticipantOverview
+from console.readmodel import FILES, FILES_METADATA, METADATA, PARTICIPANTS, file_rows, files_by_week, rows
 from console.reads import trace_link
-
-
-def judged(received_at: str, verdict: str | None, *reasons: str) -> dict[str, object]:
-    return {"received_at": received_at, "verdict": verdict, "reasons": list(reasons)}
+from sqlalchemy.pool import StaticPool
 
 
 def test_files_are_counted_per_iso_week_of_receipt_credited_or_rejected_by_their_first_reason() -> None:
-    files = [judged("2025-02-01T10:00:00-08:00", "credited"),  # a Saturday: week 5
-             judged("2025-02-02T23:30:00-08:00", "rejected", "late", "not_a_member"),  # Sunday: still week 5
-             judged("2025-02-03T00:10:00-08:00", "rejected", "incomplete:PID-3 missing"),  # Monday: week 6
-             judged("2025-02-04T09:00:00-08:00", "rejected", "late"),
-             judged("2025-02-04T09:00:00-08:00", None)]  # recorded, not judged: not counted
-    assert figures.files_by_week(files) == {"2025-W05": {"credited": 1, "rejected: late": 1},
-                                            "2025-W06": {"rejected: incomplete": 1, "rejected: late": 1}}
+    """As the console's read model counts them: each file's latest verdict (a re-published older one changes
+    nothing) → its row, then one SQL query; files of participants not registered (yet) are not counted."""
+    pid, stranger = uuid4(), uuid4()
+    engine = sa.create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    METADATA.create_all(engine)
+    FILES_METADATA.create_all(engine)
+
+    def file(received_at: str, verdict: str, *reasons: str, owner: UUID = pid, version: int = 3) -> FileVerdict:
+        made = FileVerdict(submission_id=uuid4())
+        return judged(made, version, str(owner), received_at, verdict, list(reasons))
+
+    files = [file("2025-02-01T10:00:00-08:00", "credited"),  # a Saturday: week 5
+             file("2025-02-02T23:30:00-08:00", "rejected", "late", "not_a_member"),  # Sunday: still week 5
+             file("2025-02-03T00:10:00-08:00", "rejected", "incomplete"),  # Monday: week 6
+             file("2025-02-04T09:00:00-08:00", "rejected", "late"),
+             file("2025-02-04T09:00:00-08:00", "recorded", "no_qualifying_event"),  # neither: not counted
+             file("2025-02-04T09:00:00-08:00", "credited", owner=stranger)]  # not registered: not counted
+    judged(files[0], 2, str(pid), "2025-02-01T10:00:00-08:00", "rejected", ["not_enrolled"])  # older: ignored
+    judged(files[3], 4, str(pid), "2025-02-04T09:00:00-08:00", "rejected", ["late", "cancelled_by"])  # later: kept
+    registered = ParticipantOverview(participant_id=pid)
+    registered.note_registration(legal_name="Sunrise Care", npi=None, provider_type="snf", counties=[])
+    with engine.begin() as conn:
+        conn.execute(sa.insert(PARTICIPANTS).values(id=str(pid), seq=1, **rows(None, registered)[PARTICIPANTS.name][0]))  # type: ignore[arg-type]
+        for each in files:
+            [row] = file_rows(None, each)[FILES.name]  # type: ignore[arg-type]
+            conn.execute(sa.insert(FILES).values(id=str(each.id), **row))
+    with engine.connect() as conn:
+        assert files_by_week(conn) == {"2025-W05": {"credited": 1, "rejected: late": 1},
+                                       "2025-W06": {"rejected: incomplete": 1, "rejected: late": 1}}
     assert figures.week_of("2024-12-30T08:00:00-08:00") == "2025-W01"  # ISO weeks cross the calendar year
+    assert figures.file_kind({"verdict": "rejected", "reasons": ["incomplete:PID-3 missing"]}) == "rejected: incomplete"
 
 
 def test_each_pcps_coverage_is_its_latest_evaluation_of_the_quarter_against_its_threshold() -> None:

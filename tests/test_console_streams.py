@@ -1,7 +1,8 @@
-"""The console's own read model on real NATS and PostgreSQL (issue 15 §1: the console "builds its own read models from
-the streams"): enrollment's registrations, milestones' Milestone 1 and payments' payments reach the console's tables
-exactly once — through a batch whose acks were lost (NATS delivers it again) and a producer's re-publish — and the
-participants list, its filters and the charts page show them from those tables."""
+"""The console's own read models on real NATS and PostgreSQL (issue 15 §1: the console "builds its own read models from
+the streams"): enrollment's registrations, milestones' Milestone 1, coverage evaluations and closes, payments'
+payments and submissions' verdicts reach the console's tables exactly once — through a batch whose acks were lost
+(NATS delivers it again) and a producer's re-publish — and the participants list, its filters and the charts page
+show them from those tables."""
 
 from __future__ import annotations
 
@@ -17,17 +18,32 @@ from uuid import UUID
 
 import httpx
 import sqlalchemy as sa
+from console.activity import FileVerdict
 from console.overview import ParticipantOverview
-from console.readmodel import PAYMENTS, PROJECTION, Filters, participants
+from console.readmodel import (
+    COVERAGE,
+    FILES,
+    FILES_PROJECTION,
+    PAYMENTS,
+    PROJECTION,
+    QUARTERS_PROJECTION,
+    Filters,
+    coverage,
+    participants,
+)
 from console.readmodel import read as read_model
+from console.reads import settled
 from console.upstream import Upstream
 from console.web import web
 from dsi_shared.projections import compare_with_rebuild
 from dsi_shared.relay import outgoing
 from nats.aio.msg import Msg
 
-from tests.harness import Stack, eventually
+from tests.harness import STAFF, Stack, eventually
+from tests.hl7_corpus import adt, combined
 from tests.test_cap_scope import milestone1_paid
+from tests.test_program_rules import pcp_quarters_closed
+from tests.test_submissions import MEMBER, post_hl7, ready_snf
 
 
 async def listed(stack: Stack, filters: Filters) -> list[dict[str, Any]]:
@@ -149,3 +165,81 @@ async def test_enrollment_milestones_and_payments_events_land_in_the_consoles_ta
         assert re.search(rf"<th scope=\"row\">{payment['quarter']}</th><td>skilled_nursing</td><td>{re.escape(money)}</td>",
                          charts), charts
     assert unpaid != paid
+
+
+async def test_files_verdicts_and_coverage_evaluations_land_in_the_consoles_tables_once_and_the_charts_show_them(
+        stack: Stack, store_kind: str) -> None:
+    """Submissions' `file-judged` (a credited file, a rejected one, and a credit reversed by a cancel: its verdict
+    stated again) and milestones' `coverage-evaluated` and `quarter-closed` reach the console's tables exactly once —
+    a re-publish changes nothing — and the charts page answers from them without asking submissions or milestones."""
+    snf = await ready_snf(stack)  # enrollment, milestones, submissions; an SNF past Milestone 1 sending as SUNNY_SNF
+    await stack.start("console")
+    console = stack.runtimes["console"]
+    [late] = (await post_hl7(stack, combined("A02", MEMBER, occurred="20251105080000"),
+                             "2025-11-08T08:01:00-08:00"))["submissions"]  # ISO week 45
+    [credited] = (await post_hl7(stack, combined("A01", MEMBER), "2025-11-01T18:00:00-07:00"))["submissions"]  # week 44
+    [cancel] = (await post_hl7(stack, adt("A11", MEMBER), "2025-11-02T09:00:00-08:00"))["submissions"]  # week 44
+    assert (late["verdict"], late["reasons"], credited["verdict"]) == ("rejected", ["late"], "credited")
+    assert cancel["reasons"] == [f"cancels:{credited['id']}"]
+    pcp = await pcp_quarters_closed(stack)  # a record received 2025-02-01 (ISO week 5), credited; 2025Q1 evaluated
+    evaluations = (await stack.clients["milestones"].get("/evaluations", params={"quarter": "2025Q1"},
+                                                         headers=STAFF)).json()["evaluations"]
+    [figures] = [e["figures"] for e in evaluations if e["participant_id"] == pcp]
+
+    async def projected() -> list[Any]:
+        await settled(console)
+        app = console.app
+        files = await asyncio.to_thread(read_model, app, lambda conn: list(conn.execute(sa.select(FILES))),
+                                        projections=(FILES_PROJECTION,))
+        covered = await asyncio.to_thread(read_model, app, coverage, "2025Q1",
+                                          projections=(QUARTERS_PROJECTION, PROJECTION))
+        return [files, covered] if len(files) == 4 and covered else []
+
+    files, [pcp_row] = await eventually(projected, timeout=30)
+    by_id = {row.id: row for row in files}
+    assert (by_id[late["id"]].kind, by_id[late["id"]].week, by_id[late["id"]].participant_id) == (
+        "rejected: late", "2025-W45", snf)
+    assert (by_id[credited["id"]].kind, by_id[cancel["id"]].kind) == ("credited", None)  # a cancel: recorded
+    assert by_id[credited["id"]].verdict == "credited"
+    reversed_ = console.app.repository.get(UUID(credited["id"]))
+    assert isinstance(reversed_, FileVerdict) and reversed_.reasons == ["cancelled_by"]  # its later verdict, codes only
+    assert (pcp_row.participant_id, pcp_row.attributed, pcp_row.with_record, str(pcp_row.coverage),
+            pcp_row.threshold) == (pcp, figures["attributed_members"], figures["members_with_record"],
+                                   figures["coverage_percent"], figures["threshold_percent"])
+
+    # submissions re-publishes the rejected file's verdict (past JetStream's duplicate window): nothing changes
+    submissions = stack.runtimes["submissions"]
+    [stated] = [n for n in submissions.app.recorder.select_notifications(start=1, limit=10_000)
+                if n.topic.endswith(".FileJudged") and str(n.originator_id) == late["id"]]
+    subject, body = outgoing(submissions.spec.contract, stated.id,
+                             submissions.app.mapper.to_domain_event(stated)) or ("", b"")
+    js = (await stack.nc()).jetstream()
+    again = await js.publish(stack.naming.subject(subject), body)
+
+    async def consumed_again() -> bool:
+        info = await js.consumer_info(stack.naming.stream("DSI_SUBMISSIONS"), "console--dsi-submissions")
+        return not any([await c.lag_now() for c in console.consumers]) and info.ack_floor.stream_seq >= again.seq
+
+    await eventually(consumed_again, timeout=30)
+    noted = [e for e in console.app.events.get(UUID(late["id"])) if type(e).__name__ == "VerdictNoted"]
+    assert len(noted) == 1
+    with console.read_models[0].engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(FILES)).scalar() == 4
+        assert conn.execute(sa.select(sa.func.count()).select_from(COVERAGE)
+                            .where(COVERAGE.c.quarter == "2025Q1")).scalar() == 1
+    for projection in (FILES_PROJECTION, QUARTERS_PROJECTION):
+        assert compare_with_rebuild(console.app, projection).differences == []
+
+    # the charts page, with submissions and milestones no longer there to ask: the console's tables alone
+    await stack.stop("submissions")
+    await stack.stop("milestones")
+    pages = web(console, Upstream(stack.clients))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pages), base_url="http://console") as client:
+        await signed_in_staff(client)
+        charts = (await client.get("/charts")).text
+    for week, kind in (("2025-W05", "credited"), ("2025-W44", "credited"), ("2025-W45", "rejected: late")):
+        assert f'<tr><th scope="row">{week}</th><td>{kind}</td><td>1</td></tr>' in charts, charts
+    assert "Coverage per PCP against its threshold, 2025Q1" in charts  # the latest quarter evaluated, by default
+    assert re.search(rf"<td>{figures['attributed_members']}</td><td>{figures['members_with_record']}</td>"
+                     rf"<td>{re.escape(figures['coverage_percent'])}%</td><td>{figures['threshold_percent']}%</td>",
+                     charts), charts

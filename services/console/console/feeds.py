@@ -1,6 +1,7 @@
 """The public events the console reads (its tracking consumers, one per stream: `dsi_shared.consumer`), each turned
-into its participant's overview. Exactly once as everywhere: the overview's new events and the message's tracking
-record are saved in one transaction, acked after; a redelivery finds its tracking record and changes nothing."""
+into its participant's overview, or its file's verdict, coverage evaluation or closed quarter (`activity`). Exactly
+once as everywhere: the aggregates' new events and the message's tracking record are saved in one transaction, acked
+after; a redelivery finds its tracking record and changes nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from dsi_shared.contracts import Delivered
 from dsi_shared.store import ServiceApplication
 from enrollment.contract import EligibilityDetermined, ParticipantDeparted, ParticipantRegistered
 from eventsourcing.domain import Aggregate
-from milestones.contract import MilestoneAchieved
+from milestones.contract import CoverageEvaluated, MilestoneAchieved, QuarterClosed
 from payments.contract import PaymentIssued
+from submissions.contract import FileJudged
 
+from console.activity import ClosedQuarter, CoverageFigures, FileVerdict, judged
 from console.overview import MILESTONE_1, ParticipantOverview, paid
 
 
@@ -58,10 +61,38 @@ def on_payment(app: ServiceApplication, delivered: Delivered[PaymentIssued]) -> 
     return [paid(overview_of(app, data.participant_id), str(data.payment_id), data.quarter, data.amount)]
 
 
+def on_file_judged(app: ServiceApplication, delivered: Delivered[FileJudged]) -> list[Aggregate]:
+    data = delivered.data
+    verdict = app.find(data.aggregate_id, FileVerdict) or FileVerdict(submission_id=data.aggregate_id)
+    judged(verdict, data.aggregate_version, str(data.participant_id) if data.participant_id else None,
+           data.received_at.isoformat(), data.verdict, list(data.reasons))
+    return [verdict]
+
+
+def on_coverage(app: ServiceApplication, delivered: Delivered[CoverageEvaluated]) -> list[Aggregate]:
+    data = delivered.data
+    if app.find(data.aggregate_id, CoverageFigures) is not None:
+        return []  # an evaluation is recorded once: this is a re-publish
+    return [CoverageFigures(evaluation_id=data.aggregate_id, participant_id=str(data.participant_id),
+                            quarter=data.quarter, threshold_percent=data.threshold_percent,
+                            attributed_members=data.attributed_members, members_with_record=data.members_with_record,
+                            coverage_percent=str(data.coverage_percent))]
+
+
+def on_quarter_closed(app: ServiceApplication, delivered: Delivered[QuarterClosed]) -> list[Aggregate]:
+    data = delivered.data
+    if app.find(ClosedQuarter.create_id(data.quarter), ClosedQuarter) is not None:
+        return []  # a quarter closes once
+    return [ClosedQuarter(quarter=data.quarter, evaluations=data.evaluations)]
+
+
 SUBSCRIPTIONS: tuple[Subscription[Any], ...] = (
     Subscription("DSI_ENROLLMENT", ParticipantRegistered.subject, ParticipantRegistered, on_registered),
     Subscription("DSI_ENROLLMENT", EligibilityDetermined.subject, EligibilityDetermined, on_eligibility),
     Subscription("DSI_ENROLLMENT", ParticipantDeparted.subject, ParticipantDeparted, on_departed),
     Subscription("DSI_MILESTONES", MilestoneAchieved.subject, MilestoneAchieved, on_milestone),
+    Subscription("DSI_MILESTONES", CoverageEvaluated.subject, CoverageEvaluated, on_coverage),
+    Subscription("DSI_MILESTONES", QuarterClosed.subject, QuarterClosed, on_quarter_closed),
     Subscription("DSI_PAYMENTS", PaymentIssued.subject, PaymentIssued, on_payment),
+    Subscription("DSI_SUBMISSIONS", FileJudged.subject, FileJudged, on_file_judged),
 )

@@ -1,9 +1,8 @@
-"""The charts' figures from what the services answer, as pure functions (tested without a browser): files credited
-and rejected by reason per week, and each PCP's coverage against its threshold in a quarter."""
+"""The charts' figures, as pure functions (tested without a browser): which week and bar a judged file counts in, and
+each PCP's coverage against its threshold in a quarter."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -21,24 +20,14 @@ def week_of(received_at: str) -> str:
 
 
 def file_kind(submission: Mapping[str, Any]) -> str | None:
-    """`credited`, or `rejected: <reason>` by the first reason's code (each file counted once); None for a file not
-    judged yet (recorded only)."""
+    """`credited`, or `rejected: <reason>` by the first reason's code (each file counted once); None for a file
+    neither credited nor rejected (recorded only)."""
     if submission.get("verdict") == CREDITED:
         return CREDITED
     if submission.get("verdict") != "rejected":
         return None
     reasons = submission.get("reasons") or ["unstated"]
     return f"rejected: {str(reasons[0]).partition(':')[0]}"
-
-
-def files_by_week(submissions: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """week → kind → files, weeks in order."""
-    weeks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for submission in submissions:
-        kind = file_kind(submission)
-        if kind is not None:
-            weeks[week_of(submission["received_at"])][kind] += 1
-    return {week: dict(kinds) for week, kinds in sorted(weeks.items())}
 
 
 def coverage_rows(evaluations: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> list[Coverage]:

@@ -1,8 +1,8 @@
 """Composition root of the console. It publishes nothing and commands the other services through their HTTP APIs
-(`commands.py`); it builds its own read model from the public event streams (`feeds.py` → `overview.py` →
-`readmodel.py`: tracking consumers, exactly once) and reads the rest from the services' APIs (`reads.py`); its pages
-are `web.py`'s. The runtime gives it `/healthz`, `/readyz` and `/metrics` (its consumers' and read model's lag) like
-every service."""
+(`commands.py`); it builds its own read models from the public event streams (`feeds.py` → `overview.py`,
+`activity.py` → `readmodel.py`: tracking consumers, exactly once) and reads the rest from the services' APIs
+(`reads.py`); its pages are `web.py`'s. The runtime gives it `/healthz`, `/readyz` and `/metrics` (its consumers' and
+read models' lag) like every service."""
 
 from __future__ import annotations
 
@@ -17,15 +17,16 @@ from dsi_shared.store import ServiceApplication
 from fastapi import APIRouter, Depends, Response
 
 from console.feeds import SUBSCRIPTIONS
-from console.readmodel import PROJECTION
+from console.readmodel import PROJECTIONS
 from console.whatif import KEEP_JOBS, WhatIfIn, WhatIfJob, WhatIfJobs
 
 CONTRACT = Contract("console", ())
 
 
 class ConsoleStore(ServiceApplication):
-    """The console's store: the participant overviews its consumers keep from the streams (`overview`), each with
-    the tracking records of the messages that made it."""
+    """The console's store: the participant overviews, files' verdicts, coverage evaluations and closed quarters its
+    consumers keep from the streams (`overview`, `activity`), with the tracking records of the messages that made
+    them."""
 
     name = "console"
 
@@ -69,5 +70,5 @@ service = ServiceSpec(
     routes=routes,
     contract=CONTRACT,
     subscriptions=SUBSCRIPTIONS,
-    projections=(PROJECTION,),
+    projections=PROJECTIONS,
 )

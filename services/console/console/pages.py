@@ -187,14 +187,12 @@ def install(app: FastAPI, console: Console) -> None:
 
     @app.get("/charts", response_class=HTMLResponse)
     async def charts(request: Request, quarter: str = "") -> Response:
-        session = console.session(request, *READERS)
-        shown = quarter_of(quarter.strip().upper()) if quarter.strip() else \
-            await reads.latest_quarter(console.up, session.token)
-        everyone = await reads.participants(console.runtime, Filters())  # once: the files' owners and the PCPs' names
-        names = {p["id"]: p["legal_name"] for p in everyone}
+        console.session(request, *READERS)
+        await reads.settled(console.runtime)  # once for the page: every chart is the console's read models'
+        shown = quarter_of(quarter.strip().upper()) if quarter.strip() else await reads.latest_quarter(console.runtime)
         paid, weeks, covered = await asyncio.gather(
-            reads.paid_by_type(console.runtime, settle=False), reads.files_by_week(console.up, session.token, everyone),
-            reads.coverage(console.up, session.token, shown, names) if shown else asyncio.sleep(0, []))
+            reads.paid_by_type(console.runtime, settle=False), reads.files_by_week(console.runtime),
+            reads.coverage(console.runtime, shown) if shown else asyncio.sleep(0, []))
         return console.page(request, "charts.html", chart=paid_chart(paid), paid=paid, weeks=weeks,
                             files=files_chart(weeks), quarter=shown or "", covered=covered,
                             coverage=coverage_chart(covered, shown or "any quarter"))

@@ -1,8 +1,9 @@
-"""The console's own read model (issue 15 §1): SQL tables on the console's database, kept current from its store of
-participant overviews (`overview`, fed by the public event streams) by the shared projection runner — each batch's
-rows and the runner's position in one transaction, its lag in `/readyz` and `/metrics`, rebuilt by
-`dsi ops rebuild-projections --name console-overview`. The participants list, its filters and the paid chart answer
-from here in one query each, instead of one HTTP read per participant."""
+"""The console's own read models (issue 15 §1): SQL tables on the console's database, kept current from its store
+(participant overviews, `overview`; files' verdicts, coverage evaluations and closed quarters, `activity`; all fed by
+the public event streams) by the shared projection runner — each batch's rows and the runner's position in one
+transaction, their lag in `/readyz` and `/metrics`, rebuilt by `dsi ops rebuild-projections --name console`. The
+participants list, its filters and the three charts answer from here in one query each, instead of HTTP reads per
+participant."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from dsi_shared.projections import Projection, Rows, current
 from dsi_shared.store import ServiceApplication
 from sqlalchemy.engine import Connection
 
+from console.activity import ClosedQuarter, CoverageFigures, FileVerdict
+from console.chart import Coverage
+from console.figures import coverage_rows, file_kind, week_of
 from console.overview import ParticipantOverview, as_row, cents
 
 METADATA = sa.MetaData()
@@ -69,6 +73,67 @@ def rows(_: ServiceApplication, overview: Any) -> Rows:
 
 
 PROJECTION = Projection("console-overview", 1, METADATA, (ParticipantOverview,), rows)
+
+FILES_METADATA = sa.MetaData()
+FILES = sa.Table(
+    "console_files", FILES_METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),  # the submission's id
+    sa.Column("participant_id", sa.String(36)),  # null: received for no known participant
+    sa.Column("week", sa.String(8), nullable=False),  # ISO week of its receipt, e.g. 2025-W05
+    sa.Column("verdict", sa.String(20), nullable=False),
+    sa.Column("kind", sa.String(80)),  # as the chart counts it: credited, rejected: <first reason>; null: neither
+    sa.Index("console_files_week_kind", "week", "kind"),
+)
+
+
+def file_rows(_: ServiceApplication, verdict: Any) -> Rows:
+    """One file's verdict → its row (a file whose verdict has not reached the console yet has none)."""
+    if not isinstance(verdict, FileVerdict) or not verdict.verdict:
+        return {}
+    return {FILES.name: [{"participant_id": verdict.participant_id, "week": week_of(verdict.received_at),
+                          "verdict": verdict.verdict,
+                          "kind": file_kind({"verdict": verdict.verdict, "reasons": verdict.reasons})}]}
+
+
+FILES_PROJECTION = Projection("console-files", 1, FILES_METADATA, (FileVerdict,), file_rows)
+
+QUARTERS_METADATA = sa.MetaData()
+COVERAGE = sa.Table(
+    "console_coverage", QUARTERS_METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),  # the evaluation's id
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the order they were recorded in
+    sa.Column("participant_id", sa.String(36), nullable=False),
+    sa.Column("quarter", sa.String(6), nullable=False),
+    sa.Column("threshold_percent", sa.Integer),
+    sa.Column("attributed_members", sa.Integer, nullable=False),
+    sa.Column("members_with_record", sa.Integer, nullable=False),
+    sa.Column("coverage_percent", sa.String(12), nullable=False),  # a decimal string, as milestones evaluated it
+    sa.Index("console_coverage_quarter", "quarter", "seq"),
+)
+QUARTERS = sa.Table(
+    "console_quarters", QUARTERS_METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("quarter", sa.String(6), nullable=False, unique=True),
+    sa.Column("evaluations", sa.Integer, nullable=False),  # recorded by its close
+)
+
+
+def quarter_rows(_: ServiceApplication, aggregate: Any) -> Rows:
+    """A coverage evaluation or a closed quarter → its row."""
+    if isinstance(aggregate, CoverageFigures):
+        return {COVERAGE.name: [{"participant_id": aggregate.participant_id, "quarter": aggregate.quarter,
+                                 "threshold_percent": aggregate.threshold_percent,
+                                 "attributed_members": aggregate.attributed_members,
+                                 "members_with_record": aggregate.members_with_record,
+                                 "coverage_percent": aggregate.coverage_percent}]}
+    if isinstance(aggregate, ClosedQuarter):
+        return {QUARTERS.name: [{"quarter": aggregate.quarter, "evaluations": aggregate.evaluations}]}
+    return {}
+
+
+QUARTERS_PROJECTION = Projection("console-quarters", 1, QUARTERS_METADATA, (CoverageFigures, ClosedQuarter),
+                                 quarter_rows)
+PROJECTIONS = (PROJECTION, FILES_PROJECTION, QUARTERS_PROJECTION)
 
 
 def dollars(amount_cents: int) -> Decimal:
@@ -140,9 +205,40 @@ def names(conn: Connection) -> dict[str, str]:
     return {row.id: row.legal_name for row in conn.execute(listed)}
 
 
-def read(app: ServiceApplication, query: Any, *args: Any) -> Any:
-    """Run one of the queries above on the read model, caught up with everything the console's store recorded so far
-    (a page right after the consumers applied an event shows it)."""
-    runner = current(app, PROJECTION)
+def files_by_week(conn: Connection) -> dict[str, dict[str, int]]:
+    """Files credited and rejected (by the first reason's code) per ISO week of receipt, of registered participants;
+    weeks in order."""
+    q = sa.select(FILES.c.week, FILES.c.kind, sa.func.count()) \
+        .join(PARTICIPANTS, PARTICIPANTS.c.id == FILES.c.participant_id) \
+        .where(FILES.c.kind.is_not(None), PARTICIPANTS.c.legal_name.is_not(None)).group_by(FILES.c.week, FILES.c.kind)
+    weeks: dict[str, dict[str, int]] = defaultdict(dict)
+    for week, kind, files in conn.execute(q):
+        weeks[week][kind] = int(files)
+    return {week: dict(sorted(kinds.items())) for week, kinds in sorted(weeks.items())}
+
+
+def coverage(conn: Connection, quarter: str) -> list[Coverage]:
+    """Each PCP's coverage in `quarter` against its threshold (its latest evaluation of it), named from the
+    participants table."""
+    c = COVERAGE.c
+    found = conn.execute(sa.select(COVERAGE).where(c.quarter == quarter).order_by(c.seq, c.id))
+    evaluations = [{"participant_id": row.participant_id,
+                    "figures": {"coverage_percent": row.coverage_percent, "threshold_percent": row.threshold_percent,
+                                "attributed_members": row.attributed_members,
+                                "members_with_record": row.members_with_record}} for row in found]
+    return coverage_rows(evaluations, names(conn))
+
+
+def latest_quarter(conn: Connection) -> str | None:
+    """The latest quarter whose close recorded any evaluation (the coverage chart's default)."""
+    return conn.execute(sa.select(sa.func.max(QUARTERS.c.quarter)).where(QUARTERS.c.evaluations > 0)).scalar()
+
+
+def read(app: ServiceApplication, query: Any, *args: Any, projections: tuple[Projection, ...] = (PROJECTION,)) -> Any:
+    """Run one of the queries above on the read models it reads, each caught up with everything the console's store
+    recorded so far (a page right after the consumers applied an event shows it)."""
+    runner = current(app, projections[0])
+    for other in projections[1:]:
+        current(app, other)
     with runner.engine.connect() as conn:
         return query(conn, *args)

@@ -1,6 +1,6 @@
-"""Everything the console shows, read in one place: the participants list, its filters, names and the paid chart
-from the console's own read model (`readmodel`, built from the public event streams); the rest from the services'
-HTTP APIs (what the public events do not carry: a participant's whole page, files' verdicts, evaluations' figures).
+"""Everything the console shows, read in one place: the participants list, its filters, names and the three charts
+from the console's own read models (`readmodel`, built from the public event streams); the rest from the services'
+HTTP APIs (what the public events do not carry: a participant's whole page, a quarter's evaluations to decide on).
 Each function returns plain dicts for the templates."""
 
 from __future__ import annotations
@@ -14,26 +14,13 @@ from typing import Any
 from dsi_shared.plantime import plan_day
 from dsi_shared.service import ServiceRuntime
 
-from console import figures, readmodel
+from console import readmodel
 from console.chart import Coverage
 from console.readmodel import Filters
 from console.upstream import SERVICES, Upstream, UpstreamError
 
 UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-PAGE = 200  # rows per page when a read needs every page of a list (the services' largest)
 SETTLE_SECONDS = 2.0  # how long a list waits for the console's consumers to apply what their streams hold
-
-
-async def every(up: Upstream, service: str, path: str, token: str, key: str, **params: Any) -> list[dict[str, Any]]:
-    """Every row of a cursor-paginated list endpoint, page after page."""
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        found = await up.get(service, path, token, limit=PAGE, cursor=cursor, **params) or {}
-        rows += found.get(key, [])
-        cursor = found.get("next_cursor")
-        if not cursor:
-            return rows
 
 
 async def participants(runtime: ServiceRuntime, filters: Filters) -> list[dict[str, Any]]:
@@ -218,22 +205,23 @@ def trace_link(template: str | None, trace_id: str | None) -> str | None:
     return template.replace("{trace_id}", trace_id)
 
 
-async def files_by_week(up: Upstream, token: str, everyone: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Files credited and rejected (by reason) per week, from each of `everyone`'s submissions: verdicts and reasons
-    stay in submissions' store (its public events carry credits only), so they are read from its API."""
-    files = await asyncio.gather(*(every(up, "submissions", f"/participants/{p['id']}/submissions", token,
-                                         "submissions") for p in everyone))
-    return figures.files_by_week(s for submissions in files for s in submissions)
+async def files_by_week(runtime: ServiceRuntime) -> dict[str, dict[str, int]]:
+    """Files credited and rejected (by reason) per week, from the console's read model of submissions' verdicts
+    (`dsi.submissions.file-judged`); call after `settled`."""
+    return dict(await asyncio.to_thread(readmodel.read, runtime.app, readmodel.files_by_week,
+                                        projections=(readmodel.FILES_PROJECTION, readmodel.PROJECTION)))
 
 
-async def coverage(up: Upstream, token: str, quarter_name: str, names_: dict[str, str]) -> list[Coverage]:
-    """Each PCP's coverage against its threshold in a quarter, from milestones' evaluations of it (their figures are
-    not on the streams); the PCPs named from the console's read model."""
-    return figures.coverage_rows(await every(up, "milestones", "/evaluations", token, "evaluations",
-                                             quarter=quarter_name), names_)
+async def coverage(runtime: ServiceRuntime, quarter_name: str) -> list[Coverage]:
+    """Each PCP's coverage against its threshold in a quarter, from the console's read model of milestones' coverage
+    evaluations (`dsi.milestones.coverage-evaluated`), the PCPs named from its participants; call after `settled`."""
+    return list(await asyncio.to_thread(readmodel.read, runtime.app, readmodel.coverage, quarter_name,
+                                        projections=(readmodel.QUARTERS_PROJECTION, readmodel.PROJECTION)))
 
 
-async def latest_quarter(up: Upstream, token: str) -> str | None:
-    """The latest quarter any evaluation is of (the coverage chart's default)."""
-    found = await up.get("milestones", "/evaluations", token, sort="-quarter", limit=1)
-    return next((e["quarter"] for e in (found or {}).get("evaluations", [])), None)
+async def latest_quarter(runtime: ServiceRuntime) -> str | None:
+    """The latest quarter any evaluation is of (the coverage chart's default): the latest close that recorded one;
+    call after `settled`."""
+    found = await asyncio.to_thread(readmodel.read, runtime.app, readmodel.latest_quarter,
+                                    projections=(readmodel.QUARTERS_PROJECTION,))
+    return str(found) if found else None

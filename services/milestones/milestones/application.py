@@ -293,13 +293,13 @@ class Milestones(ServiceApplication):
             made.append(Evaluation(pid, str(quarter), f"adjustment:{earlier}", outcome.milestone, COVERAGE, rule_version,
                                    outcome.earned, "met_on_late_records" if outcome.met else "still_missed",
                                    {**_pcp_figures(outcome, ledger, earlier), "late_credits": sorted(late),
-                                    "adjusts": str(before.id)}))
+                                    "adjusts": str(before.id)}).with_coverage_noted())
         outcome = self._coverage(progress, quarter, rule, ledger, calendar, first, recorded)
         this_quarter = sorted(s for s, c in ledger.active(COVERAGE, PENDING).items() if c["quarter"] == str(quarter))
         counted.extend(this_quarter)
         result = "met" if outcome.met else ("no_milestone_for_quarter" if outcome.milestone is None else "missed")
         made.append(Evaluation(pid, str(quarter), "quarter", outcome.milestone, COVERAGE, rule_version, outcome.earned,
-                               result, _pcp_figures(outcome, ledger, str(quarter))))
+                               result, _pcp_figures(outcome, ledger, str(quarter))).with_coverage_noted())
         ledger.evaluated(evaluation_id=made[-1].id, counted=counted, recovered=[], carried=ledger.carried)
         return [*made, ledger]
 

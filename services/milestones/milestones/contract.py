@@ -1,5 +1,6 @@
-"""What milestones publishes (`dsi.milestones.*`): milestones achieved or missed, evaluations validated for payment
-and quarter closes. Credit ledgers, rosters and members' attribution copies stay in its store (they hold CINs)."""
+"""What milestones publishes (`dsi.milestones.*`): milestones achieved or missed, a PCP's coverage as evaluated,
+evaluations validated for payment and quarter closes. Credit ledgers, rosters and members' attribution copies stay in
+its store (they hold CINs); coverage leaves it as counts only."""
 
 from __future__ import annotations
 
@@ -39,6 +40,25 @@ class MilestoneMissed(PublicEvent):
     rule_version: str
 
 
+class CoverageEvaluated(PublicEvent):
+    """A quarter close recorded a PCP's coverage evaluation (`aggregate_id` is the evaluation; pending staff's
+    validation): its figures against the threshold. An adjustment for late records is one more, in the quarter of the
+    close that made it; of a participant's evaluations in a quarter, the latest recorded stands.
+
+    Minimum necessary: aggregate numbers only. No member id, and not the credits counted (`EvaluationValidated`
+    names those for payments)."""
+
+    subject = "dsi.milestones.coverage-evaluated"
+    recorded_as = "Evaluation.CoverageEvaluated"
+    participant_id: UUID
+    quarter: str = Field(description="the quarter of the close that recorded it, e.g. 2025Q1")
+    threshold_percent: int | None = Field(description="the threshold it was held to (None: no milestone this quarter)")
+    attributed_members: int = Field(description="members attributed to the PCP in the quarter")
+    members_with_record: int = Field(description="of those, members with a credited longitudinal record")
+    coverage_percent: Decimal = Field(description="members_with_record ÷ attributed_members in percent, to the "
+                                                  "hundredth, as milestones evaluated it (0 with nobody attributed)")
+
+
 class EvaluationValidated(PublicEvent):
     """Program staff validated a quarter's evaluation: what it earned, and the credits it counted."""
 
@@ -65,4 +85,5 @@ class QuarterClosed(PublicEvent):
     earned: Decimal
 
 
-CONTRACT = Contract("milestones", (MilestoneAchieved, MilestoneMissed, EvaluationValidated, QuarterClosed))
+CONTRACT = Contract("milestones", (MilestoneAchieved, MilestoneMissed, CoverageEvaluated, EvaluationValidated,
+                                   QuarterClosed))

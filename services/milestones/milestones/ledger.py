@@ -188,6 +188,20 @@ class Evaluation(Aggregate):
         self.state = PENDING_VALIDATION
         self.decision: dict[str, Any] | None = None
 
+    @event("CoverageEvaluated")
+    def note_coverage(self, participant_id: UUID, quarter: str, threshold_percent: int | None,
+                      attributed_members: int, members_with_record: int, coverage_percent: Decimal) -> None:
+        """Its coverage figures as counts, for the bus (its `figures` hold them already, with the credits counted)."""
+
+    def with_coverage_noted(self) -> Evaluation:
+        """A coverage evaluation just recorded, stating its figures (`CoverageEvaluated`)."""
+        figures = self.figures
+        self.note_coverage(participant_id=self.participant_id, quarter=self.quarter,
+                           threshold_percent=figures["threshold_percent"], attributed_members=figures["attributed_members"],
+                           members_with_record=figures["members_with_record"],
+                           coverage_percent=Decimal(figures["coverage_percent"]))
+        return self
+
     # Repeats what payments needs (participant, milestone, amount, credits): the relayed event is all it sees.
     @event("EvaluationValidated")
     def validate(self, participant_id: UUID, quarter: str, milestone: str | None, earned: Decimal, rule_version: str,

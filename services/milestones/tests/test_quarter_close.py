@@ -3,18 +3,22 @@ late credits as adjustments, closing once and in order — on the milestones sto
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from dsi_shared.plantime import BadQuarter, Quarter
+from dsi_shared.relay import outgoing
 from dsi_shared.rulebook import CoveragePerPeriod, NoRulesYet, RulesCopy
 from eventsourcing.persistence import IntegrityError
 from hypothesis import given
 from hypothesis import strategies as st
 from milestones.application import DecisionConflict, Milestones, QuarterNotClosable
+from milestones.contract import CONTRACT
 from milestones.domain import ParticipantProgress
 from milestones.earning import COVERAGE, PER_FILE, pcp_quarter, snf_quarter
 from milestones.ledger import VALIDATED, AttributionRoster, CreditLedger, Evaluation
@@ -160,6 +164,14 @@ def test_without_rules_a_quarter_cannot_be_closed(tmp_path: Path) -> None:
         app.close_quarter("2025Q4", "program-staff#test", NOW)
 
 
+def coverage_evaluated(app: Milestones) -> list[dict[str, Any]]:
+    """Every `coverage-evaluated` payload the relay would publish from the store, in order."""
+    bodies = (outgoing(CONTRACT, n.id, app.mapper.to_domain_event(n))
+              for n in app.recorder.select_notifications(start=1, limit=100_000))
+    return [json.loads(found[1])["data"] for found in bodies
+            if found is not None and found[0] == "dsi.milestones.coverage-evaluated"]
+
+
 def test_a_year_of_a_mixed_network_pays_what_was_worked_out_by_hand(tmp_path: Path) -> None:
     net = Network(tmp_path)
     snf = net.participant("skilled_nursing", "1111111111")
@@ -192,6 +204,14 @@ def test_a_year_of_a_mixed_network_pays_what_was_worked_out_by_hand(tmp_path: Pa
     assert (q3[str(pcp)].milestone, q3[str(pcp)].earned) == ("M4", D("10000.00"))
     adjustment = q3[f"{pcp} adjustment:2025Q2"]
     assert (adjustment.milestone, adjustment.outcome, adjustment.earned) == ("M3", "met_on_late_records", D("10000.00"))
+    # on the bus, each coverage evaluation as counts only (the console's coverage chart): the adjustment, then the
+    # quarter's own, both of the close of 2025Q3; no member
+    stated = coverage_evaluated(net.app)
+    assert [(c["quarter"], c["aggregate_id"], c["members_with_record"], c["attributed_members"], c["coverage_percent"],
+             c["threshold_percent"]) for c in stated[-2:]] == [
+        ("2025Q3", str(adjustment.id), 4, 4, "100.00", 90), ("2025Q3", str(q3[str(pcp)].id), 4, 4, "100.00", 95)]
+    assert [c["coverage_percent"] for c in stated[:2]] == ["75.00", "75.00"]
+    assert not any(member in json.dumps(stated) for member in members)
 
     # 2025Q4: SNF 3 timely files ($1,200); the specialist's rule is forthcoming ($0, said so); the PCP's 4th
     # data-sharing quarter keeps earning at 95% (`last_threshold`): 4 of 4 have no record this quarter → missed.

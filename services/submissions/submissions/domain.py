@@ -21,11 +21,19 @@ ZERO = Decimal("0.00")
 CREDITED, REJECTED, RECORDED = "credited", "rejected", "recorded"
 
 
+def reason_code(reason: str) -> str:
+    """A reason's code, the part before any ':' (`duplicate_of:<id>` → `duplicate_of`): what is counted and published,
+    never the detail after it."""
+    return str(reason).split(":", 1)[0]
+
+
 def ns(path: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"/dsi/submissions/{path}")
 
 
 class Submission(Aggregate):
+    announced: list[str] | None = None  # the verdict and reason codes `FileJudged` last stated (a list: JSON keeps it)
+
     @event("SubmissionReceived")
     def __init__(self, channel: str, received_at: datetime, content_type: str, payload_sha256: str,
                  hie_submission_id: str | None, participant_id: UUID | None, facts: dict[str, Any]) -> None:
@@ -83,6 +91,22 @@ class Submission(Aggregate):
         self.reversed_by, self.amount = cancelled_by, ZERO
         self.reasons = [*self.reasons, f"cancelled_by:{cancelled_by}"]
         self.history.append({"credit_reversed_by": str(cancelled_by)})
+
+    @event("FileJudged")
+    def judged(self, participant_id: UUID | None, received_at: datetime, verdict: str, reasons: list[str]) -> None:
+        """The verdict the file now has and its reason codes (published as `dsi.submissions.file-judged`)."""
+        self.announced = [verdict, *reasons]
+
+    def collect_events(self) -> list[Any]:
+        """Before its new events are saved (every save path takes them here), a file whose verdict or reason codes
+        changed since it last said so states them once more in `FileJudged`: once per save, with the verdict it ends
+        with (judged again to credited is one `FileJudged`, not two; a credit reversed states its new reasons)."""
+        if self.verdict is not None:
+            codes = [reason_code(r) for r in self.reasons]
+            if self.announced != [self.verdict, *codes]:
+                self.judged(participant_id=self.participant_id, received_at=self.received_at, verdict=self.verdict,
+                            reasons=codes)
+        return list(super().collect_events())
 
 
 class VisitCredits(Aggregate):

@@ -6,6 +6,8 @@ from typing import Any
 
 from dsi_shared.telemetry import VERDICTS
 
+from submissions.domain import reason_code
+
 
 def observe(domain_event: Any) -> None:
     """Verdicts by reason code (the part before any ':'), for operators' dashboards."""
@@ -15,4 +17,4 @@ def observe(domain_event: Any) -> None:
     elif name in ("SubmissionRejected", "SubmissionRecorded"):
         verdict = "rejected" if name == "SubmissionRejected" else "recorded"
         for reason in domain_event.reasons or ["unstated"]:
-            VERDICTS.add(1, {"verdict": verdict, "reason": str(reason).split(":", 1)[0]})
+            VERDICTS.add(1, {"verdict": verdict, "reason": reason_code(reason)})
