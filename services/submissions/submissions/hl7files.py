@@ -25,10 +25,11 @@ from dsi_shared.members import CIN
 from submissions.hl7time import BadTimestamp, parse_ts
 
 # python-hl7 logs the raw field (a name, a birth date, a member id) when it meets a malformed escape sequence or a
-# segment before MSH, under loggers named by its files' paths: silenced, so no PHI reaches the logs. The reasons we
-# record for a file are our own, PHI-free.
+# segment before MSH, under loggers named by its files' paths: every record dropped (a filter, which a later
+# `logging.config.dictConfig` — uvicorn's — leaves in place, unlike `disabled`), so no PHI reaches the logs. The
+# reasons we record for a file are our own, PHI-free.
 for _module in (hl7.util, hl7.containers):
-    logging.getLogger(_module.__file__).disabled = True
+    logging.getLogger(_module.__file__).addFilter(lambda _record: False)
 
 SUPPORTED_VERSIONS = re.compile(r"^2\.(3|4|5|6|7|8)(\.[0-9]+)?$")
 _VERSION_SHAPE = re.compile(r"^[0-9]{1,2}(\.[0-9]{1,2}){0,2}$")  # safe to name in an answer (never free text)

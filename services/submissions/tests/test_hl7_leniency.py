@@ -5,6 +5,7 @@ associated messages without MSH-4, segment terminators, a cancelled event sent a
 from __future__ import annotations
 
 import logging
+import logging.config
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -191,6 +192,7 @@ def test_a_malformed_escape_sequence_never_puts_the_field_in_the_logs(caplog: py
     import submissions.hl7files  # noqa: F401 - its import silences python-hl7's loggers
 
     message = hl7.parse("MSH|^~\\&|SNF|SNF|HIE|HIE|20251101||ADT^A01|1|P|2.5.1\rPID|1||9876\\Zq\\5432A^^^MEDI-CAL\r")
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})  # as uvicorn configures logging
     with caplog.at_level(logging.DEBUG):
         assert message.segment("PID").extract_field(1, 3, 1, 1, 1) == "98765432A"
     assert "9876" not in caplog.text and not caplog.records
