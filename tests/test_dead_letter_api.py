@@ -75,3 +75,37 @@ async def test_only_ops_replay_and_a_sequence_that_is_not_this_services_dead_let
     [still] = (await stack.clients["enrollment"].get("/dead-letters", headers=OPS)).json()["dead_letters"]
     assert still["replayed"] is False  # nothing refused was replayed
 
+
+
+async def test_dead_letters_come_a_page_at_a_time_filtered_and_newest_first_on_request(stack: Stack) -> None:
+    """Issue 15 §1: the dead-letter list answers with filters, sorting and cursor pagination, like every list."""
+    await stack.start("enrollment")
+    for n in range(5):  # five dead letters of enrollment's consumer of dsi.in, as the consumer writes them
+        subject = "dsi.in.agreement-signed" if n % 2 == 0 else "dsi.in.agreement-accepted"
+        await stack.publish("dsi.dead-letter.enrollment", {"n": n}, headers={
+            "Dsi-Original-Subject": subject, "Dsi-Consumer": "enrollment--dsi-in", "Dsi-Deliveries": "5",
+            "Dsi-Reason": f"reason {n}", "Nats-Msg-Id": f"dead-letter:test:{n}"})
+    client = stack.clients["enrollment"]
+
+    async def listed(**params: Any) -> dict[str, Any]:
+        answer = await client.get("/dead-letters", params=params, headers=OPS)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    pages, cursor = [], None
+    while True:
+        found = await listed(limit=2, **({"cursor": cursor} if cursor else {}))
+        assert found["count"] == 5
+        pages.append([d["reason"] for d in found["dead_letters"]])
+        if not (cursor := found["next_cursor"]):
+            break
+    assert pages == [["reason 0", "reason 1"], ["reason 2", "reason 3"], ["reason 4"]]
+    newest = await listed(sort="-at", limit=2)
+    assert [d["reason"] for d in newest["dead_letters"]] == ["reason 4", "reason 3"]
+    signed = await listed(subject="dsi.in.agreement-signed")
+    assert signed["count"] == 3 and {d["original_subject"] for d in signed["dead_letters"]} == {"dsi.in.agreement-signed"}
+    assert (await listed(replayed="false"))["count"] == 5 and (await listed(replayed="true"))["count"] == 0
+    assert (await listed(consumer="milestones--dsi-in"))["count"] == 0
+    for params in ({"cursor": "not-a-cursor"}, {"cursor": newest["next_cursor"]}, {"limit": 0}, {"sort": "reason"}):
+        refused = await client.get("/dead-letters", params=params, headers=OPS)  # a cursor of another sort, too
+        assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json", params

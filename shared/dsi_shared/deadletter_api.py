@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, get_type_hints
 
 import nats.errors
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import create_model
@@ -22,6 +22,7 @@ from dsi_shared.deadletters import DeadLetter, letters_of, list_dead_letters, re
 from dsi_shared.errors import NotFound, PermanentError, describe
 from dsi_shared.http import PROBLEM_RESPONSES, Answer, Auth, DependencyUnavailable
 from dsi_shared.occ import ConcurrentChange
+from dsi_shared.projections_query import CURSOR, LIMIT, decode_cursor, encode_cursor, sort_query
 
 NATS_TIMEOUT = 10.0  # listing waits up to 2 s for a quiet stream; a stuck server answers 503, not a hung request
 
@@ -33,7 +34,28 @@ DeadLetterView = create_model("DeadLetterView", __base__=Answer, **FIELDS)
 
 class DeadLetterList(Answer):
     service: str
+    count: int  # every dead letter matching the filters
     dead_letters: list[DeadLetterView]  # type: ignore[valid-type]
+    next_cursor: str | None
+
+
+def chosen(letters: list[DeadLetter], consumer: str | None, subject: str | None, replayed: bool | None, sort: str,
+           limit: int, cursor: str | None) -> tuple[list[DeadLetter], int, str | None]:
+    """One page of dead letters matching the filters, by time (their stream order; `-at` newest first), behind the
+    read models' opaque cursor; and how many match in all."""
+    matching = [d for d in letters if (consumer is None or d.consumer == consumer)
+                and (subject is None or d.original_subject == subject) and (replayed is None or d.replayed == replayed)]
+    descending = sort.startswith("-")
+    matching.sort(key=lambda d: d.sequence, reverse=descending)
+    rest = matching
+    if cursor is not None:
+        last, _ = decode_cursor(cursor, sort)
+        if not isinstance(last, int):
+            raise HTTPException(422, "cursor is not one this endpoint gave")
+        rest = [d for d in matching if (d.sequence < last if descending else d.sequence > last)]
+    page = rest[:limit]
+    more = len(rest) > limit
+    return page, len(matching), encode_cursor(sort, page[-1].sequence, str(page[-1].sequence)) if more else None
 
 
 class AlreadyReplayed(PermanentError):
@@ -63,15 +85,21 @@ def routes(service: str, auth: Auth, bus: Callable[[], tuple[Client | None, Nami
         return nc.jetstream(), naming
 
     @router.get("/dead-letters", dependencies=[Depends(auth.require("ops", "auditor"))], response_model=DeadLetterList)
-    async def dead_letters() -> dict[str, Any]:
-        """This service's dead letters, oldest first: when, which consumer and subject, how many deliveries, why,
-        whether replayed, and the failed message's trace id (never its body: it may carry PHI)."""
+    async def dead_letters(limit: int = LIMIT, cursor: str | None = CURSOR, sort: str = sort_query(("at",), "at"),
+                           consumer: str | None = Query(None, max_length=200, description="only this consumer's"),
+                           subject: str | None = Query(None, max_length=200, description="only this original subject"),
+                           replayed: bool | None = Query(None, description="only replayed (true) or not (false)"),
+                           ) -> dict[str, Any]:
+        """This service's dead letters, oldest first (`sort=-at`: newest first), a page at a time: when, which
+        consumer and subject, how many deliveries, why, whether replayed, and the failed message's trace id (never
+        its body: it may carry PHI). Read from the dead-letter stream itself, the one place they are kept."""
         js, naming = connected()
         try:
             letters = await asyncio.wait_for(list_dead_letters(js, naming, service), NATS_TIMEOUT)
         except (TimeoutError, nats.errors.Error, OSError):
             raise DependencyUnavailable("nats", "the dead letters cannot be read now") from None
-        return {"service": service, "dead_letters": [view(d) for d in letters]}
+        page, count, next_cursor = chosen(letters, consumer, subject, replayed, sort, limit, cursor)
+        return {"service": service, "count": count, "dead_letters": [view(d) for d in page], "next_cursor": next_cursor}
 
     @router.post("/dead-letters/{sequence}/replay", response_model=DeadLetterView)
     async def replay(sequence: int = Path(ge=1, le=2**63 - 1),

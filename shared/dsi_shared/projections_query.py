@@ -54,7 +54,7 @@ def page(engine: Engine, table: sa.Table, where: Sequence[sa.ColumnElement[bool]
     conditions = list(where)
     count_query = sa.select(sa.func.count()).select_from(table).where(*conditions)
     if cursor is not None:
-        value, last_id = _decode(cursor, sort)
+        value, last_id = decode_cursor(cursor, sort)
         after = (sa.tuple_(column, tiebreak) < sa.tuple_(sa.literal(value), sa.literal(last_id)) if descending
                  else sa.tuple_(column, tiebreak) > sa.tuple_(sa.literal(value), sa.literal(last_id)))
         conditions.append(after)
@@ -65,7 +65,7 @@ def page(engine: Engine, table: sa.Table, where: Sequence[sa.ColumnElement[bool]
         count = int(conn.execute(count_query).scalar() or 0)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode(sort, rows[-1]._mapping["_sort"], rows[-1].id) if more and rows else None
+    next_cursor = encode_cursor(sort, rows[-1]._mapping["_sort"], rows[-1].id) if more and rows else None
     return Page(rows, count, next_cursor)
 
 
@@ -74,12 +74,12 @@ def bodies(found: Page) -> list[Any]:
     return [json.loads(row.body) for row in found.rows]
 
 
-def _encode(sort: str, value: Any, last_id: str) -> str:
+def encode_cursor(sort: str, value: Any, last_id: str) -> str:
     raw = json.dumps([sort, value, last_id], default=str, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str, sort: str) -> tuple[Any, str]:
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     try:
         made_under, value, last_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, TypeError):

@@ -20,6 +20,7 @@ from console.readmodel import Filters
 from console.upstream import SERVICES, Upstream, UpstreamError
 
 UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+DEAD_LETTERS_SHOWN = 200  # per service on the operations page (the newest; `dsi ops dead-letters list` shows all)
 SETTLE_SECONDS = 2.0  # how long a list waits for the console's consumers to apply what their streams hold
 
 
@@ -183,12 +184,14 @@ async def settled(runtime: ServiceRuntime, within: float = SETTLE_SECONDS) -> No
 
 
 async def dead_letters(up: Upstream, token: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every service's dead letters (when, whose consumer, which subject, why, its trace id: never a body), newest
-    first, each from its service's `GET /dead-letters`; and the services that could not answer now."""
+    """Each service's newest dead letters (when, whose consumer, which subject, why, its trace id: never a body),
+    newest first, from its `GET /dead-letters` (its first page of the newest); and the services that could not
+    answer now."""
 
     async def one(name: str) -> list[dict[str, Any]] | str:
         try:
-            return list((await up.get(name, "/dead-letters", token) or {}).get("dead_letters", []))
+            found = await up.get(name, "/dead-letters", token, sort="-at", limit=DEAD_LETTERS_SHOWN) or {}
+            return list(found.get("dead_letters", []))
         except UpstreamError as exc:
             return f"{name} ({exc.status})"
 
