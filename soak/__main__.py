@@ -43,16 +43,18 @@ async def soak(runs: int, seed: int) -> int:
     kinds: Counter[str] = Counter()
     exits: Counter[str] = Counter()
     failed: list[Outcome] = []
-    lost = doubled = differing = 0
+    lost = doubled = differing = holds = 0
     for n in range(runs):
         outcome = await one_run(seed + n, postgres)
         kinds.update(outcome.counts)
         exits.update(outcome.exits)
+        holds += outcome.holds
         lost += bool(outcome.lost)
         doubled += bool(outcome.doubled)
         differing += bool(outcome.differing or outcome.audit)
         faults = sum(outcome.counts.values())
-        print(f"run {n + 1}/{runs} seed {outcome.seed}: {'ok' if outcome.ok else 'FAILED'}, {faults} faults, "
+        held = f", faults held {outcome.holds}×" if outcome.holds else ""
+        print(f"run {n + 1}/{runs} seed {outcome.seed}: {'ok' if outcome.ok else 'FAILED'}, {faults} faults{held}, "
               f"{outcome.seconds:.0f} s", flush=True)
         if not outcome.ok:
             failed.append(outcome)
@@ -61,6 +63,7 @@ async def soak(runs: int, seed: int) -> int:
     print("faults injected: " + (", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"))
     print("services that exited by themselves (restarted, as a supervisor would): "
           + (", ".join(f"{name} {count}" for name, count in sorted(exits.items())) or "none"))
+    print(f"faults held while a step waited over a minute to settle: {holds} time(s)")
     print(f"wall time: {time.monotonic() - began:.0f} s")
     for outcome in failed:
         print(f"reproduce: make soak SEED={outcome.seed} RUNS=1")

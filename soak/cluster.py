@@ -37,6 +37,11 @@ class Cluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.held: set[str] = set()  # services the fault injector has down on purpose
         self.exits: Counter[str] = Counter()  # processes that exited on their own (and were restarted)
+        # Set while a step waits too long for the system to settle under faults (`settle.settled`): the injector then
+        # holds its next fault until the system has settled, so the workload makes progress where recovery (a
+        # loaded machine's restarts) is slower than the fault rate. How often it held is reported.
+        self.faults_held = False
+        self.holds = 0
 
     def store(self, name: str) -> str:
         return urlunsplit(urlsplit(self.postgres)._replace(path=f"/{self.databases[name]}"))

@@ -74,6 +74,9 @@ class Injector:
         began = time.monotonic()
         for fault in self.faults:
             await asyncio.sleep(max(0.0, began + fault.at - time.monotonic()))  # the schedule's own timing
+            while self.cluster.faults_held:  # a step waits for the system to settle: the schedule waits with it
+                await asyncio.sleep(0.2)
+                began += 0.2
             try:
                 await self.apply(fault)
             except psycopg.OperationalError:  # the shared server had no connection for the injector: not applied

@@ -36,6 +36,7 @@ class Outcome:
     differing: list[str] = field(default_factory=list)
     audit: list[str] = field(default_factory=list)
     exits: dict[str, int] = field(default_factory=dict)  # services that exited by themselves under the faults
+    holds: int = 0  # times the faults were held for a step that waited over a minute to settle (Cluster.faults_held)
     seconds: float = 0.0
 
     @property
@@ -115,6 +116,7 @@ async def one_run(seed: int, postgres: str, keep: bool = False) -> Outcome:
         else:
             faulted, outcome.audit = ran
         outcome.faults, outcome.counts, outcome.exits = injector.applied, dict(injector.counts), dict(cluster.exits)
+        outcome.holds = cluster.holds
         if not faulted:
             return outcome
         for npi, amount in paid(clean).items():

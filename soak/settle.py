@@ -98,19 +98,27 @@ async def unsettled(cluster: Cluster, nc: Client) -> str:
         return type(exc).__name__
 
 
+HOLD_FAULTS_AFTER = 60.0  # seconds a step waits under faults before the injector holds them (cluster.faults_held)
+
+
 async def settled(cluster: Cluster, timeout: float = 180.0) -> None:
     """Until the system has nothing left in flight (checked twice, half a second apart); fails after `timeout`."""
     deadline = time.monotonic() + timeout
     nc = await connect(cluster.nats.url, deadline)
     try:
-        waiting, seen = "", Counter[str]()
-        while time.monotonic() < deadline:
-            if not (waiting := await unsettled(cluster, nc)):
-                await asyncio.sleep(0.5)
+        waiting, seen, began = "", Counter[str](), time.monotonic()
+        try:
+            while time.monotonic() < deadline:
                 if not (waiting := await unsettled(cluster, nc)):
-                    return
-            seen[waiting] += 1
-            await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.5)
+                    if not (waiting := await unsettled(cluster, nc)):
+                        return
+                seen[waiting] += 1
+                if not cluster.faults_held and time.monotonic() - began > HOLD_FAULTS_AFTER:
+                    cluster.faults_held, cluster.holds = True, cluster.holds + 1
+                await asyncio.sleep(0.2)
+        finally:
+            cluster.faults_held = False
         history = "; ".join(f"{reason} ×{count}" for reason, count in seen.most_common(5))
         raise TimeoutError(f"the system did not settle within {timeout:.0f} s: {waiting} (most seen: {history})")
     finally:
