@@ -161,12 +161,18 @@ class AttributionRoster(Aggregate):
     def members_in(self, first: date, last: date) -> set[str]:
         """Members attributed in the quarter [first, last] who are plan members in it."""
 
-        def covered(span: dict[str, date | None]) -> bool:  # the span [start, end] (None: open) overlaps the quarter
-            start, end = span["start"], span["end"]
-            return start is not None and start <= last and (end is None or end >= first)
+        overlaps: dict[tuple[date | None, date | None], bool] = {}  # by span: most members share their dates
 
-        attributed = {key.split("|", 1)[0] for key, span in self.spans.items() if covered(span)}
-        return {cin for cin in attributed if any(covered(m) for m in self.membership.get(cin, {}).values())}
+        def covered(span: dict[str, date | None]) -> bool:  # the span [start, end] (None: open) overlaps the quarter
+            dates = span["start"], span["end"]
+            if (known := overlaps.get(dates)) is None:
+                start, end = dates
+                known = overlaps[dates] = start is not None and start <= last and (end is None or end >= first)
+            return known
+
+        attributed = {key.partition("|")[0] for key, span in self.spans.items() if covered(span)}
+        membership = self.membership
+        return {cin for cin in attributed if cin in membership and any(map(covered, membership[cin].values()))}
 
 
 PENDING_VALIDATION, VALIDATED, REJECTED = "pending_validation", "validated", "rejected"
