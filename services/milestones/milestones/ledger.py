@@ -161,18 +161,13 @@ class AttributionRoster(Aggregate):
     def members_in(self, first: date, last: date) -> set[str]:
         """Members attributed in the quarter [first, last] who are plan members in it."""
 
-        overlaps: dict[tuple[date | None, date | None], bool] = {}  # by span: most members share their dates
-
         def covered(span: dict[str, date | None]) -> bool:  # the span [start, end] (None: open) overlaps the quarter
-            dates = span["start"], span["end"]
-            if (known := overlaps.get(dates)) is None:
-                start, end = dates
-                known = overlaps[dates] = start is not None and start <= last and (end is None or end >= first)
-            return known
+            start, end = span["start"], span["end"]
+            return start is not None and start <= last and (end is None or end >= first)
 
         attributed = {key.partition("|")[0] for key, span in self.spans.items() if covered(span)}
-        membership = self.membership
-        return {cin for cin in attributed if cin in membership and any(map(covered, membership[cin].values()))}
+        plan_members = {cin for cin, spans in self.membership.items() for span in spans.values() if covered(span)}
+        return attributed & plan_members
 
 
 PENDING_VALIDATION, VALIDATED, REJECTED = "pending_validation", "validated", "rejected"
