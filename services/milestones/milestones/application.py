@@ -230,9 +230,10 @@ class Milestones(ServiceApplication):
                  rosters: Mapping[UUID, Aggregate] | None = None) -> list[Aggregate]:
         """One participant's evaluation(s) for the quarter, and its ledger marked; [] when not due or done. The
         rules are the version in force on the quarter's first day ("the quarter for a quarterly evaluation").
-        `ledger`: the participant's, when the caller has just loaded it; `known`: `recorded_evaluations()`, read
-        by the caller (else each evaluation is read from the store); `rosters`: the rosters naming the participant,
-        when the caller loaded them (`close_facts`; else each is read from the store)."""
+        `ledger`: the participant's, when the caller has just loaded it; `known`: every evaluation recorded
+        (`participants_and_evaluations()`), read by the caller (else each evaluation is read from the store);
+        `rosters`: the rosters naming the participant, when the caller loaded them (`close_facts`; else each is
+        read from the store)."""
         def recorded(evaluation_id: UUID) -> Evaluation | None:
             return known.get(evaluation_id) if known is not None else self.find(evaluation_id, Evaluation)
 
