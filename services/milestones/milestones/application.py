@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import copy_context
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
@@ -136,13 +139,26 @@ class Milestones(ServiceApplication):
         evaluations: list[Evaluation] = []
         participants = 0
         everyone, known = self.participants_and_evaluations()
-        with _cyclic_gc_paused():
-            while ids := list(islice(everyone, CLOSE_BLOCK)):
-                found = self.load_many(ids)  # evaluated in the order they were created, as before
-                block = [p for i in ids if isinstance(p := found.get(i), ParticipantProgress)]
-                for made in self._evaluate_block(block, quarter, book, known):
-                    participants += bool(made)
-                    evaluations.extend(made)
+        # Three blocks at a time: one saved, the next evaluated, the one after read (one save at a time, in order),
+        # so that the waits for the store (the disk at each commit, the reads) overlap the evaluating.
+        with _cyclic_gc_paused(), ThreadPoolExecutor(1, thread_name_prefix="quarter-close-save") as saver, \
+                ThreadPoolExecutor(1, thread_name_prefix="quarter-close-read") as reader:
+            in_flight: _BlockSaving | None = None
+            reading = reader.submit(copy_context().run, self._read_block, list(islice(everyone, CLOSE_BLOCK)))
+            while (read := reading.result()) is not None:
+                reading = reader.submit(copy_context().run, self._read_block, list(islice(everyone, CLOSE_BLOCK)))
+                block, loaded = read
+                made = [self._evaluate_one(progress, quarter, book, known, loaded) for progress in block]
+                changed = [aggregate for aggregates in made for aggregate in aggregates]
+                saving = _BlockSaving(block, made, saver.submit(copy_context().run, self.save, *changed) if changed
+                                      else None)  # the save continues the close's trace
+                for done in self._settle_block(in_flight, quarter, book):
+                    participants += bool(done)
+                    evaluations.extend(done)
+                in_flight = saving
+            for done in self._settle_block(in_flight, quarter, book):
+                participants += bool(done)
+                evaluations.extend(done)
         closes.close(quarter=str(quarter), closed_at=now, closed_by=closed_by, evaluations=len(evaluations),
                      participants=participants, earned=sum((e.earned for e in evaluations), ZERO),
                      adjustments=sum(1 for e in evaluations if e.subject != "quarter"))
@@ -173,20 +189,27 @@ class Milestones(ServiceApplication):
                 evaluations[domain_event.originator_id] = domain_event.mutate(evaluations.get(domain_event.originator_id))
         return iter(participants), evaluations
 
-    def _evaluate_block(self, block: list[ParticipantProgress], quarter: Quarter, book: RuleBook,
-                        known: dict[UUID, Evaluation]) -> list[list[Evaluation]]:
-        """A block of participants evaluated, then saved in one transaction (one commit, not one each). When one
-        of them changed meanwhile (a credit arrived), nothing of the block is saved: each is done again on its own,
-        reading the store again."""
-        loaded = self.close_facts(block)
-        made = [self._evaluate_one(progress, quarter, book, known, loaded) for progress in block]
-        changed = [aggregate for aggregates in made for aggregate in aggregates]
+    def _read_block(self, ids: list[UUID]) -> tuple[list[ParticipantProgress], dict[UUID, Aggregate]] | None:
+        """A block of participants' progress (in the order of `ids`) with their ledgers and rosters (`close_facts`),
+        each loaded together; None after the last. Its evaluations are saved in one transaction (one commit, not
+        one each)."""
+        if not ids:
+            return None
+        found = self.load_many(ids)
+        block = [p for i in ids if isinstance(p := found.get(i), ParticipantProgress)]
+        return block, self.close_facts(block)
+
+    def _settle_block(self, saving: _BlockSaving | None, quarter: Quarter, book: RuleBook) -> list[list[Evaluation]]:
+        """A block's evaluations once its save is done. When one of its participants changed meanwhile (a credit
+        arrived), nothing of the block was saved: each is done again on its own, reading the store again."""
+        if saving is None:
+            return []
         try:
-            if changed:
-                self.save(*changed)
+            if saving.saved is not None:
+                saving.saved.result()
         except IntegrityError:
-            return [self._evaluate_with_retry(progress, quarter, book) for progress in block]
-        return [[a for a in aggregates if isinstance(a, Evaluation)] for aggregates in made]
+            return [self._evaluate_with_retry(progress, quarter, book) for progress in saving.block]
+        return [[a for a in aggregates if isinstance(a, Evaluation)] for aggregates in saving.made]
 
     def _evaluate_with_retry(self, progress: ParticipantProgress, quarter: Quarter, book: RuleBook) -> list[Evaluation]:
         def attempt() -> list[Evaluation]:  # a credit arrived for this participant meanwhile: evaluate again with it
@@ -383,6 +406,15 @@ class Milestones(ServiceApplication):
         evaluation.reject(reason=reason, rejected_by=by, rejected_at=now)
         self.save(evaluation)
         return evaluation
+
+
+@dataclass(frozen=True)
+class _BlockSaving:
+    """A block of participants decided, and its save (None: nothing to save) under way."""
+
+    block: list[ParticipantProgress]
+    made: list[list[Aggregate]]
+    saved: Future[Any] | None
 
 
 @contextmanager

@@ -123,14 +123,14 @@ def _pack_column(values: list[Any]) -> dict[str, Any]:
         if position == len(distinct):
             distinct.append(value)
         index.append(position)
-    return {"distinct": distinct, "index": index}
+    return {"distinct": distinct, "index": index} if len(distinct) > 1 else {"distinct": distinct}  # one: the same in all
 
 
 def unpack_entries(packed: dict[str, Any]) -> dict[str, Any]:
     """The entries `pack_entries` packed, as they were."""
     fields, count = packed["fields"], packed["count"]
-    columns = [c["values"] if "values" in c else list(map(c["distinct"].__getitem__, c["index"]))
-               for c in packed["columns"]]
+    columns = [c["values"] if "values" in c else list(map(c["distinct"].__getitem__, c["index"])) if "index" in c
+               else c["distinct"] * count for c in packed["columns"]]
     # Built by `map` (no Python code run per entry): a ledger has a credit per member with a record.
     rows = list(map(dict, map(zip, repeat(fields), zip(*columns, strict=True)))) if fields \
         else [{} for _ in range(count)]
@@ -219,7 +219,7 @@ def _select(recorder: PostgresAggregateRecorder, query: str, parameters: tuple[A
         # Not JIT-compiled: the server's estimate for a list of ids can pass its JIT threshold (always, on tables
         # not analysed yet), and compiling took longer than reading the rows.
         cursor.execute("SET LOCAL jit = off")
-        cursor.execute(statement, parameters)
+        cursor.execute(statement, parameters, binary=True)  # bytea as bytes, not as hex text twice its size
         return [StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
                 for row in cursor.fetchall()]
 
