@@ -165,8 +165,9 @@ class AttributionRoster(Aggregate):
             start, end = span["start"], span["end"]
             return start is not None and start <= last and (end is None or end >= first)
 
-        attributed = {key.split("|", 1)[0] for key, span in self.spans.items() if covered(span)}
-        return {cin for cin in attributed if any(covered(m) for m in self.membership.get(cin, {}).values())}
+        attributed = {key.partition("|")[0] for key, span in self.spans.items() if covered(span)}
+        plan_members = {cin for cin, spans in self.membership.items() for span in spans.values() if covered(span)}
+        return attributed & plan_members
 
 
 PENDING_VALIDATION, VALIDATED, REJECTED = "pending_validation", "validated", "rejected"

@@ -4,6 +4,7 @@ the events; they are stored through the application's mapper, like the events (S
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
@@ -13,6 +14,7 @@ from uuid import UUID, uuid5
 
 import pytest
 from dsi_shared.audit import AuditContext
+from dsi_shared.natsserver import port_open
 from dsi_shared.rulebook import RulesCopy
 from dsi_shared.unitofwork import unit_of_work
 from eventsourcing.domain import Snapshot
@@ -24,6 +26,7 @@ from milestones.domain import ParticipantProgress
 from milestones.earning import COVERAGE, PER_FILE
 from milestones.ledger import AttributionRoster, CreditLedger
 
+from tests.harness import fresh_database
 from tests.rulesdoc import packaged
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -240,3 +243,72 @@ def test_a_credit_arriving_while_a_block_is_evaluated_redoes_the_block_one_by_on
     earned = {e.participant_id: e.earned for e in app.evaluations(quarter="2025Q4")}
     assert arrived and earned == {snfs[0]: Decimal("400.00"), snfs[1]: Decimal("800.00"), snfs[2]: Decimal("400.00")}
     assert (summary["evaluations"], summary["earned"]) == (3, Decimal("1600.00"))
+
+
+def _postgres_server() -> str:
+    server = os.environ.get("DSI_TEST_POSTGRES") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    if not os.environ.get("DSI_TEST_POSTGRES") and not port_open("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL: set DSI_TEST_POSTGRES or run one on 127.0.0.1:5432")
+    return server
+
+
+def test_a_year_closed_on_postgresql_loading_each_block_together_evaluates_exactly_as_replaying_every_event(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a close loads a block's progress, ledgers and rosters in two queries (`Snapshots.load_many`):
+    latest snapshot and the events after it, per aggregate, as one load each would."""
+    monkeypatch.setattr(snapshots, "BASE_STEP", 16)  # snapshots of every size, with events after them
+    expected = _a_year(Milestones(f"sqlite:///{tmp_path / 'off.db'}", OFF))
+    with fresh_database(_postgres_server()) as dsn:
+        app = Milestones(dsn)
+        assert _a_year(app) == expected
+        ids = [AttributionRoster.create_id(f"{2_000_000_000 + p}") for p in (1, 2)]
+        ids += [CreditLedger.create_id(_pid(n)) for n in (1, 2, 3, 4)] + [ParticipantProgress.create_id(_pid(1))]
+        assert app.snapshotted is not None
+        together = app.snapshotted.load_many([*ids, AttributionRoster.create_id("no such roster")])
+        assert list(together) == ids
+        assert all(vars(together[i]) == vars(app.snapshotted.load(i)) for i in ids)
+        assert all(_snapshots_of(app, i) for i in ids[:6]) and not _snapshots_of(app, ids[6])
+        assert audit(app, AuditContext()).problems == []
+        app.close()
+
+
+def test_a_columnar_snapshot_loads_the_same_state_as_a_plain_one_value_for_value() -> None:
+    ledger = CreditLedger(_pid(1))
+    ledger.note_credit("a", COVERAGE, "00000001A", "2025Q4", Decimal("0.00"), "2024.1", trace={"traceparent": "00-1"})
+    ledger.note_credit("b", COVERAGE, "00000002A", "2025Q4", Decimal("0.0"), "2024.1")  # not the same amount as 0.00
+    ledger.note_credit("c", PER_FILE, "00000003B", "2025Q3", Decimal("400.00"), "2024.2")
+    ledger.note_reversal("c")
+    ledger.note_reversal("d")  # before its credit
+    roster = AttributionRoster("2000000001")
+    for m in range(3):
+        roster.attribute(cin=f"{m:08d}A", start=date(2025, 1, 1), end=date(2025, 12, 31) if m else None)
+        roster.note_membership(cin=f"{m:08d}A", start=date(2024, 1, 1), end=None)
+    roster.note_membership(cin="00000001A", start=date(2026, 1, 1), end=None)  # two spans for one member
+    for aggregate in (ledger, roster):
+        taken = snapshots.ColumnarSnapshot.take(aggregate)
+        assert set(taken.state[snapshots.PACKED]) == set(snapshots.COLUMNAR[type(aggregate)])
+        loaded, plain = taken.mutate(None), Snapshot.take(aggregate).mutate(None)
+        assert vars(loaded) == vars(plain) == {k: v for k, v in vars(aggregate).items() if k != "_pending_events"} | {
+            "_pending_events": []}
+    loaded_ledger = snapshots.ColumnarSnapshot.take(ledger).mutate(None)
+    assert isinstance(loaded_ledger, CreditLedger)
+    assert [str(c["amount"]) for c in loaded_ledger.credits.values()] == ["0.00", "0.0", "400.00"]
+    assert loaded_ledger.credits["a"]["trace"] is not loaded_ledger.credits["b"]["trace"]  # never shared
+
+
+def test_entries_that_do_not_fit_columns_are_kept_as_they_are() -> None:
+    assert snapshots.pack_entries({"x": {"a": 1}, "y": {"b": 1}}, 1) is None  # different fields
+    assert snapshots.pack_entries({"x": {}}, 2) is None  # an empty inner level could not be told apart
+    assert snapshots.pack_entries({"x": 1}, 1) is None  # not entries
+    for entries, depth in (({"x": {"a": True}, "y": {"a": 1}}, 1), ({}, 2), ({"m": {"k": {"s": None}}}, 2)):
+        packed = snapshots.pack_entries(entries, depth)
+        assert packed is not None
+        unpacked = snapshots.unpack_entries(packed)
+        assert unpacked == entries and [type(v.get("a")) for v in unpacked.values()] == \
+            [type(v.get("a")) for v in entries.values()]
+    roster = AttributionRoster("2000000001")
+    roster.spans["odd"] = {"start": date(2025, 1, 1)}  # a span without an end: the field stays as it was
+    roster.attribute(cin="00000001A", start=date(2025, 1, 1), end=None)
+    taken = snapshots.ColumnarSnapshot.take(roster)
+    assert "spans" in taken.state and set(taken.state[snapshots.PACKED]) == {"membership"}
+    assert vars(taken.mutate(None)) == vars(Snapshot.take(roster).mutate(None))
