@@ -159,6 +159,8 @@ class Cluster:
                 process.wait(5)
         self.nats.stop()
         with psycopg.connect(self.postgres, autocommit=True) as conn:
+            existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
             for database in self.databases.values():
-                conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                if database in existing:  # a start that failed half-way made only some
+                    conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

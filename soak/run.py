@@ -46,10 +46,11 @@ class Outcome:
 
 async def drive(seed: int, cluster: Cluster, injector: Injector | None) -> tuple[dict[str, Any], list[str]]:
     """The seed's workload on `cluster` (under `injector`'s faults, if any): its snapshot and the audit's problems."""
-    await asyncio.to_thread(cluster.start)
     api = Api(cluster)
-    supervisor = asyncio.create_task(supervise(cluster))
-    try:
+    supervisor: asyncio.Task[None] | None = None
+    try:  # a start that fails half-way is stopped too: no process, server or database is left behind
+        await asyncio.to_thread(cluster.start)
+        supervisor = asyncio.create_task(supervise(cluster))
         driver = Driver(generate(seed), cluster, api)
         if injector:
             injector.start()
@@ -63,7 +64,8 @@ async def drive(seed: int, cluster: Cluster, injector: Injector | None) -> tuple
         audit = await asyncio.to_thread(audit_problems, cluster) if injector is not None else []
         return snapshot, audit
     finally:
-        supervisor.cancel()
+        if supervisor is not None:
+            supervisor.cancel()
         await api.close()
         await asyncio.to_thread(cluster.stop)
 
