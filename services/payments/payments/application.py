@@ -16,7 +16,7 @@ from dsi_shared.store import ServiceApplication
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
-from payments.domain import ORGANIZATION, OrganizationLedger, PaymentAccount
+from payments.domain import ORGANIZATION, HeldForRules, OrganizationLedger, PaymentAccount
 
 EXPORT_COLUMNS = ("participant_id", "legal_name", "npi", "tin", "amount", "payment_id", "quarter", "milestone",
                   "rule_version", "cut_reason")
@@ -81,10 +81,27 @@ class Payments(ServiceApplication):
         book = self.rulebook()
         if account.held or self._waits_for(account, quarter, book) is not None:  # behind any held before it
             account.hold(**entry)
-            return [account]
+            return [account, *self._waiting_for_rules(account, book)]
         ledgers: dict[UUID, OrganizationLedger] = {}
         self._decide(account, entry, book, ledgers)
         return [account, *ledgers.values()]
+
+    def _waiting_for_rules(self, account: PaymentAccount, book: RuleBook) -> list[Aggregate]:
+        """An account whose first held payment waits for the rules is listed where a rules publication finds it
+        (`HeldForRules`), written even when already listed: the write orders this hold with that publication."""
+        if not account.held or self._waits_for(account, account.held[0]["quarter"], book) != "rules":
+            return []
+        waiting = self.held_for_rules()
+        waiting.wait(account.participant_id)
+        return [waiting]
+
+    def held_for_rules(self) -> HeldForRules:
+        """The list of accounts held for rules; made, the first time, from every account holding a payment (stores
+        from before the list)."""
+        found = self.find(HeldForRules.create_id(), HeldForRules)
+        if found is not None:
+            return found
+        return HeldForRules([str(a.participant_id) for a in self.accounts() if a.held])
 
     def _waits_for(self, account: PaymentAccount, quarter: str, book: RuleBook) -> str | None:
         """What a payment for `quarter` still waits for: "rules", "registration", or None (it can be decided)."""
@@ -126,19 +143,27 @@ class Payments(ServiceApplication):
         for payment in account.payments:
             ledger.count(participant_id, payment["id"], payment["amount"])
         ledgers = {account.organization: ledger}
-        self.settle_held(account, self.rulebook(), ledgers)
-        return [account, *(lg for lg in ledgers.values() if lg.pending_events)]
+        book = self.rulebook()
+        self.settle_held(account, book, ledgers)
+        return [account, *(lg for lg in ledgers.values() if lg.pending_events), *self._waiting_for_rules(account, book)]
 
-    def settle_all_held(self, book: RuleBook) -> list[Aggregate]:
-        """After a rules version arrives: every account's held payments decided as far as the facts now allow."""
+    def settle_all_held(self, book: RuleBook, rules_copy_version: int) -> list[Aggregate]:
+        """After a rules version arrives: the held payments of every account waiting for rules decided as far as the
+        facts now allow; those still waiting for rules stay listed (one waiting for its registration is decided
+        when that arrives)."""
+        waiting = self.held_for_rules()
         ledgers: dict[UUID, OrganizationLedger] = {}
         changed: list[Aggregate] = []
-        for account in self.accounts():
-            if account.held:
-                self.settle_held(account, book, ledgers)
-                if account.pending_events:
-                    changed.append(account)
-        return [*changed, *(lg for lg in ledgers.values() if lg.pending_events)]
+        still: list[str] = []
+        for participant in waiting.accounts:
+            account = self.account_or_new(UUID(participant))
+            self.settle_held(account, book, ledgers)
+            if account.pending_events:
+                changed.append(account)
+            if account.held and self._waits_for(account, account.held[0]["quarter"], book) == "rules":
+                still.append(participant)
+        waiting.rules_arrived(rules_copy_version=rules_copy_version, still_waiting=still)
+        return [waiting, *changed, *(lg for lg in ledgers.values() if lg.pending_events)]
 
     def ledger_or_new(self, organization: UUID) -> OrganizationLedger:
         return self.find(OrganizationLedger.create_id(organization), OrganizationLedger) or OrganizationLedger(organization)

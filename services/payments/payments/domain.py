@@ -198,3 +198,31 @@ class OrganizationLedger(Aggregate):
     def payment_counted(self, participant_id: UUID, payment_id: UUID, amount: Decimal) -> None:
         self.paid[participant_id] = self.paid.get(participant_id, ZERO) + amount
         self.counted.add(payment_id)
+
+
+class HeldForRules(Aggregate):
+    """The accounts with a payment held because no rules were in force for its quarter: what a rules publication
+    decides (instead of reading every account). A hold for rules and every rules publication both write it, so the
+    two are ordered by optimistic concurrency: whichever saves second decides again from what the first saved — a
+    payment held while the rules are being recorded by another consumer (or replica) can never miss them."""
+
+    @staticmethod
+    def create_id() -> UUID:
+        return uuid5(NAMESPACE_URL, "/dsi/payments/held-for-rules")
+
+    @event("HeldForRulesStarted")
+    def __init__(self, accounts: list[str]) -> None:
+        self.accounts = list(accounts)  # participant ids, in the order their first payment was held
+
+    def wait(self, participant_id: UUID) -> None:
+        self.account_waiting(participant_id=str(participant_id))
+
+    @event("AccountWaiting")
+    def account_waiting(self, participant_id: str) -> None:
+        if participant_id not in self.accounts:
+            self.accounts.append(participant_id)
+
+    @event("RulesArrived")
+    def rules_arrived(self, rules_copy_version: int, still_waiting: list[str]) -> None:
+        """Always recorded when rules arrive (even with nobody waiting): that write is what orders it with a hold."""
+        self.accounts = list(still_waiting)

@@ -46,7 +46,7 @@ def on_rules_published(app: ServiceApplication, delivered: Delivered[RulesPublis
     copy = RulesReader.copy_in(app)
     if not copy.note(delivered.data.document):
         return [copy] if copy.pending_events else []
-    return [copy, *app.settle_all_held(copy.book)]
+    return [copy, *app.settle_all_held(copy.book, copy.version)]
 
 
 SUBSCRIPTIONS: tuple[Subscription[Any], ...] = (

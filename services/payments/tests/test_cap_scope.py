@@ -4,8 +4,10 @@ and the audit's re-derivation under what each payment records."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
+import pytest
 from dsi_shared.audit import AuditContext
 from dsi_shared.http import Auth, install_problem_handlers
 from fastapi import FastAPI
@@ -201,3 +203,32 @@ def test_a_payment_that_arrives_before_any_rules_is_held_and_paid_when_the_rules
         [], [("M1", D("10000.00")), ("SNF:2025Q4", D("400.00"))])
     ledger = app.ledger(participant)
     assert ledger is not None and ledger.total_paid == D("10400.00")
+
+
+def test_a_payment_held_while_another_consumer_records_the_rules_is_decided_again_not_held_for_ever() -> None:
+    """The milestones consumer decides to hold a payment (no rules yet) while the enrollment consumer — another
+    thread, or another replica — records the rules and settles what it finds held (nothing yet). Saving the hold
+    then conflicts (both wrote the list of accounts held for rules), so the payment is decided again and paid; it
+    used to stay held until the next rules publication (a two-replica test under load caught it)."""
+    from eventsourcing.persistence import IntegrityError
+    from payments.handlers import SUBSCRIPTIONS
+
+    from tests.harness import deliver_event
+
+    app = Payments("memory://")
+    participant = uuid4()
+    app.save(*app.register(participant, "Org", "1234567893", None, None))
+
+    def milestone1() -> list[Any]:
+        return app.pay(participant, "M1", D("10000.00"), "2024Q2", "2024.1", "m1", covers=["agreement:x"])
+
+    hold = milestone1()  # decided before the rules were there; not saved yet
+    assert [h["milestone"] for h in hold[0].held] == ["M1"]
+    app.save(*deliver_event(app, SUBSCRIPTIONS, "dsi.enrollment.rules-published",
+                            {"aggregate_id": str(uuid4()), "aggregate_version": 1, "document": packaged(),
+                             "reason": "the program's rules"}, event_id="enrollment:1", source="enrollment"))
+    with pytest.raises(IntegrityError):
+        app.save(*hold)  # the consumer's save meets the conflict ...
+    app.save(*milestone1())  # ... and decides again from what is stored now
+    account = app.account(participant)
+    assert (account.held, [(p["milestone"], p["amount"]) for p in account.payments]) == ([], [("M1", D("10000.00"))])
