@@ -45,6 +45,7 @@ def test_a_seed_fixes_its_fault_schedule_and_covers_every_kind() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(600)  # about 50 s alone; a machine loaded by other work slows both systems' restarts several-fold
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_a_faulted_run_loses_doubles_and_changes_nothing_against_its_clean_twin(
         seed: int, postgres_server: str) -> None:
