@@ -10,6 +10,7 @@ field and the problem, never the value (rows hold PHI).
 from __future__ import annotations
 
 import csv
+import gc
 import importlib
 import io
 import os
@@ -168,8 +169,11 @@ def parsed_apart(parse: Callable[[str], Iterator[R]], text: str) -> Iterator[R]:
                              env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     assert child.stdin is not None and child.stdout is not None
     try:
-        with child.stdin:
-            child.stdin.write(text.encode())
+        try:
+            with child.stdin:
+                child.stdin.write(text.encode())
+        except BrokenPipeError:
+            pass  # the child ended before reading it all: reported below, by its exit code
         while True:
             try:
                 kind, payload = pickle.load(child.stdout)  # our own child's output: trusted
@@ -193,6 +197,9 @@ def parsed_apart(parse: Callable[[str], Iterator[R]], text: str) -> Iterator[R]:
 def _parse_stdin() -> None:
     """In the child: the file from stdin; to stdout the rows in pickled batches, then ("done", None); or the
     file-level error (its message names no value), or the type of anything else that went wrong."""
+    # A one-shot process whose heap only grows (the parser keeps every segment of the file, and makes no reference
+    # cycles): the cyclic collector would scan it again and again for nothing, a quarter of the parse and more.
+    gc.disable()
     module, name = sys.argv[1:3]
     parse = getattr(importlib.import_module(module), name)
     out = sys.stdout.buffer
