@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date
 from typing import Any, TypeVar
 from uuid import UUID
@@ -38,6 +39,9 @@ from dsi_shared.config import eventsourcing_env
 from dsi_shared.errors import NotFound
 
 TRACE_KEY = "_trace_context"
+# The trace context of the append being recorded, read once per append rather than once per event (an 834 import
+# appends thousands of events at a time).
+_APPEND_TRACE: ContextVar[dict[str, str] | None] = ContextVar("dsi_append_trace", default=None)
 _TRACER = trace.get_tracer("dsi.store")
 A = TypeVar("A", bound=Aggregate)
 
@@ -90,8 +94,10 @@ class TracingMapper(Mapper[UUID]):
         each message's events, and the MLLP group commit each file's (`stamp_trace`), before saving them all)."""
         if TRACE_KEY in vars(domain_event):
             return domain_event
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        carrier = _APPEND_TRACE.get()
+        if carrier is None:
+            carrier = {}
+            propagate.inject(carrier)
         if not carrier:
             return domain_event
         stamped = object.__new__(type(domain_event))
@@ -262,7 +268,13 @@ class ServiceApplication(Application[UUID]):
             span.set_attribute("dsi.store", self.name)
             span.set_attribute("db.system", type(self.recorder).__module__.rsplit(".", 1)[-1])  # postgres, sqlite, popo
             span.set_attribute("dsi.events", len(processing_event.events))
-            return super()._record(processing_event)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            token = _APPEND_TRACE.set(carrier)
+            try:
+                return super()._record(processing_event)
+            finally:
+                _APPEND_TRACE.reset(token)
 
     def has_processed(self, tracking: Tracking) -> bool:
         """Exactly this upstream position was recorded. (The library's `has_tracking_id` answers

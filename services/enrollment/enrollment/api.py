@@ -402,7 +402,7 @@ def routes(app: Enrollment, auth: Auth) -> APIRouter:
         text = _text(data)
         kind = format_ or ("834" if text.lstrip().startswith("ISA") else "csv")
         parse = rosters.eligibility_834 if kind == "834" else rosters.eligibility_csv
-        return await _import(app, "eligibility", kind, data, parse(text))
+        return await _import(app, "eligibility", kind, data, rosters.parse_apart_when_large(parse, text))
 
     @router.post("/attributions/import", dependencies=[Depends(staff)], tags=["members"], response_model=out.RosterReport,
                  openapi_extra={"requestBody": {"content": {"text/csv": {}, "application/fhir+json": {},

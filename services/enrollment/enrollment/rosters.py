@@ -10,11 +10,17 @@ field and the problem, never the value (rows hold PHI).
 from __future__ import annotations
 
 import csv
+import gc
+import importlib
 import io
-from collections.abc import Iterator
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pyx12.errors
 import pyx12.x12file
@@ -33,6 +39,13 @@ NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 
 class UnreadableFile(Unprocessable):
     """The file as a whole cannot be read (wrong columns, not X12, not a Group)."""
+
+
+R = TypeVar("R")
+# A file this large is parsed in a process of its own (`parsed_apart`): starting one costs well under a second,
+# parsing 100,000 members of an 834 takes tens of seconds.
+PARSE_APART_FROM_CHARS = 1_000_000
+APART_BATCH = 2000  # rows sent from the parsing process at a time
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,85 @@ def eligibility_csv(text: str) -> Iterator[EligibilityRow | RowError]:
                                  _flag(row["dual_eligible"], "dual_eligible"), frozen_cins=frozen)
         except _Bad as bad:
             yield RowError(line, str(bad))
+
+
+# -- parsing in a process of its own ------------------------------------------------------------------------------
+# Parsing and applying are both Python: in one process they take turns on the GIL, so an import took as long as the
+# parse plus the apply. A large file is parsed in a child process while this one applies and saves the rows already
+# parsed, in file order; a file-level error still surfaces before the first row, so before anything is written.
+
+def parse_apart_when_large(parse: Callable[[str], Iterator[R]], text: str) -> Iterator[R]:
+    """`parse(text)`'s rows: parsed in a process of its own (`parsed_apart`) when the file is large."""
+    return parsed_apart(parse, text) if len(text) >= PARSE_APART_FROM_CHARS else parse(text)
+
+
+def parsed_apart(parse: Callable[[str], Iterator[R]], text: str) -> Iterator[R]:
+    """The rows `parse(text)` yields, in order, parsed by a child interpreter (`parse` must be a module-level
+    function). A plain subprocess, not multiprocessing: spawning would import the parent's main module again, forking
+    would copy a process running threads (NATS, HTTP, savers). UnreadableFile is raised here as it was there; any
+    other failure of the child is reported by its type or exit code only (rows hold PHI). Closing the iterator early
+    stops the child."""
+    child = subprocess.Popen([sys.executable, "-c", f"from {__name__} import _parse_stdin; _parse_stdin()",
+                              parse.__module__, parse.__qualname__],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        try:
+            with child.stdin:
+                child.stdin.write(text.encode())
+        except BrokenPipeError:
+            pass  # the child ended before reading it all: reported below, by its exit code
+        while True:
+            try:
+                kind, payload = pickle.load(child.stdout)  # our own child's output: trusted
+            except EOFError:
+                raise RuntimeError(f"the roster parsing process ended unexpectedly (exit code {child.wait()})") from None
+            if kind == "rows":
+                yield from payload
+            elif kind == "unreadable":
+                raise UnreadableFile(payload)
+            elif kind == "failed":
+                raise RuntimeError(f"parsing the roster failed ({payload})")
+            else:
+                return
+    finally:
+        child.stdout.close()
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def _parse_stdin() -> None:
+    """In the child: the file from stdin; to stdout the rows in pickled batches, then ("done", None); or the
+    file-level error (its message names no value), or the type of anything else that went wrong."""
+    # A one-shot process whose heap only grows (the parser keeps every segment of the file, and makes no reference
+    # cycles): the cyclic collector would scan it again and again for nothing, a quarter of the parse and more.
+    gc.disable()
+    module, name = sys.argv[1:3]
+    parse = getattr(importlib.import_module(module), name)
+    out = sys.stdout.buffer
+
+    def send(message: tuple[str, Any]) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+    try:
+        batch: list[Any] = []
+        for row in parse(sys.stdin.buffer.read().decode()):
+            batch.append(row)
+            if len(batch) >= APART_BATCH:
+                send(("rows", batch))
+                batch = []
+        if batch:
+            send(("rows", batch))
+        send(("done", None))
+    except UnreadableFile as unreadable:
+        send(("unreadable", str(unreadable)))
+    except BrokenPipeError:
+        pass  # the importing side stopped reading
+    except Exception as exc:  # noqa: BLE001 - reported by type only: a message could quote a row
+        send(("failed", type(exc).__name__))
 
 
 # -- X12 834 (005010X220A1) -------------------------------------------------------------------------------------
