@@ -237,6 +237,8 @@ async def quiet(stack: Stack, timeout: float = 20.0) -> None:
                 consumers = await js.consumers_info(stack.naming.stream(stream))
             except nats.js.errors.NotFoundError:
                 continue
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                return False  # a cluster re-electing a leader (a server down) answers late: not known idle yet
             if any(c.num_pending or c.num_ack_pending for c in consumers):
                 return False
         return True
