@@ -291,12 +291,7 @@ class TrackingConsumer:
                 if item.event is None or item.tracking is None:
                     return group, index
                 key = (item.tracking.application_name, item.tracking.notification_id)
-                with self.tracer.start_as_current_span(
-                    f"process {item.subject}", context=extract(item.message.headers), kind=trace.SpanKind.CONSUMER
-                ) as span:
-                    span.set_attribute("messaging.system", "nats")
-                    span.set_attribute("messaging.destination.name", item.subject)
-                    span.set_attribute("messaging.consumer.group.name", self.durable)
+                with self._span("process", item.subject, item.message.headers) as span:
                     span.set_attribute("dsi.duplicate", key in done)
                     group.links.append(trace.Link(span.get_span_context()))
                     if key in done:
@@ -327,12 +322,7 @@ class TrackingConsumer:
         if handler is None:
             await self._settle(message.ack)  # another service's concern: nothing to do, nothing to track
             return
-        with self.tracer.start_as_current_span(
-            f"process {contract_subject}", context=extract(message.headers), kind=trace.SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.system", "nats")
-            span.set_attribute("messaging.destination.name", contract_subject)
-            span.set_attribute("messaging.consumer.group.name", self.durable)
+        with self._span("process", contract_subject, message.headers) as span:
             try:
                 event = replace(events.decode(message.data, contract_subject, f"{self.stream}:{sequence}"),
                                 stored_at=message.metadata.timestamp)
@@ -348,6 +338,13 @@ class TrackingConsumer:
                 await asyncio.sleep(self.pause_before_ack)
             await self._settle(message.ack)
 
+    def _span(self, verb: str, subject: str, headers: dict[str, str] | None) -> Any:
+        """The consumer span of one message (`process` or `replay`), continuing the producer's trace."""
+        return self.tracer.start_as_current_span(
+            f"{verb} {subject}", context=extract(headers), kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject,
+                        "messaging.consumer.group.name": self.durable})
+
     def takes_back(self, dead_letter: Msg) -> bool:
         """Whether `dead_letter` is one of this consumer's (`apply_dead_letter` applies it)."""
         headers = dead_letter.headers or {}
@@ -362,11 +359,7 @@ class TrackingConsumer:
         handler = self.handlers.get(subject)
         if not self.takes_back(dead_letter) or handler is None or sequence < 1:
             raise PermanentError(f"not a dead letter {self.durable} can take back")
-        with self.tracer.start_as_current_span(f"replay {subject}", context=extract(headers),
-                                               kind=trace.SpanKind.CONSUMER) as span:
-            span.set_attribute("messaging.system", "nats")
-            span.set_attribute("messaging.destination.name", subject)
-            span.set_attribute("messaging.consumer.group.name", self.durable)
+        with self._span("replay", subject, headers) as span:
             event = replace(events.decode(dead_letter.data, subject, f"{self.stream}:{sequence}"),
                             stored_at=dead_letter.metadata.timestamp)
             recorded = await asyncio.to_thread(self.apply, handler, event, tracking_for(event, self.contract_stream,

@@ -54,12 +54,15 @@ def trace_id_of(headers: dict[str, str]) -> str | None:
     return None if parts[1] == "0" * 32 else parts[1]
 
 
-def read_letter(message: Msg, owner: str, replayed: bool = False) -> DeadLetter:
-    headers = message.headers or {}
-    return DeadLetter(message.metadata.sequence.stream, message.metadata.timestamp, owner,
-                      headers.get("Dsi-Original-Subject", "?"), headers.get("Dsi-Consumer", "?"),
+def letter(sequence: int, at: datetime, owner: str, headers: dict[str, str], replayed: bool) -> DeadLetter:
+    """A dead letter as its headers describe it (never its body)."""
+    return DeadLetter(sequence, at, owner, headers.get("Dsi-Original-Subject", "?"), headers.get("Dsi-Consumer", "?"),
                       int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), replayed,
                       trace_id_of(headers))
+
+
+def read_letter(message: Msg, owner: str, replayed: bool = False) -> DeadLetter:
+    return letter(message.metadata.sequence.stream, message.metadata.timestamp, owner, message.headers or {}, replayed)
 
 
 async def letters_of(js: JetStreamContext, naming: Naming, service: str, timeout: float = 2.0) -> AsyncIterator[Msg]:
@@ -117,5 +120,4 @@ async def replay_dead_letter(js: JetStreamContext, naming: Naming, sequence: int
         "Nats-Msg-Id": f"replay:{headers.get('Dsi-Consumer', '?')}:{headers.get('Dsi-Original-Sequence', sequence)}"})
     service = naming.contract_subject(raw.subject or "").removeprefix("dsi.dead-letter.")
     await record_replayed(js, naming, service, sequence, operator)
-    return DeadLetter(sequence, datetime.now().astimezone(), service, original, headers.get("Dsi-Consumer", "?"),
-                      int(headers.get("Dsi-Deliveries", "0")), headers.get("Dsi-Reason", "?"), True, trace_id_of(headers))
+    return letter(sequence, datetime.now().astimezone(), service, headers, replayed=True)
